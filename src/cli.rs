@@ -1,0 +1,313 @@
+//! Command line: clap definitions and subcommand dispatch. Every option of
+//! `run` also reads an `EGRESSD_*` environment variable, for containers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::policy::cases::run_cases;
+use crate::policy::{Mode, Pin, Policy};
+use crate::proxy::resolve::{DnsMode, Resolver};
+use crate::proxy::{self, ProxyConfig, Shared};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "egressd",
+    version,
+    about = "An HTTP egress proxy that enforces destination allowlists"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (default policy: the built-in Qualtrics list, on 127.0.0.1:3128).
+    Run(RunArgs),
+    /// Check a policy and run its expected cases (POLICY.tests.toml beside it).
+    TestPolicy(TestPolicyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Policy file (TOML). Default: the built-in Qualtrics policy.
+    #[arg(long, env = "EGRESSD_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Address to listen on; repeat for several (IPv4 and IPv6).
+    #[arg(long, env = "EGRESSD_LISTEN", value_delimiter = ',', default_value = proxy::DEFAULT_LISTEN)]
+    pub listen: Vec<SocketAddr>,
+    /// Override the policy's mode.
+    #[arg(long, env = "EGRESSD_MODE")]
+    pub mode: Option<Mode>,
+    /// Pin a name to an address, like curl: HOST[:PORT]=IP[:PORT]. Repeatable.
+    /// A pin chooses the address to dial; it never makes a name allowed.
+    #[arg(long, env = "EGRESSD_RESOLVE", value_delimiter = ',')]
+    pub resolve: Vec<Pin>,
+    /// Where addresses come from: the system resolver, or pins only.
+    #[arg(long, env = "EGRESSD_DNS", value_enum, default_value = "system")]
+    pub dns: DnsMode,
+    /// Source networks that may use the proxy; repeatable. Default: loopback.
+    #[arg(long = "allow-client", env = "EGRESSD_ALLOW_CLIENTS", value_delimiter = ',')]
+    pub allow_client: Vec<IpNet>,
+    /// Upstream connect timeout (e.g. 10s, 500ms).
+    #[arg(long, env = "EGRESSD_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// DNS lookup timeout.
+    #[arg(long, env = "EGRESSD_DNS_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub dns_timeout: Duration,
+    /// Time a client has to send a request's headers.
+    #[arg(long, env = "EGRESSD_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub header_timeout: Duration,
+    /// Maximum concurrent client connections; more get 503.
+    #[arg(long, env = "EGRESSD_MAX_CONNECTIONS", default_value_t = proxy::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// On SIGTERM/SIGINT, how long requests and tunnels may finish.
+    #[arg(long, env = "EGRESSD_DRAIN", value_parser = parse_duration, default_value = "30s")]
+    pub drain: Duration,
+    /// Log format.
+    #[arg(long, env = "EGRESSD_LOG_FORMAT", value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct TestPolicyArgs {
+    /// Policy files; each runs the cases in NAME.tests.toml beside it. Default: the built-in policy.
+    pub policies: Vec<PathBuf>,
+    /// Case file to use instead of the one beside the policy.
+    #[arg(long)]
+    pub cases: Option<PathBuf>,
+}
+
+/// Parses `10s`, `500ms`, `2m` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
+}
+
+/// Reads and compiles a policy file, or the built-in one.
+pub fn load_policy(path: Option<&std::path::Path>) -> anyhow::Result<Policy> {
+    match path {
+        None => Policy::from_toml(crate::DEFAULT_POLICY, crate::DEFAULT_POLICY_ORIGIN)
+            .map_err(|e| anyhow::anyhow!("built-in policy: {e}")),
+        Some(p) => {
+            let src =
+                std::fs::read_to_string(p).with_context(|| format!("cannot read policy {}", p.display()))?;
+            Policy::from_toml(&src, &p.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))
+        }
+    }
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => {
+            let _guard = telemetry::init(args.log_format);
+            match run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("egressd: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::TestPolicy(args) => test_policy(args),
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut policy = load_policy(args.policy.as_deref())?;
+    if let Some(m) = args.mode {
+        policy = policy.with_mode(m);
+    }
+    let mut config = ProxyConfig::new(args.listen.clone());
+    config.connect_timeout = args.connect_timeout;
+    config.header_timeout = args.header_timeout;
+    config.max_connections = args.max_connections.max(1);
+    if !args.allow_client.is_empty() {
+        config.clients = args.allow_client.clone();
+    }
+    config.resolver = Resolver::new(args.resolve.clone(), args.dns, args.dns_timeout);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        let listeners = proxy::server::bind(&config.listen).await?;
+        let addrs: Vec<String> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
+        tracing::info!(
+            listen = %addrs.join(","),
+            policy = policy.origin(),
+            policy_version = policy.version(),
+            mode = %policy.mode(),
+            rules = policy.rules().len(),
+            clients = %config.clients.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
+            "egressd listening"
+        );
+        let shared = Shared::new(policy, config);
+        let server = tokio::spawn(proxy::server::serve(shared.clone(), listeners));
+        wait_for_signal().await;
+        tracing::info!(drain_secs = args.drain.as_secs_f64(), "shutting down: draining");
+        shared.shutdown.cancel();
+        let _ = server.await;
+        shared.tasks.close();
+        if tokio::time::timeout(args.drain, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = shared.tasks.len(),
+                "drain period over: cutting what is left"
+            );
+            shared.cut.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), shared.tasks.wait()).await;
+        }
+        tracing::info!("stopped");
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn test_policy(args: TestPolicyArgs) -> ExitCode {
+    let targets: Vec<Option<PathBuf>> = if args.policies.is_empty() {
+        vec![None]
+    } else {
+        args.policies.into_iter().map(Some).collect()
+    };
+    let mut failed = false;
+    for path in targets {
+        let policy = match load_policy(path.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let (cases_src, cases_origin) = match (&args.cases, &path) {
+            (Some(c), _) => (std::fs::read_to_string(c), c.display().to_string()),
+            (None, Some(p)) => {
+                let c = p.with_extension("tests.toml");
+                (std::fs::read_to_string(&c), c.display().to_string())
+            }
+            (None, None) => (
+                Ok(include_str!("../policy/qualtrics.tests.toml").to_string()),
+                "builtin:qualtrics.tests.toml".to_string(),
+            ),
+        };
+        let cases_src = match cases_src {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "{}: policy is valid ({} rules), but no cases: {cases_origin}: {e}",
+                    policy.origin(),
+                    policy.rules().len()
+                );
+                return ExitCode::from(2);
+            }
+        };
+        match run_cases(&policy, &cases_src, &cases_origin) {
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+            Ok(report) => {
+                for f in &report.failures {
+                    println!(
+                        "FAIL {cases_origin}:{}: {}: expected {}, got {}",
+                        f.line, f.target, f.expected, f.got
+                    );
+                }
+                println!(
+                    "{}: {} ({}): {} passed, {} failed",
+                    policy.origin(),
+                    policy.version(),
+                    cases_origin,
+                    report.passed,
+                    report.failures.len()
+                );
+                failed |= !report.failures.is_empty();
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Starts a proxy in this process on already-bound listeners; for tests and
+/// embedding. Returns the shared state (cancel `shutdown` to stop).
+pub fn spawn_proxy(
+    policy: Policy,
+    config: ProxyConfig,
+    listeners: Vec<tokio::net::TcpListener>,
+) -> Arc<Shared> {
+    let shared = Shared::new(policy, config);
+    tokio::spawn(proxy::server::serve(shared.clone(), listeners));
+    shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! The TOML model of a policy file (serde), kept apart from the compiled
+//! runtime types. Every rule keeps its byte span so that errors and rule ids
+//! can name the line it came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// A whole policy file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// `enforce` (default) or `report`.
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    /// What a CONNECT to a host whose matching rules all carry paths gets:
+    /// `allow` (flagged `path_not_enforced`) or `deny` (default).
+    #[serde(default)]
+    pub path_rules_on_connect: Option<Spanned<String>>,
+    /// Optional human description.
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<RuleEntry>>,
+    #[serde(default)]
+    pub deny: Vec<Spanned<RuleEntry>>,
+    /// Static resolve map: `"host[:port]" = "ip[:port]"`.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, Spanned<String>>,
+}
+
+/// One entry of `allow` or `deny`: either a bare pattern string, as vendors
+/// publish them, or a table with options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleEntry {
+    Pattern(String),
+    Table(RuleTable),
+}
+
+/// A rule written as a table. Exactly one of `host`, `hosts`, `cidr`,
+/// `cidrs` is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTable {
+    pub name: Option<String>,
+    pub comment: Option<String>,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub cidr: Option<String>,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// Ports; replaces the default ports (and conflicts with a port written
+    /// in the pattern).
+    pub ports: Option<Vec<i64>>,
+    /// CIDR rules only: also allow names whose resolved address is inside.
+    #[serde(default)]
+    pub resolved: bool,
+    /// Per-rule override of `path_rules_on_connect`.
+    pub on_connect: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RuleEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RuleEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a destination pattern string or a rule table")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RuleEntry, E> {
+                Ok(RuleEntry::Pattern(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RuleEntry, A::Error> {
+                RuleTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(RuleEntry::Table)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RuleEntry, A::Error> {
+                Err(de::Error::custom(
+                    "nested list: give each rule as a string or a table",
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// 1-based line of a byte offset.
+pub fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_tables_mix() {
+        let src = r#"
+mode = "report"
+allow = [
+  "unpkg.com",
+  { host = "sftp.example.com", ports = [22], name = "sftp" },
+]
+[[deny]]
+host = "bad.example.com"
+"#;
+        let f: PolicyFile = toml::from_str(src).unwrap();
+        assert_eq!(f.allow.len(), 2);
+        assert_eq!(f.allow[0].get_ref(), &RuleEntry::Pattern("unpkg.com".into()));
+        assert_eq!(line_of(src, f.allow[0].span().start), 4);
+        assert_eq!(line_of(src, f.allow[1].span().start), 5);
+        assert!(f.deny.len() == 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = toml::from_str::<PolicyFile>("allow = [{ hots = \"a.com\" }]").unwrap_err();
+        assert!(e.to_string().contains("hots"), "{e}");
+        let e = toml::from_str::<PolicyFile>("mod = \"report\"").unwrap_err();
+        assert!(e.to_string().contains("mod"), "{e}");
+    }
+}

@@ -1,0 +1,458 @@
+//! Normalisation of request hosts and paths before matching.
+//!
+//! Matching is only as safe as its inputs, so every host and path is put into
+//! one canonical spelling first, and spellings whose meaning differs between
+//! servers are marked *ambiguous* rather than guessed at.
+//!
+//! Hosts ([`normalize_host`]):
+//! - one trailing dot is removed (`example.com.` is `example.com`);
+//! - IPv6 literals in brackets and IPv4 literals are recognised and never
+//!   matched as names. IPv4 is parsed the way browsers and `inet_aton` do
+//!   (`127.1`, `0x7f.0.0.1`, `2130706433`), so that no spelling of an address
+//!   reaches the resolver as a "name"; a host whose last label is numeric but
+//!   is not a valid address is refused;
+//! - ASCII is case-folded; non-ASCII names are converted to punycode (UTS 46);
+//! - what remains must be a DNS name: labels of 1 to 63 characters from
+//!   `a-z 0-9 - _`, 253 characters in all.
+//!
+//! Paths ([`normalize_path`]):
+//! - the query string and fragment are not part of the path;
+//! - percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
+//!   decoded; other escapes are kept, with upper-case hex;
+//! - dot-segments (`.`, `..`, also spelled `%2e`) are removed as RFC 3986 says;
+//! - the path is *ambiguous* when servers disagree on what it names: it holds
+//!   an encoded slash or backslash (`%2F`, `%5C`), a raw backslash, an encoded
+//!   NUL or percent (`%00`, `%25`: double encoding), a bad escape, an empty
+//!   segment (`//`), or a dot-segment hidden behind `;` parameters (`..;x`).
+//!   An ambiguous path never matches an allow rule with a path and always
+//!   matches a deny rule with a path, so no spelling escapes a prefix.
+//! - `;` parameters stay part of their segment for allow rules; deny rules
+//!   also see the path with parameters stripped (`/admin;x` is `/admin`).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A normalised destination host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// A DNS name: lower-case ASCII (punycode), no trailing dot.
+    Name(String),
+    /// An IP literal. IPv4-mapped IPv6 addresses are stored as IPv4.
+    Ip(IpAddr),
+}
+
+impl Host {
+    pub fn as_name(&self) -> Option<&str> {
+        match self {
+            Host::Name(n) => Some(n),
+            Host::Ip(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// Why a host was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("empty host")]
+    Empty,
+    #[error("invalid IPv6 literal")]
+    BadIpv6,
+    #[error("numeric host that is not a valid IPv4 address")]
+    BadIpv4,
+    #[error("empty label")]
+    EmptyLabel,
+    #[error("label longer than 63 characters")]
+    LabelTooLong,
+    #[error("name longer than 253 characters")]
+    NameTooLong,
+    #[error("invalid character {0:?} in host")]
+    BadChar(char),
+    #[error("invalid internationalised name")]
+    Idna,
+}
+
+/// Normalises a host as received in a request target or `Host` header
+/// (without the port). See the module documentation for the rules.
+pub fn normalize_host(raw: &str) -> Result<Host, HostError> {
+    if raw.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if let Some(inner) = raw.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or(HostError::BadIpv6)?;
+        // Zone ids (`%eth0`) name local interfaces: never a valid egress target.
+        let ip: Ipv6Addr = inner.parse().map_err(|_| HostError::BadIpv6)?;
+        return Ok(Host::Ip(canonical_ip(IpAddr::V6(ip))));
+    }
+    let trimmed = raw.strip_suffix('.').unwrap_or(raw);
+    if trimmed.is_empty() {
+        return Err(HostError::Empty);
+    }
+    let name: std::borrow::Cow<'_, str> = if trimmed.is_ascii() {
+        if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+            trimmed.to_ascii_lowercase().into()
+        } else {
+            trimmed.into()
+        }
+    } else {
+        idna::domain_to_ascii_cow(trimmed.as_bytes(), idna::AsciiDenyList::URL)
+            .map_err(|_| HostError::Idna)?
+            .into_owned()
+            .into()
+    };
+    if let Some(ip) = parse_ipv4_like(&name)? {
+        return Ok(Host::Ip(IpAddr::V4(ip)));
+    }
+    validate_name(&name)?;
+    Ok(Host::Name(name.into_owned()))
+}
+
+/// Checks that `name` (lower-case ASCII, no trailing dot) is a DNS name.
+pub(crate) fn validate_name(name: &str) -> Result<(), HostError> {
+    if name.len() > 253 {
+        return Err(HostError::NameTooLong);
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(HostError::EmptyLabel);
+        }
+        if label.len() > 63 {
+            return Err(HostError::LabelTooLong);
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        {
+            return Err(HostError::BadChar(c));
+        }
+    }
+    Ok(())
+}
+
+/// WHATWG "ends in a number" check and IPv4 parser: returns `Ok(None)` for a
+/// name, `Ok(Some(ip))` for any IPv4 spelling, `Err` for a numeric-looking
+/// host that is not a valid address.
+fn parse_ipv4_like(name: &str) -> Result<Option<Ipv4Addr>, HostError> {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || ((last.starts_with("0x") || last.starts_with("0X"))
+                && last[2..].bytes().all(|b| b.is_ascii_hexdigit())));
+    if !numeric {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 4 {
+        return Err(HostError::BadIpv4);
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        nums.push(parse_ipv4_number(p).ok_or(HostError::BadIpv4)?);
+    }
+    let (last, head) = nums.split_last().ok_or(HostError::BadIpv4)?;
+    if head.iter().any(|&n| n > 255) {
+        return Err(HostError::BadIpv4);
+    }
+    let width = 8 * (5 - nums.len() as u32);
+    if width < 32 && *last >= (1u64 << width) {
+        return Err(HostError::BadIpv4);
+    }
+    if *last > u32::MAX as u64 {
+        return Err(HostError::BadIpv4);
+    }
+    let mut v: u64 = *last;
+    for (i, n) in head.iter().enumerate() {
+        v += n << (8 * (3 - i));
+    }
+    Ok(Some(Ipv4Addr::from(v as u32)))
+}
+
+fn parse_ipv4_number(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 12 {
+        return None;
+    }
+    let (digits, radix) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (h, 16)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (&s[1..], 8)
+    } else {
+        (s, 10)
+    };
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
+/// Stores IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as the IPv4 address
+/// they are, so that one address has one spelling in every table.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// A normalised request path. See the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NormPath {
+    /// Canonical path, always starting with `/`.
+    pub path: String,
+    /// The same path with `;` parameters removed from each segment, when it
+    /// had any; deny rules match this spelling too.
+    pub stripped: Option<String>,
+    /// Servers may disagree on what this path names.
+    pub ambiguous: bool,
+}
+
+impl NormPath {
+    /// Segments of the canonical path (a trailing slash gives an empty last
+    /// segment, which prefix matching ignores).
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        segments_of(&self.path)
+    }
+}
+
+pub(crate) fn segments_of(path: &str) -> impl Iterator<Item = &str> {
+    path.strip_prefix('/')
+        .unwrap_or(path)
+        .split('/')
+        .filter(|s| !s.is_empty())
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Normalises the path part of a request target (anything from `?` on is
+/// dropped). See the module documentation for the rules.
+pub fn normalize_path(raw: &str) -> NormPath {
+    let raw = raw.split(['?', '#']).next().unwrap_or("");
+    let mut ambiguous = false;
+    let mut has_params = false;
+
+    // 1. Percent-decoding of unreserved characters, into segments.
+    let mut decoded = String::with_capacity(raw.len() + 1);
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hi = bytes.get(i + 1).copied().and_then(hex_val);
+                let lo = bytes.get(i + 2).copied().and_then(hex_val);
+                match (hi, lo) {
+                    (Some(h), Some(l)) => {
+                        let v = h * 16 + l;
+                        if is_unreserved(v) {
+                            decoded.push(v as char);
+                        } else {
+                            if matches!(v, b'/' | b'\\' | 0 | b'%') {
+                                ambiguous = true;
+                            }
+                            decoded.push('%');
+                            decoded.push(char::from_digit(h as u32, 16).unwrap_or('0').to_ascii_uppercase());
+                            decoded.push(char::from_digit(l as u32, 16).unwrap_or('0').to_ascii_uppercase());
+                        }
+                        i += 3;
+                        continue;
+                    }
+                    _ => {
+                        ambiguous = true;
+                        decoded.push_str("%25");
+                    }
+                }
+            }
+            b'\\' => {
+                ambiguous = true;
+                decoded.push_str("%5C");
+            }
+            b';' => {
+                has_params = true;
+                decoded.push(';');
+            }
+            // Control characters and non-ASCII bytes are kept, escaped.
+            0..=0x20 | 0x7f..=0xff => {
+                if b == 0 {
+                    ambiguous = true;
+                }
+                decoded.push('%');
+                decoded.push_str(&format!("{b:02X}"));
+            }
+            _ => decoded.push(b as char),
+        }
+        i += 1;
+    }
+
+    // 2. Dot-segment removal over the segments.
+    let body = decoded.strip_prefix('/').unwrap_or(&decoded);
+    let parts: Vec<&str> = body.split('/').collect();
+    let n = parts.len();
+    let mut out: Vec<&str> = Vec::with_capacity(n);
+    let mut trailing_slash = false;
+    for (idx, seg) in parts.iter().enumerate() {
+        let last = idx + 1 == n;
+        if has_params {
+            let bare = seg.split(';').next().unwrap_or("");
+            if seg.contains(';') && (bare == "." || bare == "..") {
+                ambiguous = true;
+            }
+        }
+        match *seg {
+            "." => trailing_slash = last,
+            ".." => {
+                out.pop();
+                trailing_slash = last;
+            }
+            "" if !last => {
+                // `//` inside a path: some servers merge slashes, some do not.
+                if idx > 0 || !decoded.is_empty() {
+                    ambiguous = true;
+                }
+            }
+            "" => trailing_slash = true,
+            s => {
+                out.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let join = |segs: &mut dyn Iterator<Item = &str>| {
+        let mut p = String::with_capacity(decoded.len() + 1);
+        for s in segs {
+            p.push('/');
+            p.push_str(s);
+        }
+        if p.is_empty() || trailing_slash {
+            p.push('/');
+        }
+        p
+    };
+    let path = join(&mut out.iter().copied());
+    let stripped = has_params.then(|| join(&mut out.iter().map(|s| s.split(';').next().unwrap_or(""))));
+    NormPath {
+        path,
+        stripped,
+        ambiguous,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Host {
+        Host::Name(s.to_string())
+    }
+
+    #[test]
+    fn hosts_fold_case_and_trailing_dot() {
+        assert_eq!(normalize_host("WWW.Google.COM."), Ok(name("www.google.com")));
+        assert_eq!(normalize_host("a_b.example.com"), Ok(name("a_b.example.com")));
+        assert_eq!(normalize_host("."), Err(HostError::Empty));
+        assert_eq!(normalize_host("a..b"), Err(HostError::EmptyLabel));
+        assert_eq!(normalize_host("a.b.."), Err(HostError::EmptyLabel));
+        assert_eq!(normalize_host("*.example.com"), Err(HostError::BadChar('*')));
+        assert_eq!(normalize_host("exa mple.com"), Err(HostError::BadChar(' ')));
+        assert_eq!(normalize_host("exa\u{0}mple.com"), Err(HostError::BadChar('\0')));
+        assert!(normalize_host(&"a".repeat(64)).is_err());
+        assert!(normalize_host(&format!("{}.com", "a.".repeat(130))).is_err());
+    }
+
+    #[test]
+    fn hosts_idn_to_punycode() {
+        assert_eq!(
+            normalize_host("bücher.example"),
+            Ok(name("xn--bcher-kva.example"))
+        );
+        assert_eq!(
+            normalize_host("BÜCHER.example."),
+            Ok(name("xn--bcher-kva.example"))
+        );
+    }
+
+    #[test]
+    fn ip_literals_in_every_spelling() {
+        let lo = Host::Ip("127.0.0.1".parse().unwrap());
+        for s in [
+            "127.0.0.1",
+            "127.1",
+            "0x7f.0.0.1",
+            "0177.0.0.1",
+            "2130706433",
+            "127.0.0.1.",
+            "0x7F000001",
+        ] {
+            assert_eq!(normalize_host(s), Ok(lo.clone()), "{s}");
+        }
+        assert_eq!(normalize_host("[::1]"), Ok(Host::Ip("::1".parse().unwrap())));
+        assert_eq!(normalize_host("[::ffff:127.0.0.1]"), Ok(lo.clone()));
+        assert_eq!(normalize_host("[::1"), Err(HostError::BadIpv6));
+        assert_eq!(normalize_host("[fe80::1%eth0]"), Err(HostError::BadIpv6));
+        assert_eq!(normalize_host("256.0.0.1"), Err(HostError::BadIpv4));
+        assert_eq!(normalize_host("1.2.3.4.5"), Err(HostError::BadIpv4));
+        assert_eq!(normalize_host("example.123"), Err(HostError::BadIpv4));
+        assert_eq!(normalize_host("4294967296"), Err(HostError::BadIpv4));
+        // A name that merely contains digits is a name.
+        assert_eq!(normalize_host("123.example"), Ok(name("123.example")));
+    }
+
+    fn p(s: &str) -> (String, bool) {
+        let n = normalize_path(s);
+        (n.path, n.ambiguous)
+    }
+
+    #[test]
+    fn paths_remove_dot_segments_and_query() {
+        assert_eq!(p("/recaptcha/../search"), ("/search".into(), false));
+        assert_eq!(p("/recaptcha/%2e%2E/search"), ("/search".into(), false));
+        assert_eq!(p("/a/./b/"), ("/a/b/".into(), false));
+        assert_eq!(p("/a/b/.."), ("/a/".into(), false));
+        assert_eq!(p("/../../x"), ("/x".into(), false));
+        assert_eq!(p("/a?x=/../b"), ("/a".into(), false));
+        assert_eq!(p(""), ("/".into(), false));
+        assert_eq!(p("/"), ("/".into(), false));
+        assert_eq!(p("/%7Euser/%41"), ("/~user/A".into(), false));
+        assert_eq!(p("/a%2fb"), ("/a%2Fb".into(), true));
+    }
+
+    #[test]
+    fn ambiguous_spellings_are_flagged() {
+        for s in [
+            "/recaptcha%2F..%2Fadmin",
+            "/recaptcha\\..\\admin",
+            "/recaptcha/..%5Cadmin",
+            "/recaptcha/%252e%252e/admin",
+            "/recaptcha//../admin",
+            "/recaptcha/..;/admin",
+            "/recaptcha/%zz",
+            "/a%00b",
+        ] {
+            assert!(normalize_path(s).ambiguous, "{s}");
+        }
+    }
+
+    #[test]
+    fn params_are_stripped_for_deny_matching() {
+        let n = normalize_path("/admin;jsessionid=1/x");
+        assert_eq!(n.path, "/admin;jsessionid=1/x");
+        assert_eq!(n.stripped.as_deref(), Some("/admin/x"));
+        assert!(!n.ambiguous);
+    }
+}

@@ -1,0 +1,428 @@
+//! Policy semantics: the shipped policies' own cases, invalid policies that
+//! must be rejected, table tests of the matcher, and property tests of the
+//! compiled trie against the reference scan.
+
+use super::cases::run_cases;
+use super::target::parse_target;
+use super::*;
+
+fn policy(src: &str) -> Policy {
+    Policy::from_toml(src, "test.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn decide(p: &Policy, target: &str) -> Decision {
+    let c = parse_target(target).unwrap_or_else(|e| panic!("{e}"));
+    let d = p.decide(&c);
+    assert_eq!(d, p.decide_naive(&c), "trie and reference disagree on {target}");
+    d
+}
+
+fn verdict(p: &Policy, target: &str) -> &'static str {
+    decide(p, target).verdict.as_str()
+}
+
+fn policy_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy")
+}
+
+#[test]
+fn shipped_policies_pass_their_cases() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(policy_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let Some(stem) = name.strip_suffix(".tests.toml") else {
+            continue;
+        };
+        let policy_path = policy_dir().join(format!("{stem}.toml"));
+        let src = std::fs::read_to_string(&policy_path).unwrap();
+        let p = Policy::from_toml(&src, policy_path.to_str().unwrap()).unwrap_or_else(|e| panic!("{e}"));
+        let cases = std::fs::read_to_string(&path).unwrap();
+        let report = run_cases(&p, &cases, &name).unwrap_or_else(|e| panic!("{e}"));
+        for f in &report.failures {
+            eprintln!(
+                "{name}:{}: {}: expected {}, got {}",
+                f.line, f.target, f.expected, f.got
+            );
+        }
+        assert!(
+            report.failures.is_empty(),
+            "{name}: {} failures",
+            report.failures.len()
+        );
+        assert!(report.passed >= 40, "{name}: only {} cases", report.passed);
+        // The reference matcher agrees on every case too.
+        for line in cases.lines().filter_map(|l| l.split("target = \"").nth(1)) {
+            let t = line.split("\", expect").next().unwrap().replace("\\\\", "\\");
+            let c = parse_target(&t).unwrap();
+            assert_eq!(p.decide(&c), p.decide_naive(&c), "{t}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn invalid_policies_are_rejected_with_file_line_and_rule() {
+    let dir = policy_dir().join("invalid");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let src = std::fs::read_to_string(&path).unwrap();
+        let expect = src
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: first line must be `# expect: line N: text`", path.display()));
+        let (line, text) = expect.split_once(": ").unwrap();
+        let origin = path.to_str().unwrap();
+        let err = Policy::from_toml(&src, origin).expect_err(origin).to_string();
+        let at = format!("{origin}:{}: ", line.trim_start_matches("line "));
+        assert!(
+            err.starts_with(&at) && err.contains(text.trim()),
+            "{}\n got: {err}\nwant: {at}…{text}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 15);
+}
+
+#[test]
+fn wildcards_and_apex() {
+    let p = policy(r#"allow = ["*.example.com", ".example.org", "exact.example.net"]"#);
+    assert_eq!(verdict(&p, "https://a.example.com/"), "allow");
+    assert_eq!(verdict(&p, "https://a.b.c.example.com/"), "allow");
+    assert_eq!(verdict(&p, "https://example.com/"), "deny");
+    assert_eq!(verdict(&p, "https://example.org/"), "allow");
+    assert_eq!(verdict(&p, "https://x.example.org/"), "allow");
+    assert_eq!(verdict(&p, "https://xexample.org/"), "deny");
+    assert_eq!(verdict(&p, "https://exact.example.net/"), "allow");
+    assert_eq!(verdict(&p, "https://a.exact.example.net/"), "deny");
+    assert_eq!(verdict(&p, "https://bücher.example.com/"), "allow");
+}
+
+#[test]
+fn deny_overrides_allow_on_every_port() {
+    let p = policy(
+        r#"
+allow = ["*.example.com", { host = "*.example.com", ports = [8443] }]
+deny = ["bad.example.com", "good.example.com/admin"]
+"#,
+    );
+    let d = decide(&p, "https://bad.example.com/");
+    assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::DenyRule));
+    assert_eq!(p.rule(d.rule.unwrap()).id.as_ref(), "test.toml:3");
+    assert_eq!(verdict(&p, "CONNECT bad.example.com:8443"), "deny");
+    assert_eq!(verdict(&p, "CONNECT x.bad.example.com:443"), "allow");
+    assert_eq!(verdict(&p, "https://good.example.com/admin/x"), "deny");
+    assert_eq!(verdict(&p, "https://good.example.com/admin;x=1/y"), "deny");
+    assert_eq!(verdict(&p, "https://good.example.com/a/..%2fadmin"), "deny");
+    assert_eq!(verdict(&p, "https://good.example.com/administrator"), "allow");
+    // A path deny cannot be enforced inside a tunnel: allowed, and flagged.
+    let d = decide(&p, "CONNECT good.example.com:443");
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert!(d.flags.contains(Flags::PATH_NOT_ENFORCED));
+}
+
+#[test]
+fn path_rules_on_connect_policy_wide_and_per_rule() {
+    let deny = policy(r#"allow = ["www.google.com/recaptcha"]"#);
+    let d = decide(&deny, "CONNECT www.google.com:443");
+    assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::PathRuleOnConnect));
+
+    let allow = policy("path_rules_on_connect = \"allow\"\nallow = [\"www.google.com/recaptcha\"]");
+    let d = decide(&allow, "CONNECT www.google.com:443");
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(d.flags.names(), vec!["path_not_enforced"]);
+
+    let per_rule = policy(
+        r#"
+path_rules_on_connect = "allow"
+allow = [{ host = "www.google.com/recaptcha", on_connect = "deny" }, "maps.example.com/api"]
+"#,
+    );
+    assert_eq!(verdict(&per_rule, "CONNECT www.google.com:443"), "deny");
+    assert_eq!(verdict(&per_rule, "CONNECT maps.example.com:443"), "allow");
+    // A path-less rule for the same host wins without a flag.
+    let both = policy("allow = [\"a.example.com/x\", \"a.example.com\"]\npath_rules_on_connect = \"allow\"");
+    let d = decide(&both, "CONNECT a.example.com:443");
+    assert!(d.flags.is_empty());
+    assert_eq!(both.rule(d.rule.unwrap()).pattern, "a.example.com");
+}
+
+#[test]
+fn globs_are_real_globs() {
+    let p = policy(r#"allow = ["api.example.com/v1/*/files", "api.example.com/v2/**/raw"]"#);
+    assert_eq!(verdict(&p, "https://api.example.com/v1/abc/files"), "allow");
+    assert_eq!(verdict(&p, "https://api.example.com/v1/a/b/files"), "deny");
+    assert_eq!(verdict(&p, "https://api.example.com/v1/abc/files/x"), "deny");
+    assert_eq!(verdict(&p, "https://api.example.com/v2/a/b/raw"), "allow");
+    assert_eq!(
+        verdict(&p, "https://api.example.com/v1/x/../../admin/files"),
+        "deny"
+    );
+}
+
+#[test]
+fn most_specific_allow_reports_the_rule() {
+    let p = policy(
+        r#"
+[[allow]]
+name = "zone"
+host = "*.example.com"
+[[allow]]
+name = "exact"
+host = "www.example.com"
+[[allow]]
+name = "path"
+host = "www.example.com/api"
+"#,
+    );
+    let id = |t: &str| p.rule(decide(&p, t).rule.unwrap()).id.to_string();
+    assert_eq!(id("https://a.example.com/"), "zone");
+    assert_eq!(id("https://www.example.com/"), "exact");
+    assert_eq!(id("https://www.example.com/api/x"), "path");
+}
+
+#[test]
+fn cidr_rules_and_special_addresses() {
+    let p = policy(
+        r#"
+allow = [
+  { cidr = "10.1.0.0/16", ports = [5432] },
+  { cidr = "2001:db8::/32", ports = [443] },
+  { cidr = "162.247.216.0/22", ports = [443], resolved = true },
+  "api.example.com",
+]
+deny = [{ cidr = "10.1.2.0/24" }]
+"#,
+    );
+    assert_eq!(verdict(&p, "CONNECT 10.1.9.9:5432"), "allow");
+    assert_eq!(verdict(&p, "CONNECT 10.1.2.3:5432"), "deny");
+    assert_eq!(verdict(&p, "CONNECT 10.2.0.1:5432"), "deny");
+    assert_eq!(verdict(&p, "CONNECT [2001:db8::1]:443"), "allow");
+    // Host rules never match IP literals, and names never match CIDRs.
+    assert_eq!(verdict(&p, "CONNECT 93.184.216.34:443"), "deny");
+
+    let name = parse_target("CONNECT api.example.com:443").unwrap();
+    let other = parse_target("CONNECT other.example.net:443").unwrap();
+    let ctx = |name_allowed| AddrContext {
+        name_allowed,
+        pinned: false,
+    };
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // The allowed name resolving somewhere public: fine.
+    assert_eq!(
+        p.check_addr(ip("93.184.216.34"), &name, ctx(true)).verdict,
+        Verdict::Allow
+    );
+    // ... to loopback or metadata: refused, unless pinned by the operator.
+    let d = p.check_addr(ip("127.0.0.1"), &name, ctx(true));
+    assert_eq!(d.reason, Reason::SpecialAddress(SpecialRange::Loopback));
+    let d = p.check_addr(ip("::ffff:169.254.169.254"), &name, ctx(true));
+    assert_eq!(d.reason, Reason::SpecialAddress(SpecialRange::CloudMetadata));
+    let pinned = AddrContext {
+        name_allowed: true,
+        pinned: true,
+    };
+    assert_eq!(
+        p.check_addr(ip("127.0.0.1"), &name, pinned).verdict,
+        Verdict::Allow
+    );
+    // ... into a denied range: refused.
+    assert_eq!(
+        p.check_addr(ip("10.1.2.5"), &name, ctx(true)).verdict,
+        Verdict::Deny
+    );
+    // A name no rule allows, resolving into a `resolved = true` range.
+    assert_eq!(
+        p.check_addr(ip("162.247.216.1"), &other, ctx(false)).verdict,
+        Verdict::Allow
+    );
+    assert_eq!(
+        p.check_addr(ip("10.1.9.9"), &other, ctx(false)).verdict,
+        Verdict::Deny
+    );
+    assert!(p.has_resolved_cidrs());
+}
+
+#[test]
+fn report_mode_would_deny_but_keeps_the_address_guard() {
+    let p = policy("mode = \"report\"\nallow = [\"a.example.com\"]");
+    let d = decide(&p, "https://b.example.com/");
+    assert_eq!(d.verdict, Verdict::WouldDeny);
+    assert!(d.flags.contains(Flags::REPORT));
+    assert_eq!(decide(&p, "https://a.example.com/").verdict, Verdict::Allow);
+    assert_eq!(decide(&p, "CONNECT 127.0.0.1:443").verdict, Verdict::Deny);
+    let enforce = policy("allow = [\"a.example.com\"]").with_mode(Mode::Report);
+    assert_eq!(
+        decide(&enforce, "https://b.example.com/").verdict,
+        Verdict::WouldDeny
+    );
+}
+
+#[test]
+fn version_and_rule_ids_are_stable() {
+    let src = "allow = [\"a.example.com\", { name = \"b\", host = \"b.example.com\" }]";
+    let a = policy(src);
+    let b = policy(src);
+    assert_eq!(a.version(), b.version());
+    assert!(a.version().starts_with("sha256:") && a.version().len() == 19);
+    assert_ne!(a.version(), policy("allow = [\"a.example.com\"]").version());
+    assert_eq!(a.rules()[0].id.as_ref(), "test.toml:1");
+    assert_eq!(a.rules()[1].id.as_ref(), "b");
+}
+
+#[test]
+fn pins_parse() {
+    let p: Pin = "www.qualtrics.com:443=127.0.0.1:40443".parse().unwrap();
+    assert_eq!(
+        (p.host.as_str(), p.port, p.to_port),
+        ("www.qualtrics.com", Some(443), Some(40443))
+    );
+    let p: Pin = "WWW.Example.com=::1".parse().unwrap();
+    assert_eq!(
+        (p.host.as_str(), p.addr),
+        ("www.example.com", "::1".parse().unwrap())
+    );
+    let p: Pin = "a.example.com=[::1]:8443".parse().unwrap();
+    assert_eq!(p.to_port, Some(8443));
+    for bad in [
+        "a.example.com",
+        "a.example.com=x",
+        "1.2.3.4=1.2.3.4",
+        "a.example.com:0=1.2.3.4",
+    ] {
+        assert!(bad.parse::<Pin>().is_err(), "{bad}");
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LABELS: &[&str] = &["a", "b", "www", "xn--bcher-kva", "example", "com", "org"];
+    const SEGS: &[&str] = &[
+        "x", "y", "api", "x;p", "%78", "..", ".", "%2e%2e", "%2F", "", "\\", "%252e", "X",
+    ];
+
+    fn domain(min: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(LABELS), min..4)
+            .prop_map(|l| format!("{}.com", l.join(".")))
+    }
+
+    fn rule() -> impl Strategy<Value = String> {
+        let host = (0..3u8, domain(1)).prop_map(|(k, d)| match k {
+            0 => d,
+            1 => format!("*.{d}"),
+            _ => format!(".{d}"),
+        });
+        let path = prop::collection::vec(prop::sample::select(&["x", "y", "api", "*", "**"][..]), 0..3)
+            .prop_map(|s| {
+                if s.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{}", s.join("/"))
+                }
+            });
+        let ports = prop::sample::select(&["", "ports = [80]", "ports = [443, 8443]"][..]);
+        let on_connect = prop::sample::select(&["", "on_connect = \"allow\"", "on_connect = \"deny\""][..]);
+        let cidr = (
+            prop::sample::select(&["10.0.0.0", "10.1.0.0", "162.247.216.0", "0.0.0.0", "fd00::"][..]),
+            0..4u8,
+        )
+            .prop_map(|(net, k)| {
+                let len = if net.contains(':') {
+                    [8, 16, 64, 128][k as usize]
+                } else {
+                    [0, 8, 16, 24][k as usize]
+                };
+                let ip: IpAddr = net.parse().unwrap();
+                ipnet::IpNet::new(ip, len).unwrap().trunc().to_string()
+            });
+        prop_oneof![
+            4 => (host, path, ports.clone(), on_connect).prop_map(|(h, p, ports, oc)| {
+                let sep = |s: &str| if s.is_empty() { String::new() } else { format!(", {s}") };
+                format!("{{ host = \"{h}{p}\"{}{} }}", sep(ports), sep(oc))
+            }),
+            1 => (cidr, ports, any::<bool>()).prop_map(|(c, ports, r)| {
+                let sep = if ports.is_empty() { String::new() } else { format!(", {ports}") };
+                format!("{{ cidr = \"{c}\"{sep}, resolved = {r} }}")
+            }),
+        ]
+    }
+
+    fn policy_src() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(rule(), 0..12),
+            prop::collection::vec(rule(), 0..4),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(allow, deny, report, oc)| {
+                format!(
+                    "mode = \"{}\"\npath_rules_on_connect = \"{}\"\nallow = [\n{}\n]\ndeny = [\n{}\n]\n",
+                    if report { "report" } else { "enforce" },
+                    if oc { "allow" } else { "deny" },
+                    allow.join(",\n"),
+                    deny.join(",\n")
+                )
+            })
+    }
+
+    fn request() -> impl Strategy<Value = String> {
+        let host = prop_oneof![
+            6 => (domain(0), any::<bool>()).prop_map(|(d, up)| if up { d.to_uppercase() + "." } else { d }),
+            1 => prop::sample::select(&["10.0.0.1", "10.1.2.3", "162.247.216.9", "[fd00::1]", "127.0.0.1", "[::ffff:10.0.0.1]"][..])
+                .prop_map(str::to_string),
+        ];
+        let path =
+            prop::collection::vec(prop::sample::select(SEGS), 0..5).prop_map(|s| format!("/{}", s.join("/")));
+        let port = prop::sample::select(&[80u16, 443, 8443, 22][..]);
+        (0..3u8, host, port, path).prop_map(|(k, h, port, p)| match k {
+            0 => format!("CONNECT {h}:{port}"),
+            1 => format!("http://{h}:{port}{p}"),
+            _ => format!("https://{h}:{port}{p}"),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn compiled_trie_agrees_with_reference_scan(src in policy_src(), reqs in prop::collection::vec(request(), 1..24)) {
+            let p = match Policy::from_toml(&src, "gen.toml") {
+                Ok(p) => p,
+                // Generated rules may be invalid (e.g. a glob that is not one).
+                Err(_) => return Ok(()),
+            };
+            for r in &reqs {
+                let Ok(c) = parse_target(r) else { continue };
+                prop_assert_eq!(p.decide(&c), p.decide_naive(&c), "{}\n{}", r, src);
+            }
+        }
+
+        #[test]
+        fn no_spelling_escapes_a_prefix(segs in prop::collection::vec(prop::sample::select(SEGS), 0..6)) {
+            // Whatever the spelling, an allowed path normalises to one under the prefix.
+            let p = policy("allow = [\"www.example.com/api\"]");
+            let raw = format!("/api/{}", segs.join("/"));
+            let c = parse_target(&format!("http://www.example.com{raw}")).unwrap();
+            if p.decide(&c).verdict == Verdict::Allow {
+                let np = c.path.as_ref().unwrap();
+                prop_assert!(!np.ambiguous);
+                prop_assert!(np.path == "/api" || np.path.starts_with("/api/"), "{} -> {}", raw, np.path);
+                prop_assert!(!np.path.split('/').any(|s| s == ".." || s == "." || s.contains("%2F") || s.contains("%5C")));
+            }
+        }
+
+        #[test]
+        fn normalisation_is_idempotent(segs in prop::collection::vec(prop::sample::select(SEGS), 0..6)) {
+            let once = normalize_path(&format!("/{}", segs.join("/")));
+            if !once.ambiguous {
+                prop_assert_eq!(normalize_path(&once.path).path, once.path.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The I/O shell: listeners, CONNECT tunnels, forwarded HTTP requests, DNS.
+//! Every decision is made by [`crate::policy`]; this module only carries
+//! bytes and reports what happened.
+
+pub mod connect;
+pub mod forward;
+pub mod resolve;
+pub mod respond;
+pub mod server;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::policy::{AddrContext, Candidate, Decision, Policy, Reason, Verdict};
+use crate::telemetry::Access;
+use resolve::{DnsMode, Resolver, Target};
+use respond::ProxyError;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Runtime settings of the proxy (built from the command line).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    /// Source networks that may use the proxy.
+    pub clients: Vec<IpNet>,
+    pub resolver: Resolver,
+}
+
+impl ProxyConfig {
+    /// Defaults: loopback listener and clients, system DNS, no pins.
+    pub fn new(listen: Vec<SocketAddr>) -> ProxyConfig {
+        ProxyConfig {
+            listen,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            clients: default_clients(),
+            resolver: Resolver::new(Vec::new(), DnsMode::System, DEFAULT_DNS_TIMEOUT),
+        }
+    }
+
+    pub fn client_allowed(&self, ip: IpAddr) -> bool {
+        let ip = crate::policy::normalize::canonical_ip(ip);
+        self.clients.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Loopback only: a proxy is never open to a network unless configured so.
+pub fn default_clients() -> Vec<IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("literal"),
+        "::1/128".parse().expect("literal"),
+    ]
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    pub policy: ArcSwap<Policy>,
+    pub config: ProxyConfig,
+    pub client: forward::UpstreamClient,
+    /// Tunnels and connections, so that shutdown can drain them.
+    pub tasks: TaskTracker,
+    /// Cancelled to stop accepting and to close idle keep-alive connections.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the drain period is over: cuts the remaining tunnels.
+    pub cut: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(policy: Policy, config: ProxyConfig) -> Arc<Shared> {
+        Arc::new(Shared {
+            client: forward::upstream_client(&config),
+            policy: ArcSwap::from_pointee(policy),
+            config,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            cut: CancellationToken::new(),
+        })
+    }
+}
+
+/// Records a decision in the access event.
+fn record(access: &mut Access, policy: &Policy, d: &Decision) {
+    access.decision = d.verdict.as_str();
+    access.reason = d.reason.as_str();
+    access.rule = d.rule.map(|r| policy.rule(r).id.clone());
+    access.flags = d.flags;
+}
+
+/// Decides a candidate, resolves it and checks every address: returns the
+/// addresses that may be dialled, in order. The access event records the
+/// decision that let the request through, or the one that stopped it.
+pub async fn authorize(
+    shared: &Shared,
+    policy: &Policy,
+    cand: &Candidate,
+    access: &mut Access,
+) -> Result<Vec<Target>, ProxyError> {
+    let by_name = policy.decide(cand);
+    record(access, policy, &by_name);
+    let resolved_cidrs_may_admit = by_name.reason == Reason::NoMatch && policy.has_resolved_cidrs();
+    if !by_name.verdict.proceeds() && !resolved_cidrs_may_admit {
+        return Err(ProxyError::Denied {
+            reason: by_name.reason,
+            by_address: cand.host.as_name().is_none(),
+        });
+    }
+    let targets = shared
+        .config
+        .resolver
+        .resolve(&cand.host, cand.port, policy.pins())
+        .await?;
+    if cand.host.as_name().is_none() {
+        // IP literals were judged by address already.
+        return Ok(targets);
+    }
+    let mut ok = Vec::with_capacity(targets.len());
+    let mut refusal: Option<Decision> = None;
+    for t in targets {
+        let ctx = AddrContext {
+            name_allowed: by_name.verdict == Verdict::Allow,
+            pinned: t.pinned,
+        };
+        let d = policy.check_addr(t.addr.ip(), cand, ctx);
+        if d.verdict.proceeds() {
+            if ok.is_empty() && d.rule.is_some() && by_name.verdict != Verdict::Allow {
+                // Admitted by a CIDR rule although the name was not.
+                record(access, policy, &d);
+            } else if ok.is_empty() && by_name.verdict == Verdict::Allow && d.verdict == Verdict::WouldDeny {
+                record(access, policy, &d);
+            }
+            ok.push(t);
+        } else if refusal.is_none() {
+            refusal = Some(d);
+        }
+    }
+    if ok.is_empty() {
+        let d = refusal.unwrap_or(by_name);
+        record(access, policy, &d);
+        return Err(ProxyError::Denied {
+            reason: d.reason,
+            by_address: d.reason != Reason::NoMatch,
+        });
+    }
+    Ok(ok)
+}
+
+/// Dials the first address that answers, within the connect timeout each.
+pub async fn dial(
+    targets: &[Target],
+    timeout: Duration,
+    access: &mut Access,
+) -> Result<(TcpStream, Target), ProxyError> {
+    let mut last = ProxyError::ConnectOther("no address".into());
+    for t in targets {
+        access.addr = Some(t.addr);
+        access.pinned = t.pinned;
+        match tokio::time::timeout(timeout, TcpStream::connect(t.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok((s, *t));
+            }
+            Ok(Err(e)) => last = ProxyError::from_connect(&e),
+            Err(_) => last = ProxyError::ConnectTimeout,
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,96 @@
+//! Name resolution. egressd resolves names itself, checks every address
+//! against the policy and dials exactly the address it checked: no second
+//! lookup by anyone, so DNS rebinding cannot swap the address in between.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::policy::{Host, Pin};
+
+use super::respond::ProxyError;
+
+/// Where addresses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DnsMode {
+    /// The system resolver (getaddrinfo), after the static pins.
+    System,
+    /// Pins only: an unpinned name fails as a DNS error. For sealed
+    /// sidecars and for tests, which must send nothing off the machine.
+    Static,
+}
+
+/// An address to dial, and whether it came from a pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub pinned: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    /// Command-line pins first, then the policy's: the first match wins.
+    pins: Vec<Pin>,
+    mode: DnsMode,
+    timeout: Duration,
+}
+
+impl Resolver {
+    pub fn new(pins: Vec<Pin>, mode: DnsMode, timeout: Duration) -> Resolver {
+        Resolver { pins, mode, timeout }
+    }
+
+    /// The pin for `name:port`, if any: a pin with a port beats one without.
+    pub fn pin(&self, name: &str, port: u16) -> Option<&Pin> {
+        self.pins
+            .iter()
+            .find(|p| p.host == name && p.port == Some(port))
+            .or_else(|| self.pins.iter().find(|p| p.host == name && p.port.is_none()))
+    }
+
+    /// Addresses for a destination, in the order to try them.
+    pub async fn resolve(
+        &self,
+        host: &Host,
+        port: u16,
+        extra_pins: &[Pin],
+    ) -> Result<Vec<Target>, ProxyError> {
+        let name = match host {
+            Host::Ip(ip) => {
+                return Ok(vec![Target {
+                    addr: SocketAddr::new(*ip, port),
+                    pinned: false,
+                }])
+            }
+            Host::Name(n) => n,
+        };
+        let policy_pin = || {
+            extra_pins
+                .iter()
+                .find(|p| p.host == *name && p.port == Some(port))
+                .or_else(|| extra_pins.iter().find(|p| p.host == *name && p.port.is_none()))
+        };
+        if let Some(pin) = self.pin(name, port).or_else(policy_pin) {
+            return Ok(vec![Target {
+                addr: SocketAddr::new(pin.addr, pin.to_port.unwrap_or(port)),
+                pinned: true,
+            }]);
+        }
+        if self.mode == DnsMode::Static {
+            return Err(ProxyError::Dns(format!(
+                "{name} has no static address (--dns static)"
+            )));
+        }
+        match tokio::time::timeout(self.timeout, tokio::net::lookup_host((name.as_str(), port))).await {
+            Err(_) => Err(ProxyError::DnsTimeout),
+            Ok(Err(e)) => Err(ProxyError::Dns(e.to_string())),
+            Ok(Ok(addrs)) => {
+                let mut v: Vec<Target> = addrs.map(|addr| Target { addr, pinned: false }).collect();
+                v.dedup();
+                if v.is_empty() {
+                    return Err(ProxyError::Dns(format!("{name} has no addresses")));
+                }
+                Ok(v)
+            }
+        }
+    }
+}

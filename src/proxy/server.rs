@@ -1,0 +1,147 @@
+//! Listeners and connections: accept, admit the client, cap connections,
+//! serve HTTP/1.1 with upgrades, drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::respond::{Body, ProxyError};
+use super::{connect, forward, Shared};
+
+/// Binds every configured address.
+pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
+    let mut v = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        let l = TcpListener::bind(a)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
+        v.push(l);
+    }
+    Ok(v)
+}
+
+/// Serves until `shared.shutdown` is cancelled, then stops accepting.
+/// Connections and tunnels live on in `shared.tasks` for the caller to drain.
+pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let mut loops = tokio::task::JoinSet::new();
+    for l in listeners {
+        loops.spawn(accept_loop(shared.clone(), l, limit.clone()));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, limit: Arc<Semaphore>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if !shared.config.client_allowed(peer.ip()) {
+            tracing::warn!(client = %peer, "client not in the allowed source networks; refused");
+            shared.tasks.spawn(refuse(
+                stream,
+                403,
+                "client_not_allowed",
+                "this client may not use the proxy",
+            ));
+            continue;
+        }
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(client = %peer, "connection limit reached; refused");
+            shared.tasks.spawn(refuse(
+                stream,
+                503,
+                "connection_limit_reached",
+                "too many connections",
+            ));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared2 = shared.clone();
+        shared.tasks.spawn(async move {
+            serve_connection(shared2, stream, peer).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Answers a refused connection with a minimal response and closes it.
+async fn refuse(mut stream: TcpStream, status: u16, class: &str, text: &str) {
+    let reason = if status == 403 {
+        "Forbidden"
+    } else {
+        "Service Unavailable"
+    };
+    let body = format!("egressd: {text}\n");
+    let msg = format!(
+        "HTTP/1.1 {status} {reason}\r\nproxy-status: egressd; error={class}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(msg.as_bytes())).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| route(svc_shared.clone(), req, peer));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_timeout)
+        .max_buf_size(shared.config.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // Client resets, bad requests and timeouts are routine: debug only.
+        tracing::debug!(client = %peer, error = %e, "connection ended with error");
+    }
+}
+
+async fn route(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let resp = if req.method() == Method::CONNECT {
+        connect::handle(shared, req, peer).await
+    } else if req.uri().scheme().is_some() {
+        forward::handle(shared, req, peer).await
+    } else {
+        let policy = shared.policy.load();
+        let mut access =
+            crate::telemetry::Access::new(peer, "http", req.method().as_str(), policy.version().into());
+        access.path = Some(req.uri().path().to_string());
+        access.decision = "deny";
+        access.reason = "not_a_proxy_request";
+        connect::fail(access, &req.uri().to_string(), ProxyError::NotAProxyRequest)
+    };
+    Ok(resp)
+}

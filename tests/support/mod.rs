@@ -1,0 +1,494 @@
+//! Test support: a proxy started in-process on 127.0.0.1:0, origins started
+//! by the test (plain HTTP, TLS with an rcgen certificate, raw TCP), clients
+//! that speak to the proxy with hyper, and the captured access log.
+//! Every address is on loopback; every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use egressd::policy::{Pin, Policy};
+use egressd::proxy::resolve::{DnsMode, Resolver};
+use egressd::proxy::{ProxyConfig, Shared};
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub type TestBody = BoxBody<Bytes, Infallible>;
+pub const WAIT: Duration = Duration::from_secs(10);
+
+// === captured logs ===
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+static INIT: Once = Once::new();
+
+#[derive(Clone)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the JSON subscriber that every test of this binary shares.
+pub fn init_logs() {
+    INIT.call_once(|| {
+        let buf = LOGS.get_or_init(|| Arc::new(Mutex::new(Vec::new()))).clone();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter("info")
+            .with_writer(move || Sink(buf.clone()))
+            .init();
+    });
+}
+
+/// Access events logged so far.
+pub fn access_events() -> Vec<serde_json::Value> {
+    let buf = LOGS.get().map(|b| b.lock().unwrap().clone()).unwrap_or_default();
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "egressd::access")
+        .collect()
+}
+
+/// Waits (bounded) for an access event that satisfies `pred`.
+pub async fn wait_access(pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = access_events().into_iter().find(|v| pred(v)) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no matching access event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// === the proxy ===
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+}
+
+/// Options for a test proxy; DNS is pins-only so nothing leaves the machine.
+pub struct ProxyOpts {
+    pub policy: Policy,
+    pub pins: Vec<Pin>,
+    pub dns: DnsMode,
+    pub configure: Box<dyn FnOnce(&mut ProxyConfig) + Send>,
+}
+
+impl ProxyOpts {
+    pub fn new(policy: Policy) -> ProxyOpts {
+        ProxyOpts {
+            policy,
+            pins: Vec::new(),
+            dns: DnsMode::Static,
+            configure: Box::new(|_| {}),
+        }
+    }
+    pub fn pin(mut self, spec: &str) -> ProxyOpts {
+        self.pins.push(spec.parse().unwrap());
+        self
+    }
+    pub fn config(mut self, f: impl FnOnce(&mut ProxyConfig) + Send + 'static) -> ProxyOpts {
+        self.configure = Box::new(f);
+        self
+    }
+    pub fn dns(mut self, dns: DnsMode) -> ProxyOpts {
+        self.dns = dns;
+        self
+    }
+}
+
+pub fn builtin_policy() -> Policy {
+    Policy::from_toml(egressd::DEFAULT_POLICY, egressd::DEFAULT_POLICY_ORIGIN).unwrap()
+}
+
+pub fn policy(src: &str) -> Policy {
+    Policy::from_toml(src, "test.toml").unwrap()
+}
+
+pub async fn start_proxy(opts: ProxyOpts) -> Proxy {
+    init_logs();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ProxyConfig::new(vec![addr]);
+    config.connect_timeout = Duration::from_secs(2);
+    config.resolver = Resolver::new(opts.pins, opts.dns, Duration::from_secs(2));
+    (opts.configure)(&mut config);
+    let shared = egressd::cli::spawn_proxy(opts.policy, config, vec![listener]);
+    Proxy { addr, shared }
+}
+
+// === origins ===
+
+pub fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).boxed()
+}
+
+/// Deterministic content: byte i is `(i * 31 + i / 4096) % 251`.
+pub fn pattern_chunk(offset: u64, len: usize) -> Vec<u8> {
+    (offset..offset + len as u64)
+        .map(|i| ((i * 31 + i / 4096) % 251) as u8)
+        .collect()
+}
+
+pub fn pattern_sha256(total: u64) -> String {
+    let mut h = Sha256::new();
+    let mut off = 0;
+    while off < total {
+        let n = (total - off).min(1 << 16) as usize;
+        h.update(pattern_chunk(off, n));
+        off += n as u64;
+    }
+    hex(&h.finalize())
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The plain origin's routes (by first segment, so tests can tag paths):
+/// - `/big/...?n=N`: N bytes of the pattern, streamed;
+/// - `/upload/...`: reads the body, answers its length and sha256;
+/// - `/ws/...`: answers 101 to an upgrade, then echoes bytes;
+/// - `/reset/...`: resets the connection without answering;
+/// - anything else: the request line and headers as text.
+async fn origin_service(mut req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    let route = path.split('/').nth(1).unwrap_or("");
+    let resp = match route {
+        "big" => {
+            let n: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("n="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            Response::new(BodyExt::boxed(PatternBody::new(n)))
+        }
+        "upload" => {
+            let mut h = Sha256::new();
+            let mut len = 0u64;
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                if let Ok(d) = frame.unwrap().into_data() {
+                    len += d.len() as u64;
+                    h.update(&d);
+                }
+            }
+            Response::new(full(format!("{len} {}", hex(&h.finalize()))))
+        }
+        "ws" => {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let mut io = TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .body(full(""))
+                .unwrap()
+        }
+        _ => {
+            let mut text = format!("{} {}\n", req.method(), req.uri());
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+            }
+            Response::new(full(text))
+        }
+    };
+    Ok(resp)
+}
+
+/// A body of `n` pattern bytes, produced in 64 KiB frames as it is read.
+pub struct PatternBody {
+    off: u64,
+    n: u64,
+}
+
+impl PatternBody {
+    pub fn new(n: u64) -> PatternBody {
+        PatternBody { off: 0, n }
+    }
+}
+
+impl hyper::body::Body for PatternBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.off >= self.n {
+            return std::task::Poll::Ready(None);
+        }
+        let len = (self.n - self.off).min(1 << 16) as usize;
+        let chunk = pattern_chunk(self.off, len);
+        self.off += len as u64;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+}
+
+async fn serve_http<IO>(io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service_fn(origin_service))
+        .with_upgrades()
+        .await;
+}
+
+/// A plain HTTP origin on 127.0.0.1.
+pub async fn start_origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            if s.peer_addr().is_ok() {
+                tokio::spawn(async move {
+                    // `/reset` is handled at the socket level: peek the request line.
+                    let mut peek = [0u8; 16];
+                    if let Ok(n) = s.peek(&mut peek).await {
+                        if peek[..n].starts_with(b"GET /reset") {
+                            #[allow(deprecated)] // zero linger: close sends RST, never blocks
+                            let _ = s.set_linger(Some(Duration::ZERO));
+                            let mut s = s;
+                            let mut buf = [0u8; 1024];
+                            let _ = s.read(&mut buf).await;
+                            drop(s);
+                            return;
+                        }
+                    }
+                    serve_http(s).await;
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// A test certificate authority: a self-signed certificate for `names`.
+pub struct TestCert {
+    pub der: rustls::pki_types::CertificateDer<'static>,
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+pub fn test_cert(names: &[&str]) -> TestCert {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    TestCert {
+        der: ck.cert.der().clone(),
+        key: rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into()),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// An HTTPS origin on 127.0.0.1 serving the same routes with `cert`.
+pub async fn start_tls_origin(cert: &TestCert) -> SocketAddr {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(s).await {
+                    serve_http(tls).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A raw TCP origin: reads until EOF, then answers `got N` and closes.
+/// Shows that a client's half-close reaches the origin and the answer still
+/// flows back.
+pub async fn start_half_close_origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf).await;
+                let _ = s.write_all(format!("got {}", buf.len()).as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port on which nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
+
+// === clients ===
+
+/// Sends one request through the proxy with hyper (absolute-form target).
+pub async fn proxy_request(proxy: SocketAddr, req: Request<TestBody>) -> Response<Incoming> {
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+pub async fn get(proxy: SocketAddr, url: &str) -> Response<Incoming> {
+    let req = Request::get(url).body(full("")).unwrap();
+    proxy_request(proxy, req).await
+}
+
+pub async fn body_text(resp: Response<Incoming>) -> String {
+    let b = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&b.to_bytes()).into_owned()
+}
+
+/// Opens a CONNECT tunnel with hyper; on 200 returns the tunnel.
+pub async fn connect(
+    proxy: SocketAddr,
+    target: &str,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>, Response<Incoming>> {
+    let req = Request::connect(target).body(full("")).unwrap();
+    let resp = proxy_request(proxy, req).await;
+    if resp.status() != StatusCode::OK {
+        return Err(resp);
+    }
+    let up = tokio::time::timeout(WAIT, hyper::upgrade::on(resp))
+        .await
+        .unwrap()
+        .unwrap();
+    Ok(TokioIo::new(up))
+}
+
+/// TLS over a tunnel, verifying `name` against `cert`.
+pub async fn tls_over<IO>(io: IO, name: &str, cert: &TestCert) -> tokio_rustls::client::TlsStream<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    tokio::time::timeout(WAIT, connector.connect(name, io))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// One HTTP/1.1 request over an established stream (e.g. TLS in a tunnel).
+pub async fn request_over<IO>(io: IO, req: Request<TestBody>) -> Response<Incoming>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Writes raw bytes to the proxy and reads until the peer closes or the
+/// response head and `Content-Length` body are in.
+pub async fn raw(proxy: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_response(&mut s).await
+}
+
+pub async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) => n,
+            _ => break,
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok());
+            if let Some(len) = len {
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
