@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::file::line_of;
+use super::file::LineIndex;
 use super::target::parse_target;
 use super::{Policy, PolicyError};
 
@@ -58,13 +58,14 @@ pub fn run_cases(policy: &Policy, src: &str, origin: &str) -> Result<CaseReport,
         rule: None,
         reason,
     };
+    let lines = LineIndex::new(src);
     let file: CaseFile = toml::from_str(src).map_err(|e| {
-        let line = e.span().map_or(1, |s| line_of(src, s.start));
+        let line = e.span().map_or(1, |s| lines.line(s.start));
         err(line, e.message().to_string())
     })?;
     let mut report = CaseReport::default();
     for case in &file.cases {
-        let line = line_of(src, case.span().start);
+        let line = lines.line(case.span().start);
         let c = case.get_ref();
         if !matches!(c.expect.as_str(), "allow" | "deny" | "would-deny") {
             return Err(err(

@@ -37,7 +37,7 @@ pub struct PolicyFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleEntry {
     Pattern(String),
-    Table(RuleTable),
+    Table(Box<RuleTable>),
 }
 
 /// A rule written as a table. Exactly one of `host`, `hosts`, `cidr`,
@@ -75,7 +75,8 @@ impl<'de> Deserialize<'de> for RuleEntry {
                 Ok(RuleEntry::Pattern(v.to_string()))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RuleEntry, A::Error> {
-                RuleTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(RuleEntry::Table)
+                RuleTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|t| RuleEntry::Table(Box::new(t)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RuleEntry, A::Error> {
                 Err(de::Error::custom(
@@ -87,13 +88,31 @@ impl<'de> Deserialize<'de> for RuleEntry {
     }
 }
 
-/// 1-based line of a byte offset.
+/// Maps byte offsets to 1-based line numbers in O(log lines).
+pub struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(src: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(
+            src.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex { starts }
+    }
+
+    pub fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset)
+    }
+}
+
+/// 1-based line of a byte offset (for one-off lookups).
 pub fn line_of(src: &str, offset: usize) -> usize {
-    src.as_bytes()[..offset.min(src.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    LineIndex::new(src).line(offset)
 }
 
 #[cfg(test)]
@@ -117,6 +136,9 @@ host = "bad.example.com"
         assert_eq!(line_of(src, f.allow[0].span().start), 4);
         assert_eq!(line_of(src, f.allow[1].span().start), 5);
         assert!(f.deny.len() == 1);
+        assert_eq!(line_of(src, 0), 1);
+        assert_eq!(line_of(src, 1), 2);
+        assert_eq!(line_of(src, src.len()), src.lines().count() + 1);
     }
 
     #[test]

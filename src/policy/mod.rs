@@ -51,7 +51,7 @@ pub use net::{special_range, SpecialRange};
 pub use normalize::{normalize_host, normalize_path, Host, HostError, NormPath};
 pub use pattern::{Destination, HostPattern, PathPattern, PatternError};
 
-use file::{line_of, PolicyFile, RuleEntry, RuleTable};
+use file::{LineIndex, PolicyFile, RuleEntry, RuleTable};
 use net::CidrTable;
 use trie::HostTrie;
 
@@ -175,7 +175,7 @@ pub struct Rule {
     pub line: usize,
     /// The pattern as written.
     pub pattern: String,
-    glob: Option<GlobMatcher>,
+    glob: Option<Box<GlobMatcher>>,
 }
 
 impl Rule {
@@ -595,8 +595,9 @@ impl Policy {
             rule,
             reason,
         };
+        let lines = LineIndex::new(src);
         let file: PolicyFile = toml::from_str(src).map_err(|e| {
-            let line = e.span().map_or(1, |s| line_of(src, s.start));
+            let line = e.span().map_or(1, |s| lines.line(s.start));
             PolicyErrors(vec![err(line, None, e.message().to_string())])
         })?;
         let short_origin = std::path::Path::new(origin)
@@ -609,7 +610,7 @@ impl Policy {
         let mode = match &file.mode {
             None => Mode::Enforce,
             Some(m) => m.get_ref().parse().unwrap_or_else(|e| {
-                errors.push(err(line_of(src, m.span().start), None, format!("mode: {e}")));
+                errors.push(err(lines.line(m.span().start), None, format!("mode: {e}")));
                 Mode::Enforce
             }),
         };
@@ -617,7 +618,7 @@ impl Policy {
             None => OnConnect::Deny,
             Some(m) => OnConnect::parse(m.get_ref()).unwrap_or_else(|e| {
                 errors.push(err(
-                    line_of(src, m.span().start),
+                    lines.line(m.span().start),
                     None,
                     format!("path_rules_on_connect: {e}"),
                 ));
@@ -629,14 +630,15 @@ impl Policy {
         let mut names = std::collections::HashMap::new();
         for (action, list) in [(Action::Allow, &file.allow), (Action::Deny, &file.deny)] {
             for entry in list {
-                let line = line_of(src, entry.span().start);
+                let line = lines.line(entry.span().start);
                 let default_id = format!("{short_origin}:{line}");
                 if let Err(e) =
                     compile_entry(entry.get_ref(), action, line, &default_id, on_connect, &mut rules)
                 {
                     errors.push(err(line, Some(e.0), e.1));
                 }
-                if let RuleEntry::Table(RuleTable { name: Some(n), .. }) = entry.get_ref() {
+                if let RuleEntry::Table(t) = entry.get_ref() {
+                    let Some(n) = &t.name else { continue };
                     if let Some(prev) = names.insert(n.clone(), line) {
                         errors.push(err(
                             line,
@@ -653,7 +655,7 @@ impl Policy {
             match Pin::parse(lhs, rhs.get_ref()) {
                 Ok(p) => pins.push(p),
                 Err(e) => errors.push(err(
-                    line_of(src, rhs.span().start),
+                    lines.line(rhs.span().start),
                     Some(lhs.clone()),
                     format!("resolve: {e}"),
                 )),
@@ -663,6 +665,7 @@ impl Policy {
         if !errors.is_empty() {
             return Err(PolicyErrors(errors));
         }
+        drop(file);
         Ok(Policy::compile(rules, mode, on_connect, pins, src, origin))
     }
 
@@ -765,18 +768,20 @@ impl Policy {
                     let mut consider =
                         |idx: RuleIdx| m.consider(self.rule(idx), idx, hs, c.kind, c.port, c.path.as_ref());
                     match &c.path {
+                        // CONNECT, or a path that no prefix rule may vouch for.
                         None => {
-                            t.any_path().iter().copied().for_each(&mut consider);
+                            t.any.iter().copied().for_each(&mut consider);
                             t.with_path.iter().copied().for_each(&mut consider);
                         }
                         Some(p) if p.ambiguous => {
-                            t.any_path().iter().copied().for_each(&mut consider);
+                            t.any.iter().copied().for_each(&mut consider);
                             t.with_path.iter().copied().for_each(&mut consider);
                         }
                         Some(p) => {
-                            t.for_each_prefix(p.segments(), &mut consider);
+                            self.hosts.for_each_prefix(t, p.segments(), &mut consider);
                             if let Some(s) = &p.stripped {
-                                t.for_each_prefix(normalize::segments_of(s), &mut consider);
+                                self.hosts
+                                    .for_each_prefix(t, normalize::segments_of(s), &mut consider);
                             }
                             t.globs.iter().copied().for_each(&mut consider);
                         }
@@ -897,7 +902,7 @@ fn compile_entry(
             };
             &table
         }
-        RuleEntry::Table(t) => t,
+        RuleEntry::Table(t) => &**t,
     };
     let label = t
         .name
@@ -958,7 +963,8 @@ fn compile_entry(
                     .literal_separator(true)
                     .build()
                     .map_err(|e| (label.clone(), e.to_string()))?
-                    .compile_matcher(),
+                    .compile_matcher()
+                    .into(),
             ),
             _ => None,
         };
