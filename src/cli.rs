@@ -34,6 +34,83 @@ pub enum Command {
     Run(RunArgs),
     /// Check a policy and run its expected cases (POLICY.tests.toml beside it).
     TestPolicy(TestPolicyArgs),
+    /// Decide targets (URLs or host:port) and say which rule decides. Exit 0 if all are allowed, 1 if any is denied, 2 on bad input.
+    Check(CheckArgs),
+    /// What would the policy block? Replays HAR files or URL lists.
+    Audit(AuditArgs),
+    /// Summarise egressd access logs; compare with a candidate policy.
+    Report(ReportArgs),
+    /// Validate a policy and warn about rules that deserve a second look.
+    Lint(LintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy file. Default: the built-in policy.
+    #[arg(long, env = "EGRESSD_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Targets: https://host/path, http://host/path, host:port (CONNECT). `-` reads stdin, one a line.
+    pub targets: Vec<String>,
+    /// Read targets from a file, one a line (# comments allowed).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Show the normalised request and the near rules that did not match.
+    #[arg(long)]
+    pub explain: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CheckFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Policy file. Default: the built-in policy.
+    #[arg(long, env = "EGRESSD_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// HAR files exported from a browser's developer tools.
+    #[arg(long)]
+    pub har: Vec<PathBuf>,
+    /// Plain URL lists, one a line.
+    #[arg(long)]
+    pub urls: Vec<PathBuf>,
+    /// Decide https URLs with their path (as with TLS inspection) instead of as the CONNECT a browser sends.
+    #[arg(long)]
+    pub with_paths: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::audit::render::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Policy the logs are judged by. Default: the built-in policy.
+    #[arg(long, env = "EGRESSD_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Access-log files (plain or .gz); `-` or nothing reads stdin.
+    pub logs: Vec<String>,
+    /// Also replay HAR files.
+    #[arg(long)]
+    pub har: Vec<PathBuf>,
+    /// A second policy: print what it would newly deny or newly allow.
+    #[arg(long)]
+    pub candidate: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::audit::render::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Policy file. Default: the built-in policy.
+    pub policy: Option<PathBuf>,
+    /// Exit non-zero on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CheckFormat,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +211,10 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
         Command::TestPolicy(args) => test_policy(args),
+        Command::Check(args) => crate::tools::check(args),
+        Command::Audit(args) => crate::tools::audit(args),
+        Command::Report(args) => crate::tools::report(args),
+        Command::Lint(args) => crate::tools::lint(args),
     }
 }
 

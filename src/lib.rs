@@ -7,6 +7,8 @@
 //! - [`proxy`]: the I/O shell: listeners, CONNECT tunnels, forwarded HTTP,
 //!   DNS and the address that is dialled.
 //! - [`telemetry`]: logging and the one access event per request or tunnel.
+//! - [`audit`]: `check`, `audit`, `report` and `lint` over the same policy;
+//!   [`tools`] wraps them as commands.
 //! - [`cli`]: the command line.
 //!
 //! ```
@@ -17,10 +19,12 @@
 //! assert_eq!(policy.decide(&c).verdict, Verdict::Allow);
 //! ```
 
+pub mod audit;
 pub mod cli;
 pub mod policy;
 pub mod proxy;
 pub mod telemetry;
+pub mod tools;
 
 /// The shipped Qualtrics policy, compiled into the binary as the default.
 pub const DEFAULT_POLICY: &str = include_str!("../policy/qualtrics.toml");

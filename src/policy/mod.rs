@@ -706,6 +706,19 @@ impl Policy {
         }
     }
 
+    /// A policy of this one rule alone, in enforce mode: used to explain why
+    /// a rule did or did not match a request.
+    pub fn from_rule(rule: &Rule) -> Policy {
+        Policy::compile(
+            vec![rule.clone()],
+            Mode::Enforce,
+            rule.on_connect,
+            Vec::new(),
+            "",
+            "explain",
+        )
+    }
+
     /// The same policy in another mode (e.g. `--mode report`).
     pub fn with_mode(mut self, mode: Mode) -> Policy {
         self.mode = mode;

@@ -1,0 +1,140 @@
+//! HAR files (HTTP Archive, as Chrome and Firefox export them), read as a
+//! stream: `log.entries` is visited one entry at a time and everything but
+//! each request's method and URL is skipped unparsed, so a 100 MB export
+//! with response bodies costs little more memory than one entry.
+
+use std::fmt;
+use std::io::Read;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// The part of an entry egressd needs.
+#[derive(Debug, Deserialize)]
+pub struct HarRequest {
+    pub method: String,
+    pub url: String,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    request: HarRequest,
+}
+
+/// Calls `f` for every entry's request, in file order.
+pub fn for_each_request<R: Read>(reader: R, f: impl FnMut(HarRequest)) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    Root(f).deserialize(&mut de)?;
+    de.end()
+}
+
+struct Root<F>(F);
+struct Log<'a, F>(&'a mut F);
+struct Entries<'a, F>(&'a mut F);
+
+impl<'de, F: FnMut(HarRequest)> DeserializeSeed<'de> for Root<F> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(mut self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(RootVisitor(&mut self.0))
+    }
+}
+
+struct RootVisitor<'a, F>(&'a mut F);
+
+impl<'de, F: FnMut(HarRequest)> Visitor<'de> for RootVisitor<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a HAR object with a `log`")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "log" {
+                map.next_value_seed(Log(&mut *self.0))?;
+                found = true;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        if !found {
+            return Err(de::Error::missing_field("log"));
+        }
+        Ok(())
+    }
+}
+
+impl<'de, F: FnMut(HarRequest)> DeserializeSeed<'de> for Log<'_, F> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(HarRequest)> Visitor<'de> for Log<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a HAR `log` object with `entries`")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "entries" {
+                map.next_value_seed(Entries(&mut *self.0))?;
+                found = true;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        if !found {
+            return Err(de::Error::missing_field("entries"));
+        }
+        Ok(())
+    }
+}
+
+impl<'de, F: FnMut(HarRequest)> DeserializeSeed<'de> for Entries<'_, F> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(HarRequest)> Visitor<'de> for Entries<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of HAR entries")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(e) = seq.next_element::<Entry>()? {
+            (self.0)(e.request);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_entries_and_skips_the_rest() {
+        let har = r#"{"log":{"version":"1.2","creator":{"name":"WebInspector","version":"537.36"},
+          "pages":[{"id":"page_1"}],
+          "entries":[
+            {"startedDateTime":"2026-01-01T00:00:00Z","request":{"method":"GET","url":"https://www.qualtrics.com/","headers":[]},
+             "response":{"status":200,"content":{"size":3,"text":"abc"}}},
+            {"request":{"method":"POST","url":"https://unpkg.com/x","postData":{"text":"{}"}},"response":{}}
+          ]}}"#;
+        let mut seen = Vec::new();
+        for_each_request(har.as_bytes(), |r| seen.push((r.method, r.url))).unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1], ("POST".to_string(), "https://unpkg.com/x".to_string()));
+    }
+
+    #[test]
+    fn malformed_files_are_errors() {
+        assert!(for_each_request(&b"{\"log\":{}}"[..], |_| {}).is_err());
+        assert!(for_each_request(&b"[1,2]"[..], |_| {}).is_err());
+        assert!(for_each_request(&b"{\"log\":{\"entries\":[{\"request\":{}}]}}"[..], |_| {}).is_err());
+    }
+}

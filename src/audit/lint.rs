@@ -1,0 +1,270 @@
+//! Policy lint: rules that load fine but deserve a second look.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::policy::{
+    special_range, Action, HostPattern, OnConnect, PathPattern, Policy, Ports, Rule, RuleTarget,
+};
+
+/// One finding, tied to a rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub line: usize,
+    pub rule: String,
+    pub pattern: String,
+    /// A short stable name: `duplicate`, `shadowed`, `ineffective-deny`, ...
+    pub kind: &'static str,
+    pub message: String,
+}
+
+fn host_covers(broad: &HostPattern, narrow: &HostPattern) -> bool {
+    use HostPattern::*;
+    let under = |zone: &str, d: &str| {
+        d.len() > zone.len() && d.ends_with(zone) && d.as_bytes()[d.len() - zone.len() - 1] == b'.'
+    };
+    match (broad, narrow) {
+        (Exact(a), Exact(b)) => a == b,
+        (Subdomains(z), Exact(d)) => under(z, d),
+        (Subdomains(z), Subdomains(d)) | (Subdomains(z), ApexAndSubdomains(d)) => under(z, d),
+        (ApexAndSubdomains(z), Exact(d)) => z == d || under(z, d),
+        (ApexAndSubdomains(z), Subdomains(d)) | (ApexAndSubdomains(z), ApexAndSubdomains(d)) => {
+            z == d || under(z, d)
+        }
+        (Exact(_), _) => false,
+    }
+}
+
+fn hosts_overlap(a: &HostPattern, b: &HostPattern) -> bool {
+    host_covers(a, b) || host_covers(b, a)
+}
+
+fn path_covers(broad: &PathPattern, narrow: &PathPattern) -> bool {
+    match (broad, narrow) {
+        (PathPattern::Any, _) => true,
+        (PathPattern::Prefix(a), PathPattern::Prefix(b)) => b.len() >= a.len() && b[..a.len()] == a[..],
+        (a, b) => a == b,
+    }
+}
+
+fn ports_cover(broad: &Ports, narrow: &Ports) -> bool {
+    match (broad, narrow) {
+        (Ports::Default, Ports::Default) => true,
+        (Ports::List(a), Ports::List(b)) => b.iter().all(|p| a.contains(p)),
+        _ => false,
+    }
+}
+
+fn covers(broad: &Rule, narrow: &Rule) -> bool {
+    // A broad rule with a path covers only rules treated alike on CONNECT.
+    if broad.action != narrow.action || (broad.on_connect != narrow.on_connect && !broad.path().is_any()) {
+        return false;
+    }
+    match (&broad.target, &narrow.target) {
+        (RuleTarget::Host(a), RuleTarget::Host(b)) => {
+            host_covers(&a.host, &b.host)
+                && path_covers(&a.path, &b.path)
+                && ports_cover(&broad.ports, &narrow.ports)
+        }
+        (RuleTarget::Cidr { net: a, resolved: ra }, RuleTarget::Cidr { net: b, resolved: rb }) => {
+            a.contains(b) && (*ra || !*rb) && ports_cover(&broad.ports, &narrow.ports)
+        }
+        _ => false,
+    }
+}
+
+fn same(a: &Rule, b: &Rule) -> bool {
+    covers(a, b) && covers(b, a)
+}
+
+fn nets_overlap(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Special-purpose networks checked against CIDR rules.
+fn special_nets() -> Vec<IpNet> {
+    [
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
+}
+
+fn finding(r: &Rule, kind: &'static str, message: String) -> Finding {
+    Finding {
+        line: r.line,
+        rule: r.id.to_string(),
+        pattern: r.pattern.clone(),
+        kind,
+        message,
+    }
+}
+
+/// Lints a compiled policy. Findings are ordered by line.
+pub fn lint(policy: &Policy) -> Vec<Finding> {
+    let rules = policy.rules();
+    let mut out = Vec::new();
+    let specials = special_nets();
+    for (i, r) in rules.iter().enumerate() {
+        // Duplicates of an earlier rule, or rules a broader one already covers.
+        if let Some(other) = rules[..i].iter().find(|o| same(o, r)) {
+            out.push(finding(
+                r,
+                "duplicate",
+                format!("same as rule {:?} on line {}", other.id, other.line),
+            ));
+        } else if let Some(other) = rules
+            .iter()
+            .enumerate()
+            .find(|(j, o)| *j != i && covers(o, r) && !same(o, r))
+            .map(|(_, o)| o)
+        {
+            out.push(finding(
+                r,
+                "shadowed",
+                format!(
+                    "already covered by rule {:?} ({}) on line {}",
+                    other.id, other.pattern, other.line
+                ),
+            ));
+        }
+        match &r.target {
+            RuleTarget::Host(d) => {
+                if r.action == Action::Deny {
+                    let overlaps = rules.iter().any(|o| {
+                        o.action == Action::Allow
+                            && matches!(&o.target, RuleTarget::Host(od) if hosts_overlap(&od.host, &d.host))
+                    });
+                    if !overlaps {
+                        out.push(finding(r, "ineffective-deny", "no allow rule matches what this deny rule matches; default deny already refuses it".into()));
+                    }
+                }
+                if r.action == Action::Allow && !d.path.is_any() {
+                    let what = match r.on_connect {
+                        OnConnect::AllowHost => {
+                            "CONNECT to this host is allowed for every path (flagged path_not_enforced)"
+                        }
+                        OnConnect::Deny => {
+                            "CONNECT to this host is denied unless a rule without a path allows it"
+                        }
+                    };
+                    out.push(finding(
+                        r,
+                        "path-on-connect",
+                        format!(
+                            "the path cannot be seen inside a CONNECT tunnel without TLS inspection: {what}"
+                        ),
+                    ));
+                }
+                if let HostPattern::Subdomains(z) | HostPattern::ApexAndSubdomains(z) = &d.host {
+                    if super::registrable_domain(z).is_none() {
+                        out.push(finding(
+                            r,
+                            "broad-wildcard",
+                            format!("{z:?} is not under a known public suffix: the wildcard may cover more than one organisation"),
+                        ));
+                    }
+                }
+            }
+            RuleTarget::Cidr { net, .. } => {
+                if r.action == Action::Allow {
+                    if let Some(s) = specials.iter().find(|s| nets_overlap(s, net)) {
+                        let kind = special_range(s.network()).map_or("special", |k| k.as_str());
+                        out.push(finding(
+                            r,
+                            "special-cidr",
+                            format!(
+                                "{net} overlaps the {kind} range {s}: such destinations become reachable"
+                            ),
+                        ));
+                    }
+                    if net.prefix_len() < 8
+                        || (matches!(net.network(), IpAddr::V6(_)) && net.prefix_len() < 32)
+                    {
+                        out.push(finding(r, "broad-cidr", format!("{net} is a very large range")));
+                    }
+                }
+            }
+        }
+        if r.action == Action::Allow {
+            if let Ports::List(ports) = &r.ports {
+                let odd: Vec<String> = ports
+                    .iter()
+                    .filter(|p| **p != 80 && **p != 443)
+                    .map(u16::to_string)
+                    .collect();
+                if !odd.is_empty() {
+                    out.push(finding(
+                        r,
+                        "unusual-port",
+                        format!(
+                            "port(s) {} beyond 80/443: check they are intended",
+                            odd.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort_by_key(|f| f.line);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(src: &str) -> Vec<(&'static str, String)> {
+        let p = Policy::from_toml(src, "lint.toml").unwrap();
+        lint(&p).into_iter().map(|f| (f.kind, f.pattern)).collect()
+    }
+
+    #[test]
+    fn finds_what_deserves_a_look() {
+        let k = kinds(
+            r#"
+allow = [
+  "*.example.com",
+  "www.example.com",
+  "a.example.org",
+  "a.example.org",
+  "www.google.com/recaptcha",
+  { cidr = "10.0.0.0/8", ports = [5432] },
+  "*.corp.internal",
+]
+deny = ["nothing.example.net", "bad.example.com"]
+"#,
+        );
+        assert!(k.contains(&("shadowed", "www.example.com".into())), "{k:?}");
+        assert!(k.contains(&("duplicate", "a.example.org".into())), "{k:?}");
+        assert!(
+            k.contains(&("path-on-connect", "www.google.com/recaptcha".into())),
+            "{k:?}"
+        );
+        assert!(k.contains(&("special-cidr", "10.0.0.0/8".into())), "{k:?}");
+        assert!(k.contains(&("unusual-port", "10.0.0.0/8".into())), "{k:?}");
+        assert!(k.contains(&("broad-wildcard", "*.corp.internal".into())), "{k:?}");
+        assert!(
+            k.contains(&("ineffective-deny", "nothing.example.net".into())),
+            "{k:?}"
+        );
+        assert!(!k.iter().any(|(_, p)| p == "bad.example.com"), "{k:?}");
+        assert!(!k.iter().any(|(_, p)| p == "*.example.com"), "{k:?}");
+    }
+}

@@ -1,0 +1,277 @@
+//! Is the allowlist complete? `check`, `audit`, `report` and `lint`, pure
+//! over the same [`Policy`] the proxy uses. Readers turn inputs (URLs, HAR
+//! files, access logs) into [`Observation`]s; [`Summary`] aggregates their
+//! decisions and suggests the rules that would let denied traffic through.
+
+pub mod har;
+pub mod lint;
+pub mod logs;
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::policy::target::parse_target;
+use crate::policy::{Candidate, Decision, Flags, Kind, Policy, Reason, RuleIdx, Verdict};
+
+/// One request seen in the input.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// The URL or `CONNECT host:port` as seen.
+    pub target: String,
+    pub candidate: Candidate,
+    /// Client address, when the input knows it (access logs).
+    pub client: Option<String>,
+    /// Unix time in seconds, when known.
+    pub time: Option<i64>,
+}
+
+impl Observation {
+    pub fn parse(target: &str) -> Option<Observation> {
+        let candidate = parse_target(target).ok()?;
+        Some(Observation {
+            target: target.to_string(),
+            candidate,
+            client: None,
+            time: None,
+        })
+    }
+
+    /// The CONNECT a browser behind a proxy sends for an https URL.
+    pub fn as_connect(&self) -> Option<Observation> {
+        if self.candidate.kind != Kind::Https {
+            return None;
+        }
+        let mut o = self.clone();
+        o.candidate.kind = Kind::Connect;
+        o.candidate.path = None;
+        o.target = format!("CONNECT {}:{}", o.candidate.host, o.candidate.port);
+        Some(o)
+    }
+}
+
+/// A destination as grouped in reports: host and port.
+pub fn destination(c: &Candidate) -> String {
+    format!("{}:{}", c.host, c.port)
+}
+
+/// Denied traffic to one host.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DeniedHost {
+    pub host: String,
+    pub requests: u64,
+    pub ports: BTreeSet<u16>,
+    pub reasons: BTreeSet<&'static str>,
+    /// Up to a few example targets.
+    pub examples: Vec<String>,
+    /// First path segments seen (for path-level suggestions).
+    #[serde(skip)]
+    first_segments: BTreeMap<String, u64>,
+    #[serde(skip)]
+    kinds: BTreeSet<&'static str>,
+}
+
+/// Aggregated decisions over a set of observations.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Summary {
+    pub requests: u64,
+    pub destinations: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    /// Denied in enforce mode, or would-deny in report mode.
+    pub would_deny: u64,
+    pub path_not_enforced: u64,
+    /// Inputs that could not be read as a request.
+    pub unreadable: u64,
+    pub denied_hosts: Vec<DeniedHost>,
+    pub suggestions: Vec<Suggestion>,
+    /// Decisions per rule (by index in the policy), for unused-rule reports.
+    #[serde(skip)]
+    pub rule_hits: HashMap<RuleIdx, u64>,
+    #[serde(skip)]
+    seen: BTreeSet<String>,
+    #[serde(skip)]
+    by_host: HashMap<String, DeniedHost>,
+}
+
+/// A rule to add, with what it would admit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Suggestion {
+    pub rule: String,
+    pub requests: u64,
+    pub hosts: Vec<String>,
+}
+
+impl Suggestion {
+    /// The suggestion as an entry of a TOML `allow` list.
+    pub fn toml(&self) -> String {
+        if self.rule.starts_with('{') {
+            self.rule.clone()
+        } else {
+            format!("{:?}", self.rule)
+        }
+    }
+}
+
+const MAX_EXAMPLES: usize = 3;
+
+impl Summary {
+    /// Adds one observation and its decision.
+    pub fn add(&mut self, o: &Observation, d: &Decision) {
+        self.requests += 1;
+        let dest = destination(&o.candidate);
+        if !self.seen.contains(&dest) {
+            self.seen.insert(dest);
+            self.destinations += 1;
+        }
+        if d.flags.contains(Flags::PATH_NOT_ENFORCED) {
+            self.path_not_enforced += 1;
+        }
+        if let Some(r) = d.rule {
+            *self.rule_hits.entry(r).or_default() += 1;
+        }
+        match d.verdict {
+            Verdict::Allow => self.allowed += 1,
+            Verdict::Deny | Verdict::WouldDeny => {
+                if d.verdict == Verdict::Deny {
+                    self.denied += 1;
+                } else {
+                    self.would_deny += 1;
+                }
+                let host = o.candidate.host.to_string();
+                let e = self.by_host.entry(host.clone()).or_insert_with(|| DeniedHost {
+                    host,
+                    ..Default::default()
+                });
+                e.requests += 1;
+                e.ports.insert(o.candidate.port);
+                e.reasons.insert(d.reason.as_str());
+                e.kinds.insert(match o.candidate.kind {
+                    Kind::Connect => "connect",
+                    Kind::Http => "http",
+                    Kind::Https => "https",
+                });
+                if e.examples.len() < MAX_EXAMPLES && !e.examples.contains(&o.target) {
+                    e.examples.push(o.target.clone());
+                }
+                if d.reason == Reason::PathNotAllowed {
+                    if let Some(seg) = o.candidate.path.as_ref().and_then(|p| p.segments().next()) {
+                        *e.first_segments.entry(seg.to_string()).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sorts denied hosts by impact and computes the suggested rules.
+    pub fn finish(&mut self) {
+        let mut hosts: Vec<DeniedHost> = self.by_host.drain().map(|(_, v)| v).collect();
+        hosts.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.host.cmp(&b.host)));
+        self.suggestions = suggest(&hosts);
+        self.denied_hosts = hosts;
+    }
+}
+
+/// The registrable domain of a name (from the Public Suffix List), if any.
+pub fn registrable_domain(name: &str) -> Option<&str> {
+    let d = psl::domain(name.as_bytes())?;
+    if !d.suffix().is_known() {
+        return None;
+    }
+    std::str::from_utf8(d.as_bytes()).ok()
+}
+
+/// Minimal rules that admit the denied hosts: exact hosts, or a wildcard when
+/// several siblings share a registrable domain (never on a public suffix);
+/// `host/segment` when only paths were refused; CIDRs for IP literals.
+/// Denials of special-purpose addresses get no suggestion.
+pub fn suggest(hosts: &[DeniedHost]) -> Vec<Suggestion> {
+    let mut out: Vec<Suggestion> = Vec::new();
+    let mut groups: BTreeMap<String, Vec<&DeniedHost>> = BTreeMap::new();
+    for h in hosts {
+        if h.reasons.contains("special_address") || h.reasons.contains("deny_rule") {
+            continue;
+        }
+        let port_suffix = port_suffix_for(h);
+        if h.host.starts_with('[') || h.host.parse::<std::net::IpAddr>().is_ok() {
+            let ip = h.host.trim_start_matches('[').trim_end_matches(']');
+            let len = if ip.contains(':') { 128 } else { 32 };
+            let ports: Vec<String> = h.ports.iter().map(u16::to_string).collect();
+            out.push(Suggestion {
+                rule: format!("{{ cidr = \"{ip}/{len}\", ports = [{}] }}", ports.join(", ")),
+                requests: h.requests,
+                hosts: vec![h.host.clone()],
+            });
+            continue;
+        }
+        if h.reasons.iter().all(|r| *r == "path_not_allowed") && !h.first_segments.is_empty() {
+            for (seg, n) in &h.first_segments {
+                out.push(Suggestion {
+                    rule: format!("{}{port_suffix}/{seg}", h.host),
+                    requests: *n,
+                    hosts: vec![h.host.clone()],
+                });
+            }
+            continue;
+        }
+        let key = match registrable_domain(&h.host) {
+            Some(d) => format!("{d}{port_suffix}"),
+            None => format!("{}{port_suffix}", h.host),
+        };
+        groups.entry(key).or_default().push(h);
+    }
+    for (key, members) in groups {
+        let requests = members.iter().map(|h| h.requests).sum();
+        let names: Vec<String> = members.iter().map(|h| h.host.clone()).collect();
+        let (domain, port_suffix) = match key.rsplit_once(':') {
+            Some((d, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (d.to_string(), format!(":{p}")),
+            _ => (key.clone(), String::new()),
+        };
+        let siblings = members.len() >= 2 && registrable_domain(&domain) == Some(domain.as_str());
+        if siblings {
+            let apex = names.contains(&domain);
+            let prefix = if apex { "." } else { "*." };
+            out.push(Suggestion {
+                rule: format!("{prefix}{domain}{port_suffix}"),
+                requests,
+                hosts: names,
+            });
+        } else {
+            for h in members {
+                out.push(Suggestion {
+                    rule: format!("{}{}", h.host, port_suffix_for(h)),
+                    requests: h.requests,
+                    hosts: vec![h.host.clone()],
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.rule.cmp(&b.rule)));
+    out
+}
+
+/// `:port` when the host was used on one non-default port only.
+fn port_suffix_for(h: &DeniedHost) -> String {
+    let default = |p: u16| p == 443 || (p == 80 && !h.kinds.contains("connect"));
+    match h.ports.iter().collect::<Vec<_>>().as_slice() {
+        [p] if !default(**p) => format!(":{p}"),
+        _ => String::new(),
+    }
+}
+
+/// Decides every observation (and, for https URLs, the CONNECT a browser
+/// would send), feeding `summary`.
+pub fn audit<'a>(
+    policy: &Policy,
+    observations: impl Iterator<Item = Observation> + 'a,
+    connect_for_https: bool,
+    summary: &mut Summary,
+) {
+    for o in observations {
+        let o = match (connect_for_https, o.as_connect()) {
+            (true, Some(c)) => c,
+            _ => o,
+        };
+        let d = policy.decide(&o.candidate);
+        summary.add(&o, &d);
+    }
+}

@@ -1,0 +1,349 @@
+//! `check`, `audit`, `report`, `lint` and `test-policy`, run as the built
+//! binary on files the tests create; output and exit codes are checked.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn egressd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_egressd"))
+}
+
+fn run(args: &[&str]) -> Output {
+    egressd().args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("egressd-tools-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A HAR shaped like a Chrome export after using a Qualtrics survey.
+fn sample_har() -> String {
+    let urls = [
+        ("GET", "https://co1.qualtrics.com/jfe/form/SV_abc"),
+        ("GET", "https://co1.qualtrics.com/jfe/static/dist/jfeLib.js"),
+        ("POST", "https://co1.qualtrics.com/jfe/form/SV_abc/next"),
+        ("GET", "https://www.google.com/recaptcha/api.js?render=explicit"),
+        (
+            "GET",
+            "https://www.gstatic.com/recaptcha/releases/x/recaptcha__en.js",
+        ),
+        ("GET", "https://fonts.googleapis.com/css?family=Roboto"),
+        (
+            "GET",
+            "https://ajax.googleapis.com/ajax/libs/jquery/3.7.1/jquery.min.js",
+        ),
+        ("GET", "https://ssl.gstatic.com/images/x.png"),
+        (
+            "GET",
+            "https://fonts.gstatic.com/s/roboto/v30/KFOmCnqEu92Fr1Mu4mxK.woff2",
+        ),
+        (
+            "GET",
+            "https://fonts.gstatic.com/s/roboto/v30/KFOlCnqEu92Fr1MmEU9fBBc4.woff2",
+        ),
+        ("GET", "https://cdn.jsdelivr.net/npm/x@1/dist/x.js"),
+        ("GET", "data:image/png;base64,iVBORw0KGgo="),
+        ("GET", "https://unpkg.com/react@18/umd/react.production.min.js"),
+    ];
+    let entries: Vec<String> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, (m, u))| {
+            format!(
+                r#"{{"_initiator":{{"type":"script"}},"_priority":"High","_resourceType":"script","cache":{{}},"connection":"{}","pageref":"page_1","request":{{"method":"{m}","url":"{u}","httpVersion":"h2","headers":[{{"name":":authority","value":"x"}}],"queryString":[],"cookies":[],"headersSize":-1,"bodySize":0}},"response":{{"status":200,"statusText":"","httpVersion":"h2","headers":[],"cookies":[],"content":{{"size":5,"mimeType":"text/javascript","text":"x=1;\n"}},"redirectURL":"","headersSize":-1,"bodySize":-1,"_transferSize":300}},"serverIPAddress":"203.0.113.{i}","startedDateTime":"2026-11-25T10:00:0{i}.000Z","time":12.5,"timings":{{"blocked":1,"dns":-1,"ssl":-1,"connect":-1,"send":0.1,"wait":10,"receive":1.4}}}}"#,
+                1000 + i
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"log":{{"version":"1.2","creator":{{"name":"WebInspector","version":"537.36"}},"pages":[{{"startedDateTime":"2026-11-25T10:00:00.000Z","id":"page_1","title":"Survey","pageTimings":{{"onContentLoad":500,"onLoad":900}}}}],"entries":[{}]}}}}"#,
+        entries.join(",")
+    )
+}
+
+#[test]
+fn check_exit_codes_and_formats() {
+    let o = run(&["check", "https://www.qualtrics.com/", "www.google.com:443"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("allow      https://www.qualtrics.com/  rule=qualtrics"),
+        "{out}"
+    );
+    assert!(out.contains("flags=path_not_enforced"), "{out}");
+
+    let o = run(&["check", "https://www.qualtrics.com/", "https://qualtrics.com/"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("deny       https://qualtrics.com/  reason=no_matching_rule"));
+
+    let o = run(&[
+        "check",
+        "--format",
+        "json",
+        "--explain",
+        "https://www.google.com/maps",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["reason"], "path_not_allowed");
+    assert!(v["explain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("www.google.com/maps/api")));
+
+    let o = run(&["check", "ftp://example.com/"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["check"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    // Targets from stdin.
+    let mut child = egressd()
+        .args(["check", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"# comment\nunpkg.com:443\njs.stripe.com:443\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).lines().count(), 2);
+}
+
+#[test]
+fn audit_of_a_chrome_har() {
+    let dir = tmpdir("har");
+    let har = write(&dir, "survey.har", &sample_har());
+    let o = run(&["audit", "--har", har.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    // 12 http(s) entries; the data: URL never reaches a proxy.
+    assert!(out.contains("requests:           12"), "{out}");
+    assert!(out.contains("denied:             6"), "{out}");
+    assert!(out.contains("path not enforced:  2"), "{out}");
+    // Grouped by host, sorted by impact, with examples.
+    let fonts = out.find("      2  fonts.gstatic.com").expect(&out);
+    let cdn = out.find("      1  cdn.jsdelivr.net").expect(&out);
+    assert!(fonts < cdn, "{out}");
+    assert!(out.contains("e.g. CONNECT fonts.gstatic.com:443"), "{out}");
+    // Siblings under one registrable domain become one wildcard...
+    assert!(out.contains("\"*.gstatic.com\","), "{out}");
+    // ...but never on a public suffix: googleapis.com is one (PSL private section).
+    assert!(out.contains("\"fonts.googleapis.com\","), "{out}");
+    assert!(out.contains("\"ajax.googleapis.com\","), "{out}");
+    assert!(!out.contains("*.googleapis.com"), "{out}");
+    assert!(out.contains("\"cdn.jsdelivr.net\","), "{out}");
+    assert!(!out.contains("\"*.com\""), "{out}");
+
+    let o = run(&["audit", "--har", har.to_str().unwrap(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["requests"], 12);
+    assert_eq!(v["denied_hosts"][0]["host"], "fonts.gstatic.com");
+
+    let o = run(&["audit", "--har", har.to_str().unwrap(), "--format", "markdown"]);
+    assert!(stdout(&o).contains("| requests | host | ports | reasons | example |"));
+
+    // Paths known (as with TLS inspection): path rules apply.
+    let o = run(&["audit", "--har", har.to_str().unwrap(), "--with-paths"]);
+    assert!(stdout(&o).contains("path not enforced:  0"), "{}", stdout(&o));
+
+    let bad = write(&dir, "bad.har", "{\"log\": {\"entries\": [1]}}");
+    let o = run(&["audit", "--har", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn audit_streams_a_large_har() {
+    // ~60 MB of entries with response bodies: read as a stream, not loaded whole.
+    let dir = tmpdir("bighar");
+    let path = dir.join("big.har");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        f.write_all(
+            br#"{"log":{"version":"1.2","creator":{"name":"WebInspector","version":"537.36"},"entries":["#,
+        )
+        .unwrap();
+        let body = "a".repeat(6000);
+        for i in 0..10_000 {
+            if i > 0 {
+                f.write_all(b",").unwrap();
+            }
+            let host = if i % 10 == 0 {
+                format!("cdn{}.example.net", i % 7)
+            } else {
+                "co1.qualtrics.com".into()
+            };
+            write!(
+                f,
+                r#"{{"request":{{"method":"GET","url":"https://{host}/r/{i}","headers":[]}},"response":{{"status":200,"content":{{"size":6000,"text":"{body}"}}}}}}"#
+            )
+            .unwrap();
+        }
+        f.write_all(b"]}}").unwrap();
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 55_000_000);
+    let mut child = egressd()
+        .args(["audit", "--har", path.to_str().unwrap(), "--format", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Poll the child's peak RSS (VmHWM) while it runs; bounded by the deadline.
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut peak_kib = 0u64;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak_kib = peak_kib.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["requests"], 10_000);
+    assert_eq!(v["denied"], 1_000);
+    assert_eq!(v["suggestions"][0]["rule"], "*.example.net");
+    assert!(peak_kib > 0);
+    assert!(
+        peak_kib * 1024 < size / 2,
+        "peak RSS {peak_kib} KiB for a {size}-byte HAR"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+const LOG: &str = r#"{"timestamp":"2026-11-25T09:10:00.1Z","level":"INFO","message":"egressd listening","target":"egressd::cli"}
+{"timestamp":"2026-11-25T09:15:00.1Z","level":"INFO","message":"access","target":"egressd::access","client":"10.1.1.5:50000","kind":"connect","method":"CONNECT","host":"www.qualtrics.com","port":443,"decision":"allow","status":200}
+{"timestamp":"2026-11-25T09:16:00.1Z","level":"INFO","message":"access","target":"egressd::access","client":"10.1.1.5:50001","kind":"connect","method":"CONNECT","host":"fonts.gstatic.com","port":443,"decision":"would-deny","status":200}
+{"timestamp":"2026-11-25T10:01:00.1Z","level":"INFO","message":"access","target":"egressd::access","client":"10.1.1.6:50002","kind":"connect","method":"CONNECT","host":"fonts.gstatic.com","port":443,"decision":"would-deny","status":200}
+{"timestamp":"2026-11-25T10:02:00.1Z","level":"INFO","message":"access","target":"egressd::access","client":"10.1.1.6:50003","kind":"http","method":"GET","host":"www.google.com","port":80,"path":"/search","decision":"would-deny","status":200}
+"#;
+
+#[test]
+fn report_on_access_logs_plain_gzipped_and_with_a_candidate() {
+    let dir = tmpdir("report");
+    let log = write(&dir, "access.log", LOG);
+    let o = run(&["report", log.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(out.contains("requests:           4"), "{out}");
+    assert!(out.contains("      2  fonts.gstatic.com"), "{out}");
+    assert!(out.contains("\"www.google.com/search\","), "{out}");
+    assert!(
+        out.contains("Denied by client:\n        2  10.1.1.6\n        1  10.1.1.5"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2026-11-25T09:00Z") && out.contains("2026-11-25T10:00Z"),
+        "{out}"
+    );
+    assert!(out.contains("Rules nothing matched"), "{out}");
+    assert!(out.contains("qualtrics-servers"), "{out}");
+
+    // Rotated and gzipped logs read the same.
+    let gz = dir.join("access.log.1.gz");
+    {
+        let mut e =
+            flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+        e.write_all(LOG.as_bytes()).unwrap();
+        e.finish().unwrap();
+    }
+    let o = run(&[
+        "report",
+        gz.to_str().unwrap(),
+        log.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["requests"], 8);
+
+    // A candidate that adds fonts.gstatic.com and drops the product rule.
+    let cand = write(&dir, "candidate.toml", "allow = [\"fonts.gstatic.com\"]\n");
+    let o = run(&[
+        "report",
+        log.to_str().unwrap(),
+        "--candidate",
+        cand.to_str().unwrap(),
+    ]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("newly denied: 1\n          1  www.qualtrics.com:443"),
+        "{out}"
+    );
+    assert!(
+        out.contains("newly allowed: 1\n          2  fonts.gstatic.com:443"),
+        "{out}"
+    );
+
+    // Stdin works too.
+    let mut child = egressd()
+        .args(["report", "-", "--format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(LOG.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["requests"], 4);
+}
+
+#[test]
+fn lint_warns_and_strict_fails() {
+    let dir = tmpdir("lint");
+    let p = write(
+        &dir,
+        "p.toml",
+        "allow = [\"*.example.com\", \"www.example.com\", { cidr = \"10.0.0.0/8\", ports = [443] }]\n",
+    );
+    let o = run(&["lint", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(out.contains(":1: warning[shadowed]: rule"), "{out}");
+    assert!(out.contains("warning[special-cidr]"), "{out}");
+    let o = run(&["lint", "--strict", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let bad = write(&dir, "bad.toml", "allow = [\"*.com\"]\n");
+    let o = run(&["lint", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.toml:1: rule \"*.com\""));
+}
+
+#[test]
+fn test_policy_runs_the_shipped_cases() {
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/policy/qualtrics.toml");
+    let o = run(&["test-policy", policy]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("0 failed"));
+    let dir = tmpdir("cases");
+    let cases = write(
+        &dir,
+        "c.toml",
+        "cases = [{ target = \"https://qualtrics.com/\", expect = \"allow\" }]\n",
+    );
+    let o = run(&["test-policy", policy, "--cases", cases.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("FAIL"));
+}
