@@ -152,6 +152,29 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "EGRESSD_LOG_FORMAT", value_enum, default_value = "auto")]
     pub log_format: LogFormat,
+    /// Admin listener (/healthz /readyz /metrics /policy /proxy.pac), or `off`.
+    #[arg(long, env = "EGRESSD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_admin)]
+    pub admin: AdminAddr,
+    /// The proxy address browsers should use, written into /proxy.pac. Default: the first --listen address.
+    #[arg(long, env = "EGRESSD_PAC_PROXY")]
+    pub pac_proxy: Option<String>,
+    /// Where /proxy.pac sends destinations the policy does not allow.
+    #[arg(long, env = "EGRESSD_PAC_DEFAULT", value_enum, default_value = "proxy")]
+    pub pac_default: crate::admin::PacDefault,
+    /// Do not watch the policy file for changes (SIGHUP still reloads).
+    #[arg(long, env = "EGRESSD_NO_WATCH")]
+    pub no_watch: bool,
+}
+
+/// `--admin ADDR` or `--admin off`.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAddr(pub Option<SocketAddr>);
+
+fn parse_admin(s: &str) -> Result<AdminAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AdminAddr(None));
+    }
+    s.parse().map(|a| AdminAddr(Some(a))).map_err(|e| format!("{s:?}: {e} (or `off`)"))
 }
 
 #[derive(Debug, Args)]
@@ -238,13 +261,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     rt.block_on(async move {
         let listeners = proxy::server::bind(&config.listen).await?;
+        let admin_listener = crate::admin::bind(args.admin.0).await?;
         let addrs: Vec<String> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .map(|a| a.to_string())
             .collect();
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         tracing::info!(
             listen = %addrs.join(","),
+            admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
             policy = policy.origin(),
             policy_version = policy.version(),
             mode = %policy.mode(),
@@ -253,23 +279,53 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "egressd listening"
         );
         let shared = Shared::new(policy, config);
+        if let Some(l) = admin_listener {
+            let admin = crate::admin::AdminConfig {
+                pac_proxy: args.pac_proxy.clone().unwrap_or_else(|| addrs.first().cloned().unwrap_or_default()),
+                pac_default: args.pac_default,
+            };
+            tokio::spawn(crate::admin::serve(shared.clone(), l, admin));
+        }
+        // Reload needs a file: the built-in policy never changes.
+        let _watcher = match &args.policy {
+            Some(path) => {
+                let reloader = crate::reload::Reloader::new(shared.clone(), path.clone(), args.mode);
+                crate::reload::on_sighup(reloader.clone());
+                if args.no_watch {
+                    None
+                } else {
+                    match crate::reload::watch(reloader) {
+                        Ok(w) => Some(w),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot watch the policy file; SIGHUP still reloads");
+                            None
+                        }
+                    }
+                }
+            }
+            None => None,
+        };
         let server = tokio::spawn(proxy::server::serve(shared.clone(), listeners));
+        shared.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+
         wait_for_signal().await;
-        tracing::info!(drain_secs = args.drain.as_secs_f64(), "shutting down: draining");
+        shared.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(drain_secs = args.drain.as_secs_f64(), "shutting down: not ready, draining");
         shared.shutdown.cancel();
         let _ = server.await;
         shared.tasks.close();
-        if tokio::time::timeout(args.drain, shared.tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(args.drain, shared.tasks.wait()).await.is_err() {
             tracing::warn!(
-                remaining = shared.tasks.len(),
+                connections_and_tunnels = shared.tasks.len(),
+                tunnels = shared.metrics.tunnels_active.get(),
                 "drain period over: cutting what is left"
             );
             shared.cut.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), shared.tasks.wait()).await;
+        } else {
+            tracing::info!("drained: nothing was cut");
         }
+        shared.cut.cancel();
         tracing::info!("stopped");
         Ok::<(), anyhow::Error>(())
     })
@@ -374,6 +430,7 @@ pub fn spawn_proxy(
 ) -> Arc<Shared> {
     let shared = Shared::new(policy, config);
     tokio::spawn(proxy::server::serve(shared.clone(), listeners));
+    shared.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     shared
 }
 

@@ -20,9 +20,12 @@
 //! ```
 
 pub mod audit;
+pub mod admin;
 pub mod cli;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod telemetry;
 pub mod tools;
 

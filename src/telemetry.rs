@@ -88,6 +88,8 @@ pub struct Access {
     pub bytes_down: u64,
     pub error: Option<&'static str>,
     pub detail: Option<String>,
+    /// Where the event is also counted.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Access {
@@ -112,10 +114,14 @@ impl Access {
             bytes_down: 0,
             error: None,
             detail: None,
+            metrics: None,
         }
     }
 
     pub fn emit(&self) {
+        if let Some(m) = &self.metrics {
+            m.record(self);
+        }
         let flags = self.flags.names().join(",");
         tracing::info!(
             target: ACCESS_TARGET,

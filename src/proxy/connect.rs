@@ -20,7 +20,7 @@ use crate::telemetry::Access;
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
     let policy = shared.policy.load_full();
-    let mut access = Access::new(client, "connect", "CONNECT", policy.version().into());
+    let mut access = shared.access(client, "connect", "CONNECT", &policy);
     let raw = req
         .uri()
         .authority()
@@ -46,7 +46,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
 
     access.status = 200;
     let cut = shared.cut.clone();
+    let tunnels = shared.metrics.tunnels_active.clone();
     shared.tasks.spawn(async move {
+        tunnels.inc();
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut down = Counted::new(TokioIo::new(upgraded));
@@ -72,6 +74,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
                 access.detail = Some(e.to_string());
             }
         }
+        tunnels.dec();
         access.emit();
     });
     let mut resp = Response::new(empty());

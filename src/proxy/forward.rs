@@ -124,7 +124,7 @@ fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 
 pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
     let policy = shared.policy.load_full();
-    let mut access = Access::new(client, "http", req.method().as_str(), policy.version().into());
+    let mut access = shared.access(client, "http", req.method().as_str(), &policy);
     let uri = req.uri().clone();
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or("").to_string();
     let path = uri.path().to_string();
@@ -232,7 +232,9 @@ fn switch_protocols(
 ) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let cut = shared.cut.clone();
+    let tunnels = shared.metrics.tunnels_active.clone();
     shared.tasks.spawn(async move {
+        tunnels.inc();
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {
                 let mut c = super::connect::Counted::new(TokioIo::new(c));
@@ -253,6 +255,7 @@ fn switch_protocols(
                 access.detail = Some(e.to_string());
             }
         }
+        tunnels.dec();
         access.emit();
     });
     let (parts, _) = resp.into_parts();

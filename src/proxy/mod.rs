@@ -9,8 +9,9 @@ pub mod respond;
 pub mod server;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Metrics;
 use crate::policy::{AddrContext, Candidate, Decision, Policy, Reason, Verdict};
 use crate::telemetry::Access;
 use resolve::{DnsMode, Resolver, Target};
@@ -74,6 +76,11 @@ pub fn default_clients() -> Vec<IpNet> {
 /// State shared by every connection.
 pub struct Shared {
     pub policy: ArcSwap<Policy>,
+    /// When the current policy was loaded (Unix milliseconds).
+    pub loaded_at: AtomicU64,
+    /// Listening with a policy loaded, and not draining.
+    pub ready: AtomicBool,
+    pub metrics: Arc<Metrics>,
     pub config: ProxyConfig,
     pub client: forward::UpstreamClient,
     /// Tunnels and connections, so that shutdown can drain them.
@@ -86,14 +93,40 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(policy: Policy, config: ProxyConfig) -> Arc<Shared> {
-        Arc::new(Shared {
+        let shared = Arc::new(Shared {
             client: forward::upstream_client(&config),
-            policy: ArcSwap::from_pointee(policy),
+            policy: ArcSwap::from_pointee(Policy::from_toml("", "empty").expect("empty policy")),
+            loaded_at: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::new()),
             config,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             cut: CancellationToken::new(),
-        })
+        });
+        shared.store_policy(policy);
+        shared
+    }
+
+    /// Swaps in a new policy atomically: requests in flight keep the one
+    /// they loaded.
+    pub fn store_policy(&self, policy: Policy) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.metrics.set_policy(
+            policy.version(),
+            policy.origin(),
+            &policy.mode().to_string(),
+            now.as_secs_f64(),
+        );
+        self.loaded_at.store(now.as_millis() as u64, Ordering::Relaxed);
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// A new access event for a request, counted in the metrics.
+    pub fn access(&self, client: SocketAddr, kind: &'static str, method: &str, policy: &Policy) -> Access {
+        let mut a = Access::new(client, kind, method, policy.version().into());
+        a.metrics = Some(self.metrics.clone());
+        a
     }
 }
 
@@ -114,7 +147,9 @@ pub async fn authorize(
     cand: &Candidate,
     access: &mut Access,
 ) -> Result<Vec<Target>, ProxyError> {
+    let started = Instant::now();
     let by_name = policy.decide(cand);
+    shared.metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
     record(access, policy, &by_name);
     let resolved_cidrs_may_admit = by_name.reason == Reason::NoMatch && policy.has_resolved_cidrs();
     if !by_name.verdict.proceeds() && !resolved_cidrs_may_admit {

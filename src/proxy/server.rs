@@ -136,8 +136,7 @@ async fn route(
         forward::handle(shared, req, peer).await
     } else {
         let policy = shared.policy.load();
-        let mut access =
-            crate::telemetry::Access::new(peer, "http", req.method().as_str(), policy.version().into());
+        let mut access = shared.access(peer, "http", req.method().as_str(), &policy);
         access.path = Some(req.uri().path().to_string());
         access.decision = "deny";
         access.reason = "not_a_proxy_request";

@@ -1,0 +1,194 @@
+//! Prometheus metrics (prometheus-client), served by the admin listener.
+//! Every label has a bounded set of values: methods outside the standard
+//! set count as `OTHER`, rules are the policy's ids.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::telemetry::Access;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub kind: &'static str,
+    pub decision: &'static str,
+    pub method: &'static str,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub version: String,
+    pub origin: String,
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub denials: Family<ReasonLabels, Counter>,
+    pub upstream_errors: Family<ClassLabels, Counter>,
+    pub tunnels_active: Gauge,
+    pub bytes: Family<DirectionLabels, Counter>,
+    pub decision_seconds: Histogram,
+    pub policy: Family<PolicyLabels, Gauge>,
+    pub policy_loaded: Gauge<f64, AtomicU64>,
+    pub reloads: Family<ResultLabels, Counter>,
+}
+
+/// Error classes that are policy answers or client mistakes, not upstream failures.
+const NOT_UPSTREAM: &[&str] = &[
+    "http_request_denied",
+    "destination_ip_prohibited",
+    "http_request_error",
+    "client_closed",
+    "client_upgrade_failed",
+    "shutdown",
+];
+
+fn method_label(m: &str) -> &'static str {
+    match m {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("egressd");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests and tunnels, by kind, decision, method and rule",
+            requests.clone(),
+        );
+        let denials = Family::<ReasonLabels, Counter>::default();
+        registry.register("denials", "Denied or would-deny decisions, by reason", denials.clone());
+        let upstream_errors = Family::<ClassLabels, Counter>::default();
+        registry.register("upstream_errors", "Upstream failures, by class", upstream_errors.clone());
+        let tunnels_active = Gauge::default();
+        registry.register("tunnels_active", "Open CONNECT and upgraded tunnels", tunnels_active.clone());
+        let bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register("bytes", "Bytes relayed (up: client to upstream)", bytes.clone());
+        let decision_seconds = Histogram::new(exponential_buckets(1e-7, 4.0, 10));
+        registry.register(
+            "decision_seconds",
+            "Time to decide a request against the policy",
+            decision_seconds.clone(),
+        );
+        let policy = Family::<PolicyLabels, Gauge>::default();
+        registry.register("policy", "The loaded policy (value 1)", policy.clone());
+        let policy_loaded = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "policy_loaded_timestamp_seconds",
+            "When the loaded policy was loaded (Unix time)",
+            policy_loaded.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("policy_reloads", "Policy reloads, by result (ok, error)", reloads.clone());
+        Metrics {
+            registry,
+            requests,
+            denials,
+            upstream_errors,
+            tunnels_active,
+            bytes,
+            decision_seconds,
+            policy,
+            policy_loaded,
+            reloads,
+        }
+    }
+
+    /// Records a finished request or tunnel.
+    pub fn record(&self, a: &Access) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                kind: a.kind,
+                decision: a.decision,
+                method: method_label(&a.method),
+                rule: a.rule.as_deref().unwrap_or("").to_string(),
+            })
+            .inc();
+        if a.decision != "allow" && !a.reason.is_empty() {
+            self.denials.get_or_create(&ReasonLabels { reason: a.reason }).inc();
+        }
+        if let Some(class) = a.error {
+            if !NOT_UPSTREAM.contains(&class) {
+                self.upstream_errors.get_or_create(&ClassLabels { class }).inc();
+            }
+        }
+        if a.bytes_up > 0 {
+            self.bytes.get_or_create(&DirectionLabels { direction: "up" }).inc_by(a.bytes_up);
+        }
+        if a.bytes_down > 0 {
+            self.bytes.get_or_create(&DirectionLabels { direction: "down" }).inc_by(a.bytes_down);
+        }
+    }
+
+    /// Marks `version` as the loaded policy (and no other).
+    pub fn set_policy(&self, version: &str, origin: &str, mode: &str, loaded_unix: f64) {
+        self.policy.clear();
+        self.policy
+            .get_or_create(&PolicyLabels {
+                version: version.to_string(),
+                origin: origin.to_string(),
+                mode: mode.to_string(),
+            })
+            .set(1);
+        self.policy_loaded.set(loaded_unix);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
+            s.clear();
+        }
+        s
+    }
+}
