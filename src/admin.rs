@@ -62,7 +62,8 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, config: AdminConf
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -128,9 +129,10 @@ pub fn pac(policy: &Policy, proxy: &str, default: PacDefault) -> String {
                     zones.push(format!(".{z}"));
                 }
             },
-            RuleTarget::Cidr { net: ipnet::IpNet::V4(n), .. } => {
-                nets.push(format!("[\"{}\", \"{}\"]", n.network(), n.netmask()))
-            }
+            RuleTarget::Cidr {
+                net: ipnet::IpNet::V4(n),
+                ..
+            } => nets.push(format!("[\"{}\", \"{}\"]", n.network(), n.netmask())),
             RuleTarget::Cidr { .. } => {}
         }
     }
@@ -138,7 +140,12 @@ pub fn pac(policy: &Policy, proxy: &str, default: PacDefault) -> String {
     exact.dedup();
     zones.sort();
     zones.dedup();
-    let list = |v: &[String]| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(",\n    ");
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(",\n    ")
+    };
     let rest = match default {
         PacDefault::Proxy => via.clone(),
         PacDefault::Direct => "DIRECT".to_string(),

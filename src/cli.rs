@@ -174,7 +174,9 @@ fn parse_admin(s: &str) -> Result<AdminAddr, String> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(AdminAddr(None));
     }
-    s.parse().map(|a| AdminAddr(Some(a))).map_err(|e| format!("{s:?}: {e} (or `off`)"))
+    s.parse()
+        .map(|a| AdminAddr(Some(a)))
+        .map_err(|e| format!("{s:?}: {e} (or `off`)"))
 }
 
 #[derive(Debug, Args)]
@@ -281,7 +283,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let shared = Shared::new(policy, config);
         if let Some(l) = admin_listener {
             let admin = crate::admin::AdminConfig {
-                pac_proxy: args.pac_proxy.clone().unwrap_or_else(|| addrs.first().cloned().unwrap_or_default()),
+                pac_proxy: args
+                    .pac_proxy
+                    .clone()
+                    .unwrap_or_else(|| addrs.first().cloned().unwrap_or_default()),
                 pac_default: args.pac_default,
             };
             tokio::spawn(crate::admin::serve(shared.clone(), l, admin));
@@ -310,11 +315,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
         wait_for_signal().await;
         shared.ready.store(false, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(drain_secs = args.drain.as_secs_f64(), "shutting down: not ready, draining");
+        tracing::info!(
+            drain_secs = args.drain.as_secs_f64(),
+            "shutting down: not ready, draining"
+        );
         shared.shutdown.cancel();
         let _ = server.await;
         shared.tasks.close();
-        if tokio::time::timeout(args.drain, shared.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(args.drain, shared.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 connections_and_tunnels = shared.tasks.len(),
                 tunnels = shared.metrics.tunnels_active.get(),

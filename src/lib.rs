@@ -19,8 +19,8 @@
 //! assert_eq!(policy.decide(&c).verdict, Verdict::Allow);
 //! ```
 
-pub mod audit;
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod metrics;
 pub mod policy;

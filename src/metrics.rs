@@ -107,11 +107,23 @@ impl Metrics {
             requests.clone(),
         );
         let denials = Family::<ReasonLabels, Counter>::default();
-        registry.register("denials", "Denied or would-deny decisions, by reason", denials.clone());
+        registry.register(
+            "denials",
+            "Denied or would-deny decisions, by reason",
+            denials.clone(),
+        );
         let upstream_errors = Family::<ClassLabels, Counter>::default();
-        registry.register("upstream_errors", "Upstream failures, by class", upstream_errors.clone());
+        registry.register(
+            "upstream_errors",
+            "Upstream failures, by class",
+            upstream_errors.clone(),
+        );
         let tunnels_active = Gauge::default();
-        registry.register("tunnels_active", "Open CONNECT and upgraded tunnels", tunnels_active.clone());
+        registry.register(
+            "tunnels_active",
+            "Open CONNECT and upgraded tunnels",
+            tunnels_active.clone(),
+        );
         let bytes = Family::<DirectionLabels, Counter>::default();
         registry.register("bytes", "Bytes relayed (up: client to upstream)", bytes.clone());
         let decision_seconds = Histogram::new(exponential_buckets(1e-7, 4.0, 10));
@@ -129,7 +141,11 @@ impl Metrics {
             policy_loaded.clone(),
         );
         let reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("policy_reloads", "Policy reloads, by result (ok, error)", reloads.clone());
+        registry.register(
+            "policy_reloads",
+            "Policy reloads, by result (ok, error)",
+            reloads.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -155,7 +171,9 @@ impl Metrics {
             })
             .inc();
         if a.decision != "allow" && !a.reason.is_empty() {
-            self.denials.get_or_create(&ReasonLabels { reason: a.reason }).inc();
+            self.denials
+                .get_or_create(&ReasonLabels { reason: a.reason })
+                .inc();
         }
         if let Some(class) = a.error {
             if !NOT_UPSTREAM.contains(&class) {
@@ -163,10 +181,14 @@ impl Metrics {
             }
         }
         if a.bytes_up > 0 {
-            self.bytes.get_or_create(&DirectionLabels { direction: "up" }).inc_by(a.bytes_up);
+            self.bytes
+                .get_or_create(&DirectionLabels { direction: "up" })
+                .inc_by(a.bytes_up);
         }
         if a.bytes_down > 0 {
-            self.bytes.get_or_create(&DirectionLabels { direction: "down" }).inc_by(a.bytes_down);
+            self.bytes
+                .get_or_create(&DirectionLabels { direction: "down" })
+                .inc_by(a.bytes_down);
         }
     }
 

@@ -81,7 +81,10 @@ impl Reloader {
                     "policy reloaded"
                 );
                 self.shared.store_policy(p);
-                metrics.reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
+                metrics
+                    .reloads
+                    .get_or_create(&ResultLabels { result: "ok" })
+                    .inc();
                 Ok(true)
             }
             Err(e) => self.failed(trigger, e),
@@ -95,7 +98,11 @@ impl Reloader {
             version = self.shared.policy.load().version(),
             "policy reload failed; keeping the loaded policy"
         );
-        self.shared.metrics.reloads.get_or_create(&ResultLabels { result: "error" }).inc();
+        self.shared
+            .metrics
+            .reloads
+            .get_or_create(&ResultLabels { result: "error" })
+            .inc();
         Err(e)
     }
 }
@@ -122,7 +129,11 @@ pub fn on_sighup(reloader: Arc<Reloader>) {
 /// Watches the policy file's directory and reloads when something in it
 /// changes (debounced). The returned watcher must be kept alive.
 pub fn watch(reloader: Arc<Reloader>) -> notify::Result<notify::RecommendedWatcher> {
-    let dir = reloader.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = reloader
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Our own reads show up as access events: only changes count.
@@ -134,7 +145,10 @@ pub fn watch(reloader: Arc<Reloader>) -> notify::Result<notify::RecommendedWatch
     })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     // When the path is a symlink, edits to its target happen elsewhere: watch there too.
-    if let Some(real_dir) = std::fs::canonicalize(&reloader.path).ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+    if let Some(real_dir) = std::fs::canonicalize(&reloader.path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
         if std::fs::canonicalize(dir).ok().as_deref() != Some(real_dir.as_path()) {
             watcher.watch(&real_dir, RecursiveMode::NonRecursive)?;
         }

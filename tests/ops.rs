@@ -33,7 +33,8 @@ fn origin() -> SocketAddr {
                         }
                     }
                 } else {
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                    let _ =
+                        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
                 }
             });
         }
@@ -49,9 +50,19 @@ struct Egressd {
 }
 
 impl Egressd {
+    // The child is waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
     fn start(policy: &Path, extra: &[&str]) -> Egressd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_egressd"))
-            .args(["run", "--policy", policy.to_str().unwrap(), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args([
+                "run",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ])
             .args(["--log-format", "json", "--dns", "static"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -67,7 +78,12 @@ impl Egressd {
         });
         let deadline = Instant::now() + WAIT;
         loop {
-            let found = lines.lock().unwrap().iter().find(|l| l.contains("egressd listening")).cloned();
+            let found = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("egressd listening"))
+                .cloned();
             if let Some(l) = found {
                 let v: serde_json::Value = serde_json::from_str(&l).unwrap();
                 return Egressd {
@@ -83,7 +99,10 @@ impl Egressd {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -99,12 +118,19 @@ impl Egressd {
     }
 
     fn admin_get(&self, path: &str) -> (u16, String) {
-        http_get(self.admin, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"))
+        http_get(
+            self.admin,
+            &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
+        )
     }
 
     /// Status of `GET http://{host}/` through the proxy.
     fn proxy_get(&self, host: &str) -> u16 {
-        http_get(self.proxy, &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).0
+        http_get(
+            self.proxy,
+            &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .0
     }
 
     fn wait_exit(&mut self) -> Option<i32> {
@@ -133,7 +159,10 @@ fn http_get(addr: SocketAddr, req: &str) -> (u16, String) {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -145,7 +174,10 @@ fn tmpdir(name: &str) -> PathBuf {
 }
 
 fn pins(origin: SocketAddr) -> Vec<String> {
-    ["a.test", "b.test"].iter().map(|h| format!("--resolve={h}:80={origin}")).collect()
+    ["a.test", "b.test"]
+        .iter()
+        .map(|h| format!("--resolve={h}:80={origin}"))
+        .collect()
 }
 
 #[test]
@@ -163,9 +195,18 @@ fn admin_endpoints_and_metrics_after_known_requests() {
     assert_eq!(e.proxy_get("b.test"), 403);
     let (status, m) = e.admin_get("/metrics");
     assert_eq!(status, 200);
-    assert!(m.contains(r#"egressd_requests_total{kind="http",decision="allow",method="GET",rule="a"} 2"#), "{m}");
-    assert!(m.contains(r#"egressd_requests_total{kind="http",decision="deny",method="GET",rule=""} 1"#), "{m}");
-    assert!(m.contains(r#"egressd_denials_total{reason="no_matching_rule"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"egressd_requests_total{kind="http",decision="allow",method="GET",rule="a"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"egressd_requests_total{kind="http",decision="deny",method="GET",rule=""} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"egressd_denials_total{reason="no_matching_rule"} 1"#),
+        "{m}"
+    );
     assert!(m.contains("egressd_decision_seconds_count 3"), "{m}");
     assert!(m.contains("egressd_bytes_total{direction=\"down\"} 4"), "{m}");
     assert!(m.contains("egressd_tunnels_active 0"), "{m}");
@@ -175,7 +216,10 @@ fn admin_endpoints_and_metrics_after_known_requests() {
     assert_eq!(v["source"], "allow = [{ name = \"a\", host = \"a.test\" }]\n");
     assert!(v["version"].as_str().unwrap().starts_with("sha256:"));
     let (_, pac) = e.admin_get("/proxy.pac");
-    assert!(pac.contains("\"a.test\"") && pac.contains(&format!("PROXY {}", e.proxy)), "{pac}");
+    assert!(
+        pac.contains("\"a.test\"") && pac.contains(&format!("PROXY {}", e.proxy)),
+        "{pac}"
+    );
     assert_eq!(e.admin_get("/nope").0, 404);
 }
 
@@ -186,7 +230,11 @@ fn under_load(e: &Egressd, during: impl FnOnce()) {
         let mut statuses = Vec::new();
         for _ in 0..300 {
             statuses.push(
-                http_get(proxy, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").0,
+                http_get(
+                    proxy,
+                    "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+                )
+                .0,
             );
             thread::sleep(Duration::from_millis(3));
         }
@@ -194,7 +242,10 @@ fn under_load(e: &Egressd, during: impl FnOnce()) {
     });
     during();
     let statuses = load.join().unwrap();
-    assert!(statuses.iter().all(|s| *s == 200), "a request failed during reload: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "a request failed during reload: {statuses:?}"
+    );
 }
 
 fn wait_status(e: &Egressd, host: &str, want: u16) {
@@ -230,7 +281,10 @@ fn reload_by_file_change_sighup_and_broken_policy_under_load() {
     });
     assert_eq!(e.proxy_get("b.test"), 200);
     let (_, m) = e.admin_get("/metrics");
-    assert!(m.contains("egressd_policy_reloads_total{result=\"error\"} 1"), "{m}");
+    assert!(
+        m.contains("egressd_policy_reloads_total{result=\"error\"} 1"),
+        "{m}"
+    );
 
     // SIGHUP: rewrite without waiting for the watcher's debounce, then signal.
     under_load(&e, || {
@@ -245,7 +299,10 @@ fn reload_when_a_configmap_swaps_its_data_symlink() {
     // Kubernetes: p.toml -> ..data/p.toml, ..data -> ..v1; an update makes
     // ..v2 and renames a new ..data symlink over the old one.
     let dir = tmpdir("configmap");
-    for (v, text) in [("..v1", "allow = [\"a.test\"]\n"), ("..v2", "allow = [\"a.test\", \"b.test\"]\n")] {
+    for (v, text) in [
+        ("..v1", "allow = [\"a.test\"]\n"),
+        ("..v2", "allow = [\"a.test\", \"b.test\"]\n"),
+    ] {
         std::fs::create_dir_all(dir.join(v)).unwrap();
         std::fs::write(dir.join(v).join("p.toml"), text).unwrap();
     }
@@ -253,7 +310,10 @@ fn reload_when_a_configmap_swaps_its_data_symlink() {
     std::os::unix::fs::symlink("..data/p.toml", dir.join("p.toml")).unwrap();
     let o = origin();
     let pins = pins(o);
-    let e = Egressd::start(&dir.join("p.toml"), &pins.iter().map(String::as_str).collect::<Vec<_>>());
+    let e = Egressd::start(
+        &dir.join("p.toml"),
+        &pins.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert_eq!(e.proxy_get("b.test"), 403);
     under_load(&e, || {
         std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
@@ -273,10 +333,15 @@ fn sigterm_drains_an_open_tunnel_then_exits_zero() {
 
     let mut t = TcpStream::connect(e.proxy).unwrap();
     t.set_read_timeout(Some(WAIT)).unwrap();
-    t.write_all(b"CONNECT tunnel.test:7000 HTTP/1.1\r\nHost: tunnel.test:7000\r\n\r\n").unwrap();
+    t.write_all(b"CONNECT tunnel.test:7000 HTTP/1.1\r\nHost: tunnel.test:7000\r\n\r\n")
+        .unwrap();
     let mut head = [0u8; 64];
     let n = t.read(&mut head).unwrap();
-    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..n]));
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
     t.write_all(b"ECHO one").unwrap();
     let mut buf = [0u8; 8];
     t.read_exact(&mut buf).unwrap();
@@ -309,7 +374,8 @@ fn drain_period_over_cuts_the_tunnel_and_says_so() {
     let mut e = Egressd::start(&policy, &[&pin, "--drain", "300ms"]);
     let mut t = TcpStream::connect(e.proxy).unwrap();
     t.set_read_timeout(Some(WAIT)).unwrap();
-    t.write_all(b"CONNECT tunnel.test:7000 HTTP/1.1\r\nHost: x\r\n\r\nECHO").unwrap();
+    t.write_all(b"CONNECT tunnel.test:7000 HTTP/1.1\r\nHost: x\r\n\r\nECHO")
+        .unwrap();
     let mut head = [0u8; 64];
     let _ = t.read(&mut head).unwrap();
     e.signal("-TERM");

@@ -149,7 +149,10 @@ pub async fn authorize(
 ) -> Result<Vec<Target>, ProxyError> {
     let started = Instant::now();
     let by_name = policy.decide(cand);
-    shared.metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
+    shared
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
     record(access, policy, &by_name);
     let resolved_cidrs_may_admit = by_name.reason == Reason::NoMatch && policy.has_resolved_cidrs();
     if !by_name.verdict.proceeds() && !resolved_cidrs_may_admit {
