@@ -143,6 +143,18 @@ pub struct RunArgs {
     /// Time a client has to send a request's headers.
     #[arg(long, env = "EGRESSD_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub header_timeout: Duration,
+    /// Close a tunnel after this long with no bytes either way.
+    #[arg(long, env = "EGRESSD_TUNNEL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "15m")]
+    pub tunnel_idle_timeout: Duration,
+    /// How long a forwarded request waits for the upstream's response head (then 504).
+    #[arg(long, env = "EGRESSD_RESPONSE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub response_timeout: Duration,
+    /// Maximum request header section, in bytes (larger gets 431).
+    #[arg(long, env = "EGRESSD_MAX_HEADER_BYTES", default_value_t = proxy::DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+    /// Maximum open tunnels per client address; more get 429.
+    #[arg(long, env = "EGRESSD_MAX_TUNNELS_PER_CLIENT", default_value_t = proxy::DEFAULT_MAX_TUNNELS_PER_CLIENT)]
+    pub max_tunnels_per_client: usize,
     /// Maximum concurrent client connections; more get 503.
     #[arg(long, env = "EGRESSD_MAX_CONNECTIONS", default_value_t = proxy::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -252,6 +264,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     config.connect_timeout = args.connect_timeout;
     config.header_timeout = args.header_timeout;
     config.max_connections = args.max_connections.max(1);
+    config.tunnel_idle = args.tunnel_idle_timeout;
+    config.response_timeout = args.response_timeout;
+    config.max_header_bytes = args.max_header_bytes;
+    config.max_tunnels_per_client = args.max_tunnels_per_client.max(1);
     if !args.allow_client.is_empty() {
         config.clients = args.allow_client.clone();
     }

@@ -20,6 +20,10 @@ pub struct PolicyFile {
     /// `allow` (flagged `path_not_enforced`) or `deny` (default).
     #[serde(default)]
     pub path_rules_on_connect: Option<Spanned<String>>,
+    /// CONNECT tunnels whose TLS ClientHello names another host than the
+    /// CONNECT target: `enforce` (close them, default), `log`, or `off`.
+    #[serde(default)]
+    pub tunnel_sni: Option<Spanned<String>>,
     /// Optional human description.
     #[serde(default)]
     pub description: Option<String>,
@@ -61,6 +65,9 @@ pub struct RuleTable {
     pub resolved: bool,
     /// Per-rule override of `path_rules_on_connect`.
     pub on_connect: Option<String>,
+    /// Tunnels this rule allows must carry TLS (a ClientHello first).
+    #[serde(default)]
+    pub tls_only: bool,
 }
 
 impl<'de> Deserialize<'de> for RuleEntry {

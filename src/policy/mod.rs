@@ -37,6 +37,7 @@ pub mod net;
 pub mod normalize;
 pub mod pattern;
 pub mod target;
+pub mod tls;
 mod trie;
 
 use std::fmt;
@@ -114,6 +115,28 @@ impl OnConnect {
     }
 }
 
+/// What to do when a tunnel's TLS server name differs from its CONNECT target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SniMode {
+    /// Close the tunnel (and log it).
+    Enforce,
+    /// Log it, let the tunnel run.
+    Log,
+    /// Do not look.
+    Off,
+}
+
+impl SniMode {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "enforce" => Ok(SniMode::Enforce),
+            "log" => Ok(SniMode::Log),
+            "off" => Ok(SniMode::Off),
+            _ => Err(format!("unknown value {s:?} (enforce, log or off)")),
+        }
+    }
+}
+
 /// The kind of request being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -171,6 +194,8 @@ pub struct Rule {
     pub target: RuleTarget,
     pub ports: Ports,
     pub on_connect: OnConnect,
+    /// Tunnels allowed by this rule must start with a TLS ClientHello.
+    pub tls_only: bool,
     pub comment: Option<String>,
     pub line: usize,
     /// The pattern as written.
@@ -457,6 +482,7 @@ pub struct Policy {
     has_resolved_cidrs: bool,
     mode: Mode,
     on_connect: OnConnect,
+    sni: SniMode,
     pins: Vec<Pin>,
     version: String,
     origin: String,
@@ -614,6 +640,13 @@ impl Policy {
                 Mode::Enforce
             }),
         };
+        let sni = match &file.tunnel_sni {
+            None => SniMode::Enforce,
+            Some(m) => SniMode::parse(m.get_ref()).unwrap_or_else(|e| {
+                errors.push(err(lines.line(m.span().start), None, format!("tunnel_sni: {e}")));
+                SniMode::Enforce
+            }),
+        };
         let on_connect = match &file.path_rules_on_connect {
             None => OnConnect::Deny,
             Some(m) => OnConnect::parse(m.get_ref()).unwrap_or_else(|e| {
@@ -666,7 +699,9 @@ impl Policy {
             return Err(PolicyErrors(errors));
         }
         drop(file);
-        Ok(Policy::compile(rules, mode, on_connect, pins, src, origin))
+        let mut p = Policy::compile(rules, mode, on_connect, pins, src, origin);
+        p.sni = sni;
+        Ok(p)
     }
 
     fn compile(
@@ -699,6 +734,7 @@ impl Policy {
             has_resolved_cidrs,
             mode,
             on_connect,
+            sni: SniMode::Enforce,
             pins,
             version: format!("sha256:{version}"),
             origin: origin.to_string(),
@@ -730,6 +766,9 @@ impl Policy {
     }
     pub fn on_connect(&self) -> OnConnect {
         self.on_connect
+    }
+    pub fn tunnel_sni(&self) -> SniMode {
+        self.sni
     }
     /// A hash of the policy source: `sha256:` and 12 hex digits.
     pub fn version(&self) -> &str {
@@ -800,7 +839,7 @@ impl Policy {
                         }
                     }
                 });
-                m.finish()
+                self.guard_name(name, m.finish())
             }
         };
         self.apply_mode(d)
@@ -850,6 +889,33 @@ impl Policy {
         d
     }
 
+    /// Cloud metadata services answer under these names; they are refused
+    /// unless an exact host rule names them (a wildcard is not enough).
+    fn guard_name(&self, name: &str, d: Decision) -> Decision {
+        const METADATA_NAMES: &[&str] = &[
+            "metadata",
+            "metadata.google.internal",
+            "metadata.goog",
+            "instance-data",
+            "instance-data.ec2.internal",
+        ];
+        if !METADATA_NAMES.contains(&name) || d.verdict != Verdict::Allow {
+            return d;
+        }
+        let exact = d.rule.is_some_and(|r| {
+            matches!(&self.rule(r).target, RuleTarget::Host(dest) if dest.host == HostPattern::Exact(name.to_string()))
+        });
+        if exact {
+            return d;
+        }
+        Decision {
+            verdict: Verdict::Deny,
+            rule: None,
+            reason: Reason::SpecialAddress(SpecialRange::CloudMetadata),
+            flags: d.flags,
+        }
+    }
+
     fn apply_mode(&self, mut d: Decision) -> Decision {
         if self.mode == Mode::Report {
             d.flags.insert(Flags::REPORT);
@@ -889,7 +955,7 @@ impl Policy {
                         }
                     }
                 }
-                m.finish()
+                self.guard_name(name, m.finish())
             }
         };
         self.apply_mode(d)
@@ -987,6 +1053,7 @@ fn compile_entry(
             target: RuleTarget::Host(dest),
             ports: rule_ports,
             on_connect,
+            tls_only: t.tls_only,
             comment: t.comment.clone(),
             line,
             pattern: h.clone(),
@@ -1013,6 +1080,7 @@ fn compile_entry(
             },
             ports: ports.clone().map_or(Ports::Default, Ports::List),
             on_connect,
+            tls_only: t.tls_only,
             comment: t.comment.clone(),
             line,
             pattern: c.clone(),

@@ -22,10 +22,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::connect::fail;
+use super::relay::{relay, FirstCheck};
 use super::respond::{Body, ProxyError};
 use super::{authorize, ProxyConfig, Shared};
 use crate::policy::target::split_host_port;
-use crate::policy::{Candidate, Kind};
+use crate::policy::{Candidate, Kind, SniMode};
 use crate::telemetry::Access;
 
 pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -158,12 +159,14 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: Soc
     };
     access.host = cand.host.to_string();
     access.port = cand.port;
+    if let Err(e) = check_host_header(req.headers(), &cand) {
+        return fail(access, &label, e);
+    }
 
-    let targets = match authorize(&shared, &policy, &cand, &mut access).await {
-        Ok(t) => t,
+    let target = match authorize(&shared, &policy, &cand, &mut access).await {
+        Ok(a) => a.targets[0],
         Err(e) => return fail(access, &label, e),
     };
-    let target = targets[0];
     access.addr = Some(target.addr);
     access.pinned = target.pinned;
 
@@ -198,11 +201,16 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: Soc
     }
     .boxed_unsync();
 
-    let resp = match shared.client.request(Request::from_parts(parts, body)).await {
-        Ok(r) => r,
-        Err(e) => {
+    let sent = shared.client.request(Request::from_parts(parts, body));
+    let resp = match tokio::time::timeout(shared.config.response_timeout, sent).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             access.bytes_up = up_count.load(Ordering::Relaxed);
             return fail(access, &label, classify(&e));
+        }
+        Err(_) => {
+            access.bytes_up = up_count.load(Ordering::Relaxed);
+            return fail(access, &label, ProxyError::ResponseTimeout);
         }
     };
     access.status = resp.status().as_u16();
@@ -223,6 +231,24 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: Soc
     Response::from_parts(parts, BodyExt::boxed(body))
 }
 
+/// The request target decides; a `Host` header that names something else,
+/// or several `Host` headers, make the request ambiguous: refuse it.
+fn check_host_header(headers: &HeaderMap, cand: &Candidate) -> Result<(), ProxyError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let Some(h) = hosts.next() else { return Ok(()) };
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("several Host headers".into()));
+    }
+    let bad = || ProxyError::BadRequest("the Host header disagrees with the request target".into());
+    let h = h.to_str().map_err(|_| bad())?;
+    let (host, port) = split_host_port(h).map_err(|_| bad())?;
+    let same_host = crate::policy::normalize_host(host).is_ok_and(|n| n == cand.host);
+    if !same_host || port.unwrap_or(80) != cand.port {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 /// Relays an upgraded connection (WebSocket) after a 101 from upstream.
 fn switch_protocols(
     shared: &Arc<Shared>,
@@ -232,23 +258,22 @@ fn switch_protocols(
 ) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let cut = shared.cut.clone();
+    let idle = shared.config.tunnel_idle;
     let tunnels = shared.metrics.tunnels_active.clone();
     shared.tasks.spawn(async move {
         tunnels.inc();
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {
-                let mut c = super::connect::Counted::new(TokioIo::new(c));
-                let mut u = super::connect::Counted::new(TokioIo::new(u));
-                let r = tokio::select! {
-                    r = tokio::io::copy_bidirectional(&mut c, &mut u) => r.map(|_| ()),
-                    _ = cut.cancelled() => Err(io::Error::other("cut at shutdown")),
+                let check = FirstCheck {
+                    target: None,
+                    sni: SniMode::Off,
+                    tls_only: false,
                 };
-                access.bytes_up += c.count;
-                access.bytes_down += u.count;
-                if let Err(e) = r {
-                    access.error = Some("tunnel_error");
-                    access.detail = Some(e.to_string());
-                }
+                let out = relay(TokioIo::new(c), TokioIo::new(u), check, idle, cut).await;
+                access.bytes_up += out.up;
+                access.bytes_down += out.down;
+                access.error = out.error;
+                access.detail = out.detail;
             }
             Err(e) => {
                 access.error = Some("upgrade_failed");

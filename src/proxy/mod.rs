@@ -4,13 +4,15 @@
 
 pub mod connect;
 pub mod forward;
+pub mod relay;
 pub mod resolve;
 pub mod respond;
 pub mod server;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -31,6 +33,9 @@ pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_TUNNELS_PER_CLIENT: usize = 1024;
 
 /// Runtime settings of the proxy (built from the command line).
 #[derive(Debug, Clone)]
@@ -40,6 +45,11 @@ pub struct ProxyConfig {
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub max_header_bytes: usize,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub tunnel_idle: Duration,
+    /// How long a forwarded request may wait for the response head.
+    pub response_timeout: Duration,
+    pub max_tunnels_per_client: usize,
     /// Source networks that may use the proxy.
     pub clients: Vec<IpNet>,
     pub resolver: Resolver,
@@ -54,6 +64,9 @@ impl ProxyConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            tunnel_idle: DEFAULT_TUNNEL_IDLE,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            max_tunnels_per_client: DEFAULT_MAX_TUNNELS_PER_CLIENT,
             clients: default_clients(),
             resolver: Resolver::new(Vec::new(), DnsMode::System, DEFAULT_DNS_TIMEOUT),
         }
@@ -89,6 +102,30 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Cancelled when the drain period is over: cuts the remaining tunnels.
     pub cut: CancellationToken,
+    /// Open tunnels per client address.
+    tunnels_by_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client's claim on a tunnel; released when dropped.
+pub struct TunnelSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for TunnelSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .shared
+            .tunnels_by_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -103,6 +140,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             cut: CancellationToken::new(),
+            tunnels_by_client: Mutex::new(HashMap::new()),
         });
         shared.store_policy(policy);
         shared
@@ -122,6 +160,20 @@ impl Shared {
         self.policy.store(Arc::new(policy));
     }
 
+    /// Claims a tunnel for `ip`, unless it has `max_tunnels_per_client` open.
+    pub fn tunnel_slot(self: &Arc<Self>, ip: IpAddr) -> Option<TunnelSlot> {
+        let mut m = self.tunnels_by_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= self.config.max_tunnels_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(TunnelSlot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+
     /// A new access event for a request, counted in the metrics.
     pub fn access(&self, client: SocketAddr, kind: &'static str, method: &str, policy: &Policy) -> Access {
         let mut a = Access::new(client, kind, method, policy.version().into());
@@ -138,6 +190,23 @@ fn record(access: &mut Access, policy: &Policy, d: &Decision) {
     access.flags = d.flags;
 }
 
+/// What [`authorize`] lets through.
+pub struct Authorized {
+    /// Addresses that may be dialled, in order.
+    pub targets: Vec<Target>,
+    /// The rule that allowed the request, if one did.
+    pub rule: Option<crate::policy::RuleIdx>,
+}
+
+/// Whether dialling `addr` would reach this proxy's own listener.
+fn is_self(listen: &[SocketAddr], addr: SocketAddr) -> bool {
+    listen.iter().any(|l| {
+        l.port() == addr.port()
+            && (l.ip() == addr.ip()
+                || (l.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+    })
+}
+
 /// Decides a candidate, resolves it and checks every address: returns the
 /// addresses that may be dialled, in order. The access event records the
 /// decision that let the request through, or the one that stopped it.
@@ -146,7 +215,7 @@ pub async fn authorize(
     policy: &Policy,
     cand: &Candidate,
     access: &mut Access,
-) -> Result<Vec<Target>, ProxyError> {
+) -> Result<Authorized, ProxyError> {
     let started = Instant::now();
     let by_name = policy.decide(cand);
     shared
@@ -161,16 +230,25 @@ pub async fn authorize(
             by_address: cand.host.as_name().is_none(),
         });
     }
-    let targets = shared
+    let mut targets = shared
         .config
         .resolver
         .resolve(&cand.host, cand.port, policy.pins())
         .await?;
+    // Never through ourselves: a pin or a CIDR rule could point back here.
+    targets.retain(|t| !is_self(&shared.config.listen, t.addr));
+    if targets.is_empty() {
+        return Err(ProxyError::Loop);
+    }
     if cand.host.as_name().is_none() {
         // IP literals were judged by address already.
-        return Ok(targets);
+        return Ok(Authorized {
+            targets,
+            rule: by_name.rule,
+        });
     }
     let mut ok = Vec::with_capacity(targets.len());
+    let mut rule = by_name.rule;
     let mut refusal: Option<Decision> = None;
     for t in targets {
         let ctx = AddrContext {
@@ -182,6 +260,7 @@ pub async fn authorize(
             if ok.is_empty() && d.rule.is_some() && by_name.verdict != Verdict::Allow {
                 // Admitted by a CIDR rule although the name was not.
                 record(access, policy, &d);
+                rule = d.rule;
             } else if ok.is_empty() && by_name.verdict == Verdict::Allow && d.verdict == Verdict::WouldDeny {
                 record(access, policy, &d);
             }
@@ -198,7 +277,7 @@ pub async fn authorize(
             by_address: d.reason != Reason::NoMatch,
         });
     }
-    Ok(ok)
+    Ok(Authorized { targets: ok, rule })
 }
 
 /// Dials the first address that answers, within the connect timeout each.

@@ -36,6 +36,12 @@ pub enum ProxyError {
     UpstreamResponse(String),
     #[error("too many connections")]
     Overloaded,
+    #[error("too many open tunnels from this client")]
+    TooManyTunnels,
+    #[error("upstream sent no response in time")]
+    ResponseTimeout,
+    #[error("the destination is this proxy itself")]
+    Loop,
 }
 
 impl ProxyError {
@@ -55,6 +61,9 @@ impl ProxyError {
             ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             ProxyError::DnsTimeout | ProxyError::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::TooManyTunnels => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Loop => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -72,7 +81,9 @@ impl ProxyError {
             ProxyError::ConnectReset => "connection_terminated",
             ProxyError::ConnectOther(_) => "destination_unavailable",
             ProxyError::UpstreamResponse(_) => "http_response_incomplete",
-            ProxyError::Overloaded => "connection_limit_reached",
+            ProxyError::Overloaded | ProxyError::TooManyTunnels => "connection_limit_reached",
+            ProxyError::ResponseTimeout => "connection_read_timeout",
+            ProxyError::Loop => "proxy_loop_detected",
         }
     }
 

@@ -106,7 +106,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.header_timeout)
-        .max_buf_size(shared.config.max_header_bytes.max(8192))
+        .max_header_size(shared.config.max_header_bytes)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(stream), svc)

@@ -1,0 +1,195 @@
+//! Relaying a tunnel: two directions, each passing on its end-of-stream as a
+//! half-close, with the first client bytes inspected (TLS server name, TLS
+//! only) before anything reaches upstream, an idle timeout, and errors told
+//! apart by side so that a firewall reset is not mistaken for a timeout.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::policy::tls::{inspect, FirstBytes, MAX_RECORD};
+use crate::policy::{normalize_host, Host, SniMode};
+
+const BUF: usize = 16 * 1024;
+
+/// What to check in the first bytes a client sends.
+#[derive(Debug, Clone)]
+pub struct FirstCheck {
+    /// The CONNECT target's name; `None` for IP literals (nothing to compare).
+    pub target: Option<String>,
+    pub sni: SniMode,
+    pub tls_only: bool,
+}
+
+impl FirstCheck {
+    fn active(&self) -> bool {
+        self.tls_only || (self.sni != SniMode::Off && self.target.is_some())
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub up: u64,
+    pub down: u64,
+    /// The server name the client asked for, when it sent a ClientHello.
+    pub sni: Option<String>,
+    pub error: Option<&'static str>,
+    pub detail: Option<String>,
+}
+
+type Fail = (&'static str, String);
+
+fn io_class(e: &std::io::Error, side: Side) -> &'static str {
+    use std::io::ErrorKind::*;
+    match (e.kind(), side) {
+        (ConnectionReset | ConnectionAborted, Side::Client) => "client_reset",
+        (ConnectionReset | ConnectionAborted, Side::Upstream) => "upstream_reset",
+        (BrokenPipe, Side::Client) => "client_closed",
+        (BrokenPipe, Side::Upstream) => "upstream_closed",
+        (_, Side::Client) => "client_error",
+        (_, Side::Upstream) => "upstream_error",
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Client,
+    Upstream,
+}
+
+/// Relays until both directions are done, the tunnel idles for `idle`,
+/// a check fails, or `cut` is cancelled.
+pub async fn relay<C, U>(
+    client: C,
+    upstream: U,
+    check: FirstCheck,
+    idle: Duration,
+    cut: CancellationToken,
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let up_n = AtomicU64::new(0);
+    let down_n = AtomicU64::new(0);
+    let mut sni = None;
+    let touch = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+
+    let up = async {
+        let mut buf = vec![0u8; BUF];
+        if check.active() {
+            let mut first = Vec::new();
+            loop {
+                let n = cr
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| (io_class(&e, Side::Client), e.to_string()))?;
+                touch();
+                if n == 0 {
+                    break;
+                }
+                first.extend_from_slice(&buf[..n]);
+                match inspect(&first) {
+                    FirstBytes::Incomplete if first.len() < MAX_RECORD => continue,
+                    FirstBytes::ClientHello { sni: name } => {
+                        if let (Some(name), Some(target)) = (&name, &check.target) {
+                            let same = matches!(normalize_host(name), Ok(Host::Name(n)) if n == *target);
+                            if !same && check.sni != SniMode::Off {
+                                let detail = format!(
+                                    "TLS server name {name:?} differs from CONNECT target {target:?}"
+                                );
+                                if check.sni == SniMode::Enforce {
+                                    sni = Some(name.clone());
+                                    return Err(("sni_mismatch", detail));
+                                }
+                                tracing::warn!(target_host = %target, sni = %name, "tunnel SNI mismatch (logged only)");
+                            }
+                        }
+                        sni = name;
+                        break;
+                    }
+                    FirstBytes::NotTls | FirstBytes::Malformed | FirstBytes::Incomplete if check.tls_only => {
+                        return Err(("not_tls", "the rule allows TLS tunnels only".to_string()));
+                    }
+                    _ => break,
+                }
+            }
+            uw.write_all(&first)
+                .await
+                .map_err(|e| (io_class(&e, Side::Upstream), e.to_string()))?;
+            up_n.fetch_add(first.len() as u64, Ordering::Relaxed);
+            if first.is_empty() {
+                let _ = uw.shutdown().await;
+                return Ok::<(), Fail>(());
+            }
+        }
+        loop {
+            let n = cr
+                .read(&mut buf)
+                .await
+                .map_err(|e| (io_class(&e, Side::Client), e.to_string()))?;
+            touch();
+            if n == 0 {
+                // Half-close: pass the client's FIN on; the other direction goes on.
+                let _ = uw.shutdown().await;
+                return Ok(());
+            }
+            uw.write_all(&buf[..n])
+                .await
+                .map_err(|e| (io_class(&e, Side::Upstream), e.to_string()))?;
+            up_n.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = ur
+                .read(&mut buf)
+                .await
+                .map_err(|e| (io_class(&e, Side::Upstream), e.to_string()))?;
+            touch();
+            if n == 0 {
+                let _ = cw.shutdown().await;
+                return Ok::<(), Fail>(());
+            }
+            cw.write_all(&buf[..n])
+                .await
+                .map_err(|e| (io_class(&e, Side::Client), e.to_string()))?;
+            down_n.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    };
+    let idle_watch = async {
+        loop {
+            let since = Duration::from_millis(last.load(Ordering::Relaxed));
+            let deadline = start + since + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    let result: Result<(), Fail> = tokio::select! {
+        r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
+        _ = idle_watch => Err(("idle_timeout", format!("no bytes either way for {idle:?}"))),
+        _ = cut.cancelled() => Err(("shutdown", "cut at shutdown".to_string())),
+    };
+    let mut out = Outcome {
+        up: up_n.load(Ordering::Relaxed),
+        down: down_n.load(Ordering::Relaxed),
+        sni,
+        ..Default::default()
+    };
+    if let Err((class, detail)) = result {
+        out.error = Some(class);
+        out.detail = Some(detail);
+    }
+    out
+}

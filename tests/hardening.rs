@@ -1,0 +1,413 @@
+//! Ways around the allowlist that must fail, limits that must hold, and
+//! faults that must be told apart. Real sockets on 127.0.0.1 only.
+
+mod support;
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn status_of(resp: &str) -> u16 {
+    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+async fn allowed_proxy() -> Proxy {
+    let origin = start_origin().await;
+    let p = policy("allow = [\"allowed.test\", \"*.zone.test\"]");
+    start_proxy(ProxyOpts::new(p).pin(&format!("allowed.test:80={origin}"))).await
+}
+
+#[tokio::test]
+async fn host_spellings_cannot_sneak_past() {
+    let proxy = allowed_proxy().await;
+    let ok = raw(
+        proxy.addr,
+        b"GET http://ALLOWED.TEST./x HTTP/1.1\r\nHost: ALLOWED.TEST.\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    for (req, want) in [
+        (
+            &b"GET http://allowed.test.evil.test/ HTTP/1.1\r\nHost: allowed.test.evil.test\r\n\r\n"[..],
+            403,
+        ),
+        (
+            b"GET http://allowed.test@evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+            400,
+        ),
+        // The fragment is not part of the target: decided (and denied) as evil.test.
+        (
+            b"GET http://evil.test#allowed.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+            403,
+        ),
+        (
+            b"GET http://allowed%2etest/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET http://allowed.test /x HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+            400,
+        ),
+        (
+            "GET http://\u{430}llowed.test/ HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes(),
+            400,
+        ),
+        (
+            b"GET http://xn--llowed-2of.test/ HTTP/1.1\r\nHost: xn--llowed-2of.test\r\n\r\n",
+            403,
+        ),
+        (b"CONNECT allowed.test\r\n:443 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"CONNECT zone.test:443 HTTP/1.1\r\nHost: zone.test\r\n\r\n", 403),
+    ] {
+        let r = raw(proxy.addr, req).await;
+        assert_eq!(status_of(&r), want, "{:?}: {r}", String::from_utf8_lossy(req));
+    }
+}
+
+#[tokio::test]
+async fn host_header_and_target_must_agree() {
+    let proxy = allowed_proxy().await;
+    for req in [
+        &b"GET http://allowed.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n"[..],
+        b"GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nHost: evil.test\r\n\r\n",
+        b"GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test:8080\r\n\r\n",
+    ] {
+        let r = raw(proxy.addr, req).await;
+        assert_eq!(status_of(&r), 400, "{:?}: {r}", String::from_utf8_lossy(req));
+    }
+    let r = raw(
+        proxy.addr,
+        b"GET http://allowed.test:80/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 200, "{r}");
+}
+
+#[tokio::test]
+async fn every_spelling_of_a_special_address_is_refused() {
+    // Even a policy that allows every port of every listed name refuses these.
+    let p = policy("allow = [{ host = \"*.google.internal\", ports = [80] }]");
+    let proxy = start_proxy(ProxyOpts::new(p)).await;
+    for target in [
+        "2130706433:80",
+        "0177.0.0.1:80",
+        "0x7f.1:80",
+        "127.1:80",
+        "[::ffff:127.0.0.1]:80",
+        "0.0.0.0:80",
+        "[::]:80",
+        "[::1]:80",
+        "169.254.169.254:80",
+        "[fe80::1]:80",
+        "100.64.0.1:80",
+        "10.0.0.1:80",
+        "172.16.5.4:80",
+        "192.168.1.1:80",
+        "224.0.0.1:80",
+        "255.255.255.255:80",
+        "[fd00::1]:80",
+        "[64:ff9b::7f00:1]:80",
+        "[2002:7f00:1::]:80",
+        "[2001:0:4136:e378:8000:63bf:80ff:fffe]:80",
+    ] {
+        let r = raw(
+            proxy.addr,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(status_of(&r), 403, "{target}: {r}");
+        assert!(r.contains("destination_ip_prohibited"), "{target}: {r}");
+    }
+    // Metadata names are refused by name, whatever they resolve to.
+    let r = raw(
+        proxy.addr,
+        b"CONNECT metadata.google.internal:80 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 403, "{r}");
+}
+
+#[tokio::test]
+async fn the_proxy_never_dials_itself() {
+    let proxy = start_proxy(ProxyOpts::new(policy("allow = []"))).await;
+    // A rule that would allow the proxy's own address and port.
+    let own = proxy.addr.port();
+    proxy.shared.store_policy(policy(&format!(
+        "allow = [{{ cidr = \"127.0.0.0/8\", ports = [{own}] }}]"
+    )));
+    let r = raw(
+        proxy.addr,
+        format!("CONNECT 127.0.0.1:{own} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(r.contains("proxy_loop_detected"), "{r}");
+}
+
+#[tokio::test]
+async fn tunnel_sni_must_name_the_connect_target() {
+    let cert = test_cert(&["tunnel.test", "evil.test"]);
+    let origin = start_tls_origin(&cert).await;
+    let p = policy("allow = [\"tunnel.test\"]");
+    let proxy = start_proxy(ProxyOpts::new(p).pin(&format!("tunnel.test:443={origin}"))).await;
+
+    // Matching SNI: works, and the log says which name TLS asked for.
+    let t = connect(proxy.addr, "tunnel.test:443").await.expect("tunnel");
+    let tls = tls_over(t, "tunnel.test", &cert).await;
+    let resp = request_over(
+        tls,
+        Request::get("/sni-ok")
+            .header("host", "tunnel.test")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ev = wait_access(|v| v["host"] == "tunnel.test" && v["sni"] == "tunnel.test").await;
+    assert_eq!(ev["decision"], "allow");
+
+    // Domain fronting: CONNECT to an allowed name, TLS to another. Closed
+    // before a byte reaches upstream.
+    let t = connect(proxy.addr, "tunnel.test:443").await.expect("tunnel");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("evil.test").unwrap();
+    let r = tokio::time::timeout(WAIT, connector.connect(name, t))
+        .await
+        .unwrap();
+    assert!(r.is_err(), "TLS to another name through the tunnel must fail");
+    let ev = wait_access(|v| v["host"] == "tunnel.test" && v["error"] == "sni_mismatch").await;
+    assert_eq!(ev["sni"], "evil.test");
+    assert_eq!(ev["bytes_up"], 0);
+}
+
+#[tokio::test]
+async fn tls_only_rules_refuse_other_bytes_and_plain_rules_pass_them() {
+    let origin = start_half_close_origin().await;
+    let p = policy("allow = [{ host = \"tls.test:7000\", tls_only = true }, \"plain.test:7000\"]");
+    let proxy = start_proxy(
+        ProxyOpts::new(p)
+            .pin(&format!("tls.test:7000={origin}"))
+            .pin(&format!("plain.test:7000={origin}")),
+    )
+    .await;
+    let mut t = connect(proxy.addr, "tls.test:7000").await.expect("tunnel");
+    t.write_all(b"SSH-2.0-hello\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, t.read_to_end(&mut buf)).await.unwrap();
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    let ev = wait_access(|v| v["host"] == "tls.test").await;
+    assert_eq!(ev["error"], "not_tls");
+
+    let mut t = connect(proxy.addr, "plain.test:7000").await.expect("tunnel");
+    t.write_all(b"SSH-2.0-hello\r\n").await.unwrap();
+    t.shutdown().await.unwrap();
+    let mut s = String::new();
+    tokio::time::timeout(WAIT, t.read_to_string(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s, "got 15");
+}
+
+#[tokio::test]
+async fn smuggling_shapes_are_rejected_and_the_proxy_keeps_serving() {
+    let proxy = allowed_proxy().await;
+    let big = format!(
+        "GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    // Content-Length with Transfer-Encoding: chunked framing wins (RFC 9112
+    // 6.3), upstream gets a freshly framed body, and the connection closes,
+    // so the bytes after the chunked body are never read as a request.
+    let r = raw(
+        proxy.addr,
+        b"POST http://allowed.test/upload HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+    )
+    .await;
+    assert!(r.contains("connection: close"), "{r}");
+    assert!(
+        r.ends_with("0 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        "{r}"
+    );
+    assert_eq!(r.matches("HTTP/1.1").count(), 1, "{r}");
+    for (req, want) in [
+        (
+            b"POST http://allowed.test/upload HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(),
+            &[400, 0, 502][..],
+        ),
+        (
+            b"GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nX-Fold: a\r\n b\r\n\r\n".to_vec(),
+            &[400][..],
+        ),
+        (
+            b"GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+            &[400][..],
+        ),
+        (big.into_bytes(), &[431][..]),
+    ] {
+        let r = raw(proxy.addr, &req).await;
+        let head: String = r.chars().take(300).collect();
+        assert!(want.contains(&status_of(&r)), "{:?}: {head}", String::from_utf8_lossy(&req[..60]));
+        // Never a second request smuggled through to a denied host.
+        assert!(!r.contains("evil.test"), "{r}");
+    }
+    let ok = get(proxy.addr, "http://allowed.test/after-smuggling").await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_and_others_are_served() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"allowed.test\"]"))
+            .pin(&format!("allowed.test:80={origin}"))
+            .config(|c| c.header_timeout = Duration::from_millis(300)),
+    )
+    .await;
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(b"GET http://allowed.test/ HTTP/1.1\r\nHost: allo")
+        .await
+        .unwrap();
+    let ok = get(proxy.addr, "http://allowed.test/meanwhile").await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(n.is_ok(), "the slow connection was not closed");
+}
+
+#[tokio::test]
+async fn connection_limit_answers_503_and_recovers() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"allowed.test\"]"))
+            .pin(&format!("allowed.test:80={origin}"))
+            .config(|c| c.max_connections = 2),
+    )
+    .await;
+    let a = TcpStream::connect(proxy.addr).await.unwrap();
+    let b = TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = raw(
+        proxy.addr,
+        b"GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 503, "{r}");
+    assert!(r.contains("connection_limit_reached"));
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ok = get(proxy.addr, "http://allowed.test/after-limit").await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tunnels_per_client_are_capped() {
+    let origin = start_half_close_origin().await;
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"t.test:7000\"]"))
+            .pin(&format!("t.test:7000={origin}"))
+            .config(|c| c.max_tunnels_per_client = 1),
+    )
+    .await;
+    let first = connect(proxy.addr, "t.test:7000").await.expect("first tunnel");
+    let second = connect(proxy.addr, "t.test:7000")
+        .await
+        .expect_err("second tunnel");
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(first);
+    // The slot is released when the tunnel ends.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match connect(proxy.addr, "t.test:7000").await {
+            Ok(_) => break,
+            Err(_) => assert!(tokio::time::Instant::now() < deadline, "slot never released"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn idle_tunnels_are_closed() {
+    let origin = start_half_close_origin().await;
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"idle.test:7000\"]"))
+            .pin(&format!("idle.test:7000={origin}"))
+            .config(|c| c.tunnel_idle = Duration::from_millis(300)),
+    )
+    .await;
+    let mut t = connect(proxy.addr, "idle.test:7000").await.expect("tunnel");
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), t.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "idle tunnel was not closed");
+    let ev = wait_access(|v| v["host"] == "idle.test").await;
+    assert_eq!(ev["error"], "idle_timeout");
+}
+
+#[tokio::test]
+async fn upstream_that_never_answers_gets_504() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"silent.test\"]"))
+            .pin(&format!("silent.test:80={addr}"))
+            .config(|c| c.response_timeout = Duration::from_millis(300)),
+    )
+    .await;
+    let resp = get(proxy.addr, "http://silent.test/").await;
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(resp.headers()["proxy-status"]
+        .to_str()
+        .unwrap()
+        .contains("connection_read_timeout"));
+    hold.abort();
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_body_is_logged() {
+    // An origin that promises 1 MB, sends part of it, then resets.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        if let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+                .await;
+            let _ = s.write_all(&[b'x'; 1000]).await;
+            #[allow(deprecated)]
+            let _ = s.set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    });
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"resets.test\"]")).pin(&format!("resets.test:80={addr}")),
+    )
+    .await;
+    let resp = get(proxy.addr, "http://resets.test/big").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(WAIT, http_body_util::BodyExt::collect(resp.into_body()))
+        .await
+        .unwrap();
+    assert!(body.is_err(), "a truncated body must not look complete");
+    let ev = wait_access(|v| v["host"] == "resets.test").await;
+    assert_eq!(ev["error"], "http_response_incomplete", "{ev}");
+}
