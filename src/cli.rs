@@ -42,6 +42,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Validate a policy and warn about rules that deserve a second look.
     Lint(LintArgs),
+    /// Hash a password (read from stdin) for the --auth credentials file.
+    HashPassword,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +175,9 @@ pub struct RunArgs {
     /// Where /proxy.pac sends destinations the policy does not allow.
     #[arg(long, env = "EGRESSD_PAC_DEFAULT", value_enum, default_value = "proxy")]
     pub pac_default: crate::admin::PacDefault,
+    /// Require proxy authentication; users, password hashes and their policies come from this TOML file.
+    #[arg(long, env = "EGRESSD_AUTH")]
+    pub auth: Option<PathBuf>,
     /// Do not watch the policy file for changes (SIGHUP still reloads).
     #[arg(long, env = "EGRESSD_NO_WATCH")]
     pub no_watch: bool,
@@ -252,6 +257,25 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Audit(args) => crate::tools::audit(args),
         Command::Report(args) => crate::tools::report(args),
         Command::Lint(args) => crate::tools::lint(args),
+        Command::HashPassword => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err()
+                || line.trim_end_matches(['\r', '\n']).is_empty()
+            {
+                eprintln!("egressd: give the password on stdin");
+                return ExitCode::from(2);
+            }
+            match crate::proxy::auth::hash_password(line.trim_end_matches(['\r', '\n'])) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("egressd: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 
@@ -272,6 +296,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.clients = args.allow_client.clone();
     }
     config.resolver = Resolver::new(args.resolve.clone(), args.dns, args.dns_timeout);
+    if let Some(path) = &args.auth {
+        let a = crate::proxy::auth::Authenticator::load(path).map_err(|e| anyhow::anyhow!(e))?;
+        config.auth = Some(Arc::new(a));
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

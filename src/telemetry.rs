@@ -70,6 +70,8 @@ impl fmt::Display for Esc<'_> {
 pub struct Access {
     pub start: Instant,
     pub client: SocketAddr,
+    /// The authenticated user, when the proxy requires authentication.
+    pub user: Option<Arc<str>>,
     /// `connect` or `http`.
     pub kind: &'static str,
     pub method: String,
@@ -99,6 +101,7 @@ impl Access {
         Access {
             start: Instant::now(),
             client,
+            user: None,
             kind,
             method: method.to_string(),
             host: String::new(),
@@ -129,6 +132,7 @@ impl Access {
         tracing::info!(
             target: ACCESS_TARGET,
             client = %self.client,
+            user = self.user.as_deref(),
             kind = self.kind,
             method = %Esc(&self.method),
             host = %Esc(&self.host),

@@ -411,3 +411,123 @@ async fn upstream_reset_mid_body_is_logged() {
     let ev = wait_access(|v| v["host"] == "resets.test").await;
     assert_eq!(ev["error"], "http_response_incomplete", "{ev}");
 }
+
+#[tokio::test]
+async fn proxy_auth_maps_users_to_policies_and_rate_limits_failures() {
+    use base64::Engine;
+    let dir = std::env::temp_dir().join(format!("egressd-auth-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("team-a.toml"), "allow = [\"a.test\"]\n").unwrap();
+    let alice = egressd::proxy::auth::hash_password("alice-pw").unwrap();
+    let bob = egressd::proxy::auth::hash_password("bob-pw").unwrap();
+    std::fs::write(
+        dir.join("users.toml"),
+        format!(
+            "[[user]]\nname = \"alice\"\npassword = \"{alice}\"\npolicy = \"team-a.toml\"\n\n[[user]]\nname = \"bob\"\npassword = \"{bob}\"\n"
+        ),
+    )
+    .unwrap();
+    let auth =
+        std::sync::Arc::new(egressd::proxy::auth::Authenticator::load(&dir.join("users.toml")).unwrap());
+    let origin = start_origin().await;
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"b.test\"]"))
+            .pin(&format!("a.test:80={origin}"))
+            .pin(&format!("b.test:80={origin}"))
+            .config(move |c| c.auth = Some(auth)),
+    )
+    .await;
+    let basic = |u: &str, p: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    let req = |host: &str, cred: Option<String>| {
+        let mut r = format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n");
+        if let Some(c) = cred {
+            r += &format!("Proxy-Authorization: {c}\r\n");
+        }
+        r + "\r\n"
+    };
+    let r = raw(proxy.addr, req("a.test", None).as_bytes()).await;
+    assert_eq!(status_of(&r), 407, "{r}");
+    assert!(r.contains("proxy-authenticate: Basic realm=\"egressd\""), "{r}");
+    assert_eq!(
+        status_of(
+            &raw(
+                proxy.addr,
+                req("a.test", Some(basic("alice", "alice-pw"))).as_bytes()
+            )
+            .await
+        ),
+        200
+    );
+    assert_eq!(
+        status_of(
+            &raw(
+                proxy.addr,
+                req("b.test", Some(basic("alice", "alice-pw"))).as_bytes()
+            )
+            .await
+        ),
+        403
+    );
+    assert_eq!(
+        status_of(&raw(proxy.addr, req("b.test", Some(basic("bob", "bob-pw"))).as_bytes()).await),
+        200
+    );
+    assert_eq!(
+        status_of(&raw(proxy.addr, req("a.test", Some(basic("bob", "bob-pw"))).as_bytes()).await),
+        403
+    );
+    let ev = wait_access(|v| v["user"] == "alice" && v["host"] == "a.test").await;
+    assert_eq!(ev["decision"], "allow");
+    // The credentials never reach upstream.
+    let seen = raw(proxy.addr, req("b.test", Some(basic("bob", "bob-pw"))).as_bytes()).await;
+    assert!(
+        !seen.to_ascii_lowercase().contains("proxy-authorization"),
+        "{seen}"
+    );
+    // Guessing is rate-limited per client.
+    for _ in 0..egressd::proxy::auth::MAX_FAILURES {
+        let r = raw(
+            proxy.addr,
+            req("a.test", Some(basic("alice", "guess"))).as_bytes(),
+        )
+        .await;
+        assert_eq!(status_of(&r), 407);
+    }
+    let r = raw(
+        proxy.addr,
+        req("a.test", Some(basic("alice", "alice-pw"))).as_bytes(),
+    )
+    .await;
+    assert_eq!(status_of(&r), 429, "{r}");
+}
+
+#[tokio::test]
+async fn clients_that_vanish_mid_tunnel_free_everything() {
+    let origin = start_half_close_origin().await;
+    let proxy = start_proxy(ProxyOpts::new(policy("allow = [\"gone.test:7000\"]")).pin(&format!("gone.test:7000={origin}"))).await;
+    // A bounded batch: tunnels whose clients reset, and plain requests.
+    for i in 0..20 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"CONNECT gone.test:7000 HTTP/1.1\r\nHost: gone.test:7000\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 39];
+        s.read_exact(&mut head).await.unwrap();
+        s.write_all(&vec![i as u8; 1000]).await.unwrap();
+        #[allow(deprecated)] // zero linger: the close is a reset, as when a client vanishes
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    }
+    let ev = wait_access(|v| v["host"] == "gone.test" && v["error"].is_string()).await;
+    let class = ev["error"].as_str().unwrap();
+    assert!(class.starts_with("client_") || class.starts_with("upstream_"), "{ev}");
+    // Every task (connection or tunnel) ends, and no tunnel is left counted.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while proxy.shared.tasks.len() > 0 || proxy.shared.metrics.tunnels_active.get() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{} tasks left", proxy.shared.tasks.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -16,8 +16,18 @@ use crate::policy::{Candidate, Kind};
 use crate::telemetry::Access;
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
-    let policy = shared.policy.load_full();
+    let (policy, user) = match shared.admit(req.headers(), client.ip()) {
+        Ok(x) => x,
+        Err(e) => {
+            let policy = shared.policy.load_full();
+            let mut access = shared.access(client, "connect", "CONNECT", &policy);
+            access.reason = e.as_str();
+            let target = req.uri().to_string();
+            return fail(access, &target, ProxyError::Auth(e));
+        }
+    };
     let mut access = shared.access(client, "connect", "CONNECT", &policy);
+    access.user = user;
     let raw = req
         .uri()
         .authority()

@@ -124,8 +124,18 @@ fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
-    let policy = shared.policy.load_full();
+    let (policy, user) = match shared.admit(req.headers(), client.ip()) {
+        Ok(x) => x,
+        Err(e) => {
+            let policy = shared.policy.load_full();
+            let mut access = shared.access(client, "http", req.method().as_str(), &policy);
+            access.reason = e.as_str();
+            let target = req.uri().to_string();
+            return fail(access, &target, ProxyError::Auth(e));
+        }
+    };
     let mut access = shared.access(client, "http", req.method().as_str(), &policy);
+    access.user = user;
     let uri = req.uri().clone();
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or("").to_string();
     let path = uri.path().to_string();

@@ -2,6 +2,7 @@
 //! Every decision is made by [`crate::policy`]; this module only carries
 //! bytes and reports what happened.
 
+pub mod auth;
 pub mod connect;
 pub mod forward;
 pub mod relay;
@@ -52,6 +53,8 @@ pub struct ProxyConfig {
     pub max_tunnels_per_client: usize,
     /// Source networks that may use the proxy.
     pub clients: Vec<IpNet>,
+    /// Proxy authentication, when required.
+    pub auth: Option<Arc<auth::Authenticator>>,
     pub resolver: Resolver,
 }
 
@@ -68,6 +71,7 @@ impl ProxyConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             max_tunnels_per_client: DEFAULT_MAX_TUNNELS_PER_CLIENT,
             clients: default_clients(),
+            auth: None,
             resolver: Resolver::new(Vec::new(), DnsMode::System, DEFAULT_DNS_TIMEOUT),
         }
     }
@@ -172,6 +176,21 @@ impl Shared {
             shared: self.clone(),
             ip,
         })
+    }
+
+    /// Authenticates a request when the proxy requires it, and picks the
+    /// policy that applies: the user's own, or the proxy's.
+    pub fn admit(
+        &self,
+        headers: &http::HeaderMap,
+        client: IpAddr,
+    ) -> Result<(Arc<Policy>, Option<Arc<str>>), auth::AuthError> {
+        let Some(a) = &self.config.auth else {
+            return Ok((self.policy.load_full(), None));
+        };
+        let p = a.check(headers, client)?;
+        let policy = p.policy.unwrap_or_else(|| self.policy.load_full());
+        Ok((policy, Some(p.user)))
     }
 
     /// A new access event for a request, counted in the metrics.

@@ -42,6 +42,8 @@ pub enum ProxyError {
     ResponseTimeout,
     #[error("the destination is this proxy itself")]
     Loop,
+    #[error("proxy authentication: {}", .0.as_str())]
+    Auth(super::auth::AuthError),
 }
 
 impl ProxyError {
@@ -64,6 +66,8 @@ impl ProxyError {
             ProxyError::TooManyTunnels => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Loop => StatusCode::FORBIDDEN,
+            ProxyError::Auth(super::auth::AuthError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Auth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -84,6 +88,7 @@ impl ProxyError {
             ProxyError::Overloaded | ProxyError::TooManyTunnels => "connection_limit_reached",
             ProxyError::ResponseTimeout => "connection_read_timeout",
             ProxyError::Loop => "proxy_loop_detected",
+            ProxyError::Auth(_) => "http_request_denied",
         }
     }
 
@@ -91,7 +96,14 @@ impl ProxyError {
     pub fn response(&self, target: &str) -> Response<Body> {
         let text = self.to_string();
         let body = format!("egressd: {target}: {text}\n");
-        error_response(self.status(), self.class(), &text, body)
+        let mut resp = error_response(self.status(), self.class(), &text, body);
+        if resp.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            resp.headers_mut().insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"egressd\""),
+            );
+        }
+        resp
     }
 }
 
