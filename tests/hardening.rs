@@ -509,11 +509,16 @@ async fn proxy_auth_maps_users_to_policies_and_rate_limits_failures() {
 #[tokio::test]
 async fn clients_that_vanish_mid_tunnel_free_everything() {
     let origin = start_half_close_origin().await;
-    let proxy = start_proxy(ProxyOpts::new(policy("allow = [\"gone.test:7000\"]")).pin(&format!("gone.test:7000={origin}"))).await;
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"gone.test:7000\"]")).pin(&format!("gone.test:7000={origin}")),
+    )
+    .await;
     // A bounded batch: tunnels whose clients reset, and plain requests.
     for i in 0..20 {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-        s.write_all(b"CONNECT gone.test:7000 HTTP/1.1\r\nHost: gone.test:7000\r\n\r\n").await.unwrap();
+        s.write_all(b"CONNECT gone.test:7000 HTTP/1.1\r\nHost: gone.test:7000\r\n\r\n")
+            .await
+            .unwrap();
         let mut head = [0u8; 39];
         s.read_exact(&mut head).await.unwrap();
         s.write_all(&vec![i as u8; 1000]).await.unwrap();
@@ -523,11 +528,62 @@ async fn clients_that_vanish_mid_tunnel_free_everything() {
     }
     let ev = wait_access(|v| v["host"] == "gone.test" && v["error"].is_string()).await;
     let class = ev["error"].as_str().unwrap();
-    assert!(class.starts_with("client_") || class.starts_with("upstream_"), "{ev}");
+    assert!(
+        class.starts_with("client_") || class.starts_with("upstream_"),
+        "{ev}"
+    );
     // Every task (connection or tunnel) ends, and no tunnel is left counted.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while proxy.shared.tasks.len() > 0 || proxy.shared.metrics.tunnels_active.get() != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "{} tasks left", proxy.shared.tasks.len());
+    while !proxy.shared.tasks.is_empty() || proxy.shared.metrics.tunnels_active.get() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} tasks left",
+            proxy.shared.tasks.len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"allowed.test\"]"))
+            .pin(&format!("allowed.test:80={origin}"))
+            .config(|c| c.header_timeout = Duration::from_millis(300)),
+    )
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET http://allowed.test/ka HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    // Kept alive, then idle: the proxy closes it after the header timeout.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+        "idle keep-alive connection still open: {n:?}"
+    );
+}
+
+#[tokio::test]
+async fn dns_timeouts_are_504() {
+    // The system resolver given no time at all: the lookup cannot finish.
+    let proxy = start_proxy(
+        ProxyOpts::new(policy("allow = [\"localhost:9\"]"))
+            .dns(egressd::proxy::resolve::DnsMode::System)
+            .config(|c| {
+                c.resolver = egressd::proxy::resolve::Resolver::new(
+                    Vec::new(),
+                    egressd::proxy::resolve::DnsMode::System,
+                    Duration::from_nanos(1),
+                )
+            }),
+    )
+    .await;
+    let r = raw(proxy.addr, b"CONNECT localhost:9 HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status_of(&r), 504, "{r}");
+    assert!(r.contains("error=dns_timeout"), "{r}");
 }
