@@ -27,7 +27,10 @@ pub enum LogFormat {
 /// so that formatting and I/O stay off the request path; keep the returned
 /// guard alive until exit so that buffered lines are flushed.
 pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    // The line queue is allocated up front: a few thousand lines absorb
+    // bursts without holding megabytes at idle.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(4096)
         .lossy(false)
         .finish(std::io::stdout());
     let filter = EnvFilter::try_from_env("EGRESSD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));

@@ -13,7 +13,66 @@ use tokio_util::sync::CancellationToken;
 use crate::policy::tls::{inspect, FirstBytes, MAX_RECORD};
 use crate::policy::{normalize_host, Host, SniMode};
 
+/// Bytes read at a time while data flows.
 const BUF: usize = 16 * 1024;
+/// Bytes held per direction while a tunnel waits: an idle tunnel keeps no
+/// large buffers.
+const IDLE_BUF: usize = 512;
+
+/// Copies `r` to `w` until end of stream, holding a large buffer only while
+/// data flows. Returns on EOF (after passing it on as a shutdown of `w`).
+async fn pump<R, W>(
+    r: &mut R,
+    w: &mut W,
+    count: &AtomicU64,
+    touch: &(impl Fn() + ?Sized),
+    from: Side,
+    to: Side,
+) -> Result<(), Fail>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut small = [0u8; IDLE_BUF];
+    loop {
+        let n = r
+            .read(&mut small)
+            .await
+            .map_err(|e| (io_class(&e, from), e.to_string()))?;
+        touch();
+        if n == 0 {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        w.write_all(&small[..n])
+            .await
+            .map_err(|e| (io_class(&e, to), e.to_string()))?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        if n < IDLE_BUF {
+            continue;
+        }
+        // A full small read: a burst is on; borrow a large buffer until it ends.
+        let mut big = vec![0u8; BUF];
+        loop {
+            let n = r
+                .read(&mut big)
+                .await
+                .map_err(|e| (io_class(&e, from), e.to_string()))?;
+            touch();
+            if n == 0 {
+                let _ = w.shutdown().await;
+                return Ok(());
+            }
+            w.write_all(&big[..n])
+                .await
+                .map_err(|e| (io_class(&e, to), e.to_string()))?;
+            count.fetch_add(n as u64, Ordering::Relaxed);
+            if n < BUF {
+                break;
+            }
+        }
+    }
+}
 
 /// What to check in the first bytes a client sends.
 #[derive(Debug, Clone)]
@@ -131,41 +190,10 @@ where
                 return Ok::<(), Fail>(());
             }
         }
-        loop {
-            let n = cr
-                .read(&mut buf)
-                .await
-                .map_err(|e| (io_class(&e, Side::Client), e.to_string()))?;
-            touch();
-            if n == 0 {
-                // Half-close: pass the client's FIN on; the other direction goes on.
-                let _ = uw.shutdown().await;
-                return Ok(());
-            }
-            uw.write_all(&buf[..n])
-                .await
-                .map_err(|e| (io_class(&e, Side::Upstream), e.to_string()))?;
-            up_n.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        // Half-close: each direction passes its FIN on; the other goes on.
+        pump(&mut cr, &mut uw, &up_n, &touch, Side::Client, Side::Upstream).await
     };
-    let down = async {
-        let mut buf = vec![0u8; BUF];
-        loop {
-            let n = ur
-                .read(&mut buf)
-                .await
-                .map_err(|e| (io_class(&e, Side::Upstream), e.to_string()))?;
-            touch();
-            if n == 0 {
-                let _ = cw.shutdown().await;
-                return Ok::<(), Fail>(());
-            }
-            cw.write_all(&buf[..n])
-                .await
-                .map_err(|e| (io_class(&e, Side::Client), e.to_string()))?;
-            down_n.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    };
+    let down = pump(&mut ur, &mut cw, &down_n, &touch, Side::Upstream, Side::Client);
     let idle_watch = async {
         loop {
             let since = Duration::from_millis(last.load(Ordering::Relaxed));

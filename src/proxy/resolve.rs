@@ -80,17 +80,45 @@ impl Resolver {
                 "{name} has no static address (--dns static)"
             )));
         }
-        match tokio::time::timeout(self.timeout, tokio::net::lookup_host((name.as_str(), port))).await {
-            Err(_) => Err(ProxyError::DnsTimeout),
-            Ok(Err(e)) => Err(ProxyError::Dns(e.to_string())),
-            Ok(Ok(addrs)) => {
-                let mut v: Vec<Target> = addrs.map(|addr| Target { addr, pinned: false }).collect();
-                v.dedup();
-                if v.is_empty() {
-                    return Err(ProxyError::Dns(format!("{name} has no addresses")));
-                }
-                Ok(v)
-            }
+        let addrs = bounded(self.timeout, tokio::net::lookup_host((name.as_str(), port))).await?;
+        let mut v: Vec<Target> = addrs.map(|addr| Target { addr, pinned: false }).collect();
+        v.dedup();
+        if v.is_empty() {
+            return Err(ProxyError::Dns(format!("{name} has no addresses")));
         }
+        Ok(v)
+    }
+}
+
+/// A lookup bounded in time: a slow resolver is a `dns_timeout` (504), a
+/// failing one a `dns_error` (502).
+async fn bounded<T>(
+    timeout: Duration,
+    lookup: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, ProxyError> {
+    match tokio::time::timeout(timeout, lookup).await {
+        Err(_) => Err(ProxyError::DnsTimeout),
+        Ok(Err(e)) => Err(ProxyError::Dns(e.to_string())),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resolver_that_never_answers_is_a_timeout() {
+        let never = std::future::pending::<std::io::Result<()>>();
+        let e = bounded(Duration::from_secs(5), never).await.unwrap_err();
+        assert!(matches!(e, ProxyError::DnsTimeout));
+        assert_eq!(e.status(), http::StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(e.class(), "dns_timeout");
+        let failing = async { Err::<(), _>(std::io::Error::other("no such host")) };
+        let e = bounded(Duration::from_secs(5), failing).await.unwrap_err();
+        assert_eq!(
+            (e.status(), e.class()),
+            (http::StatusCode::BAD_GATEWAY, "dns_error")
+        );
     }
 }

@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# egressd beside Squid and tinyproxy (and no proxy at all), on loopback.
+#
+#   bash benches/compare.sh                 # ROUNDS=3 DURATION=5 by default
+#   ROUNDS=2 DURATION=3 bash benches/compare.sh
+#
+# Installs the peers and tools from Debian's packages if missing (squid,
+# tinyproxy, nginx, wrk, openssl), builds egressd and the load generator,
+# starts an nginx origin on 127.0.0.1 (plain and TLS), runs each scenario for
+# direct / egressd / squid / tinyproxy in turn (A B A B, ROUNDS rounds), and
+# prints medians and ratios as a table; the CSV goes to benches/results/.
+# Everything it starts is stopped at exit; all traffic stays on 127.0.0.1;
+# every run is bounded by DURATION seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+CONC=${CONC:-50}
+IDLE_TUNNELS=${IDLE_TUNNELS:-5000}
+BULK_MB=${BULK_MB:-256}
+
+O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130
+work=$(mktemp -d /tmp/egressd-compare.XXXXXX)
+chmod 777 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+  pkill -f "$work" 2>/dev/null || true
+  rm -rf "$work"
+  [ "${made_run_squid:-0}" = 1 ] && rm -rf /run/squid || true
+}
+trap cleanup EXIT
+
+need=()
+for t in squid:squid tinyproxy:tinyproxy nginx:nginx wrk:wrk openssl:openssl; do
+  command -v "${t%%:*}" >/dev/null || need+=("${t##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  # Debian may start packaged services on install; this run starts its own.
+  for s in squid tinyproxy nginx; do service "$s" stop >/dev/null 2>&1 || true; done
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo build --release --quiet --bin egressd --example loadgen
+EGRESSD=$PWD/target/release/egressd
+LOADGEN=$PWD/target/release/examples/loadgen
+
+# === origin: nginx, plain and TLS, one worker ===
+# A throwaway CA and a leaf certificate for origin.test, both private to this run.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=egressd-bench-ca \
+  -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=origin.test -keyout "$work/key.pem" -out "$work/leaf.csr" 2>/dev/null
+printf 'subjectAltName=DNS:origin.test\nbasicConstraints=CA:FALSE\n' > "$work/leaf.ext"
+openssl x509 -req -in "$work/leaf.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
+  -extfile "$work/leaf.ext" -out "$work/cert.pem" 2>/dev/null
+head -c $((BULK_MB << 20)) /dev/zero > "$work/bulk.bin"
+printf 'ok: a small response body of some sixty bytes, like an API reply.\n' > "$work/small.txt"
+cat > "$work/nginx.conf" <<EOF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log error;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$O_HTTP reuseport backlog=4096;
+    listen 127.0.0.1:$O_TLS ssl backlog=4096;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    root $work;
+    location = / { try_files /small.txt =404; }
+    location = /bulk { try_files /bulk.bin =404; }
+  }
+}
+EOF
+nginx -p "$work" -c "$work/nginx.conf" -e "$work/nginx-error.log" -g 'daemon off;' &
+pids+=($!)
+
+# === the proxies, each with an equivalent allowlist: origin.test only ===
+cat > "$work/policy.toml" <<EOF
+allow = [{ host = "origin.test", ports = [$O_HTTP, $O_TLS] }]
+EOF
+start_egressd() {
+  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/policy.toml" --listen 127.0.0.1:$P_EGRESSD --admin off \
+    --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch > "$work/egressd.log" 2>&1 &
+  pids+=($!)
+  EGRESSD_PID=$!
+}
+printf '127.0.0.1 origin.test\n' > "$work/hosts"
+cat > "$work/squid.conf" <<EOF
+http_port 127.0.0.1:$P_SQUID
+workers 2
+cache deny all
+cache_mem 0 MB
+access_log none
+cache_store_log none
+cache_log $work/squid-cache.log
+pid_filename $work/squid.pid
+coredump_dir $work
+hosts_file $work/hosts
+dns_nameservers 127.0.0.1
+acl allowed dstdomain origin.test
+acl tls_port port $O_TLS
+acl CONNECT method CONNECT
+http_access deny CONNECT !tls_port
+http_access allow allowed
+http_access deny all
+shutdown_lifetime 0 seconds
+max_filedescriptors 65536
+EOF
+cat > "$work/tinyproxy.conf" <<EOF
+Port $P_TINY
+Listen 127.0.0.1
+Timeout 60
+MaxClients 10000
+LogLevel Critical
+PidFile "$work/tinyproxy.pid"
+Filter "$work/tiny-filter"
+FilterDefaultDeny Yes
+FilterURLs Off
+ConnectPort $O_TLS
+DisableViaHeader Yes
+EOF
+# tinyproxy resolves with the system resolver, so it is given the origin's
+# address (a private hosts file is not an option for it); the filter allows
+# only that.
+printf '^127\\.0\\.0\\.1$\n' > "$work/tiny-filter"
+
+# Squid's SMP workers talk over sockets in /run/squid.
+made_run_squid=0
+if [ ! -d /run/squid ]; then mkdir -p /run/squid && chown proxy:proxy /run/squid && made_run_squid=1; fi
+start_egressd
+squid -f "$work/squid.conf" --foreground -s > "$work/squid.out" 2>&1 &
+pids+=($!)
+SQUID_PID=$!
+tinyproxy -d -c "$work/tinyproxy.conf" > "$work/tiny.out" 2>&1 &
+pids+=($!)
+TINY_PID=$!
+
+wait_port() {
+  for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "port $1 did not open" >&2; return 1
+}
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY; do wait_port "$p"; done
+sleep 1
+
+# === measuring ===
+# A process and its descendants (squid's workers are its children).
+tree() {
+  local p=$1 c
+  echo "$p"
+  for c in $(pgrep -P "$p" 2>/dev/null); do tree "$c"; done
+}
+# CPU clock ticks (user+sys) used so far by a process tree.
+cpu_of() {
+  local total=0 p
+  for p in $(tree "$1"); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+rss_kib() {
+  local total=0 p
+  for p in $(tree "$1"); do
+    [ -r "/proc/$p/status" ] || continue
+    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+proxy_addr() { case $1 in egressd) echo $P_EGRESSD;; squid) echo $P_SQUID;; tinyproxy) echo $P_TINY;; esac; }
+proxy_pid() { case $1 in egressd) echo "$EGRESSD_PID";; squid) echo "$SQUID_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
+origin_host() { [ "$1" = tinyproxy ] && echo 127.0.0.1 || echo origin.test; }
+
+cat > "$work/request.lua" <<'EOF'
+-- Absolute-form requests through a proxy (the Host header must match the
+-- target), or origin-form ones direct; optionally a new connection each time.
+wrk.path = os.getenv("TARGET_URL")
+wrk.headers["Host"] = os.getenv("TARGET_HOST")
+if os.getenv("CONN_CLOSE") == "1" then wrk.headers["Connection"] = "close" end
+EOF
+
+csv=$work/results.csv
+echo "scenario,target,round,value,unit,proxy_cpu_us_per_req,p99_ms" > "$csv"
+
+# wrk run -> "rps p99_ms requests"
+run_wrk() { # target url host close
+  local target=$1 url=$2 host=$3 close=$4 out port
+  if [ "$target" = direct ]; then port=$O_HTTP; url=/; else port=$(proxy_addr "$target"); fi
+  out=$(TARGET_URL=$url TARGET_HOST=$host CONN_CLOSE=$close wrk -t1 -c"$CONC" -d"${DURATION}s" --latency \
+    -s "$work/request.lua" "http://127.0.0.1:$port" 2>&1)
+  local rps p99 reqs
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "${rps:-0} ${p99:-0} ${reqs:-0}"
+}
+
+record() { # scenario target round value unit cpu_per p99
+  echo "$1,$2,$3,$4,$5,$6,$7" >> "$csv"
+}
+
+scenario_http() { # name close
+  local name=$1 close=$2 r t
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in direct egressd squid tinyproxy; do
+      local host url pid c0 c1 res rps p99 reqs cpu_per=""
+      [ "$name" = denied ] && [ "$t" = direct ] && continue
+      host=$(origin_host "$t"):$O_HTTP
+      [ "$name" = denied ] && host=denied.test:$O_HTTP
+      url="http://$host/"
+      [ "$t" = direct ] && url="http://127.0.0.1:$O_HTTP/"
+      pid=$(proxy_pid "$t")
+      [ -n "$pid" ] && c0=$(cpu_of "$pid")
+      read -r rps p99 reqs < <(run_wrk "$t" "$url" "$host" "$close")
+      if [ -n "$pid" ]; then
+        c1=$(cpu_of "$pid")
+        cpu_per=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }')
+      fi
+      record "$name" "$t" "$r" "$rps" req/s "$cpu_per" "$p99"
+    done
+  done
+}
+
+scenario_loadgen() { # name mode extra...
+  local name=$1 mode=$2 r t
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in direct egressd squid tinyproxy; do
+      local pid c0 c1 out v cpu_per="" args=()
+      pid=$(proxy_pid "$t")
+      if [ "$t" = direct ]; then
+        args=(--target 127.0.0.1:$O_TLS --host origin.test)
+      else
+        args=(--proxy 127.0.0.1:"$(proxy_addr "$t")" --target "$(origin_host "$t")":$O_TLS --host origin.test)
+      fi
+      [ -n "$pid" ] && c0=$(cpu_of "$pid")
+      out=$("$LOADGEN" "$mode" "${args[@]}" --ca "$work/ca.pem" --concurrency "$CONC" \
+        --duration "$DURATION" --path "$3" | tail -1)
+      if [ "$mode" = bulk ]; then
+        v=$(jq -r '.mbps // 0' <<<"$out")
+        local bytes; bytes=$(jq -r '.bytes // 0' <<<"$out")
+        if [ -n "$pid" ]; then
+          c1=$(cpu_of "$pid")
+          cpu_per=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v b="$bytes" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }')
+        fi
+        record "$name" "$t" "$r" "$v" MB/s "$cpu_per" ""
+      else
+        v=$(jq -r '.rps // 0' <<<"$out")
+        local n p99; n=$(jq -r '.requests // 0' <<<"$out"); p99=$(jq -r '.p99_ms // 0' <<<"$out")
+        if [ -n "$pid" ]; then
+          c1=$(cpu_of "$pid")
+          cpu_per=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }')
+        fi
+        record "$name" "$t" "$r" "$v" req/s "$cpu_per" "$p99"
+      fi
+    done
+  done
+}
+
+command -v jq >/dev/null || { apt-get install -y -qq jq >/dev/null; }
+
+echo "== keep-alive HTTP, $CONC connections"; scenario_http keepalive 0
+echo "== new connection per request"; scenario_http newconn 1
+echo "== denied requests"; scenario_http denied 0
+echo "== HTTPS inside CONNECT tunnels"; scenario_loadgen tunnel-https tunnel-https /
+echo "== CONNECT bulk transfer, ${BULK_MB} MiB"; CONC=1 scenario_loadgen bulk bulk /bulk
+
+echo "== idle tunnels and memory"
+for t in egressd squid tinyproxy; do
+  pid=$(proxy_pid "$t")
+  before=$(rss_kib "$pid")
+  "$LOADGEN" idle --proxy 127.0.0.1:"$(proxy_addr "$t")" --target "$(origin_host "$t")":$O_TLS \
+    --concurrency "$IDLE_TUNNELS" --duration 4 > "$work/idle-$t.out" &
+  lg=$!
+  for _ in $(seq 1 600); do grep -q holding "$work/idle-$t.out" 2>/dev/null && break; sleep 0.1; done
+  sleep 1
+  during=$(rss_kib "$pid")
+  open=$(grep holding "$work/idle-$t.out" | jq -r .open 2>/dev/null || echo 0)
+  wait "$lg" || true
+  per=$(awk -v a="$before" -v b="$during" -v n="$open" 'BEGIN { if (n > 0) printf "%.1f", (b - a) / n }')
+  record idle-tunnel "$t" 1 "$per" KiB/tunnel "" ""
+  record rss-idle "$t" 1 "$before" KiB "" ""
+  echo "$t: $open tunnels, RSS $before -> $during KiB"
+done
+
+echo "== start to accepting (egressd)"
+kill "$EGRESSD_PID"; sleep 0.5
+for r in $(seq 1 "$ROUNDS"); do
+  t0=$(date +%s%N)
+  start_egressd
+  for _ in $(seq 1 2000); do (exec 3<>/dev/tcp/127.0.0.1/$P_EGRESSD) 2>/dev/null && break; sleep 0.001; done
+  t1=$(date +%s%N)
+  record start-to-accept egressd "$r" "$(awk -v d=$((t1 - t0)) 'BEGIN { printf "%.1f", d / 1e6 }')" ms "" ""
+  kill "$EGRESSD_PID"; sleep 0.3
+done
+
+# === report: medians and ratios ===
+mkdir -p benches/results
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+cp "$csv" "benches/results/compare-$stamp.csv"
+python3 - "$csv" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+def med(s, t, key="value"):
+    v = [float(r[key]) for r in rows if r["scenario"] == s and r["target"] == t and r[key] not in ("", None)]
+    return statistics.median(v) if v else None
+print()
+print(f"{'scenario':<16}{'target':<11}{'median':>12} {'unit':<11}{'x direct':>9}{'x squid':>9}{'cpu us/req':>12}{'p99 ms':>9}")
+for s in dict.fromkeys(r["scenario"] for r in rows):
+    unit = next(r["unit"] for r in rows if r["scenario"] == s)
+    d, sq = med(s, "direct"), med(s, "squid")
+    for t in ["direct", "egressd", "squid", "tinyproxy"]:
+        v = med(s, t)
+        if v is None:
+            continue
+        rd = f"{v / d:.2f}" if d else ""
+        rs = f"{v / sq:.2f}" if sq else ""
+        cpu = med(s, t, "proxy_cpu_us_per_req")
+        p99 = med(s, t, "p99_ms")
+        print(f"{s:<16}{t:<11}{v:>12.1f} {unit:<11}{rd:>9}{rs:>9}{(f'{cpu:.1f}' if cpu is not None else ''):>12}{(f'{p99:.2f}' if p99 else ''):>9}")
+PY
+echo
+echo "CSV: benches/results/compare-$stamp.csv (cpu column: us per request, or CPU-s per GiB for bulk)"
