@@ -3,6 +3,7 @@
 #
 #   bash benches/compare.sh                 # ROUNDS=3 DURATION=5 by default
 #   ROUNDS=2 DURATION=3 bash benches/compare.sh
+#   SCENARIOS="keepalive idle" bash benches/compare.sh    # a subset
 #
 # Installs the peers and tools from Debian's packages if missing (squid,
 # tinyproxy, nginx, wrk, openssl), builds egressd and the load generator,
@@ -18,6 +19,8 @@ DURATION=${DURATION:-5}
 CONC=${CONC:-50}
 IDLE_TUNNELS=${IDLE_TUNNELS:-5000}
 BULK_MB=${BULK_MB:-256}
+SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk idle start"}
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130
 work=$(mktemp -d /tmp/egressd-compare.XXXXXX)
@@ -88,7 +91,8 @@ allow = [{ host = "origin.test", ports = [$O_HTTP, $O_TLS] }]
 EOF
 start_egressd() {
   EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/policy.toml" --listen 127.0.0.1:$P_EGRESSD --admin off \
-    --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch > "$work/egressd.log" 2>&1 &
+    --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
+    --max-tunnels-per-client 100000 > "$work/egressd.log" 2>&1 &
   pids+=($!)
   EGRESSD_PID=$!
 }
@@ -267,14 +271,14 @@ scenario_loadgen() { # name mode extra...
 
 command -v jq >/dev/null || { apt-get install -y -qq jq >/dev/null; }
 
-echo "== keep-alive HTTP, $CONC connections"; scenario_http keepalive 0
-echo "== new connection per request"; scenario_http newconn 1
-echo "== denied requests"; scenario_http denied 0
-echo "== HTTPS inside CONNECT tunnels"; scenario_loadgen tunnel-https tunnel-https /
-echo "== CONNECT bulk transfer, ${BULK_MB} MiB"; CONC=1 scenario_loadgen bulk bulk /bulk
+want keepalive && { echo "== keep-alive HTTP, $CONC connections"; scenario_http keepalive 0; }
+want newconn && { echo "== new connection per request"; scenario_http newconn 1; }
+want denied && { echo "== denied requests"; scenario_http denied 0; }
+want tunnel-https && { echo "== HTTPS inside CONNECT tunnels"; scenario_loadgen tunnel-https tunnel-https /; }
+want bulk && { echo "== CONNECT bulk transfer, ${BULK_MB} MiB"; CONC=1 scenario_loadgen bulk bulk /bulk; }
 
-echo "== idle tunnels and memory"
-for t in egressd squid tinyproxy; do
+want idle && echo "== idle tunnels and memory"
+want idle && for t in egressd squid tinyproxy; do
   pid=$(proxy_pid "$t")
   before=$(rss_kib "$pid")
   "$LOADGEN" idle --proxy 127.0.0.1:"$(proxy_addr "$t")" --target "$(origin_host "$t")":$O_TLS \
@@ -291,9 +295,9 @@ for t in egressd squid tinyproxy; do
   echo "$t: $open tunnels, RSS $before -> $during KiB"
 done
 
-echo "== start to accepting (egressd)"
-kill "$EGRESSD_PID"; sleep 0.5
-for r in $(seq 1 "$ROUNDS"); do
+want start && echo "== start to accepting (egressd)"
+want start && kill "$EGRESSD_PID" && sleep 0.5
+want start && for r in $(seq 1 "$ROUNDS"); do
   t0=$(date +%s%N)
   start_egressd
   for _ in $(seq 1 2000); do (exec 3<>/dev/tcp/127.0.0.1/$P_EGRESSD) 2>/dev/null && break; sleep 0.001; done

@@ -178,6 +178,9 @@ pub struct RunArgs {
     /// Require proxy authentication; users, password hashes and their policies come from this TOML file.
     #[arg(long, env = "EGRESSD_AUTH")]
     pub auth: Option<PathBuf>,
+    /// Runtime worker threads. Default: one per core.
+    #[arg(long, env = "EGRESSD_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Do not watch the policy file for changes (SIGHUP still reloads).
     #[arg(long, env = "EGRESSD_NO_WATCH")]
     pub no_watch: bool,
@@ -301,10 +304,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.auth = Some(Arc::new(a));
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build().context("cannot start the runtime")?;
     rt.block_on(async move {
         let listeners = proxy::server::bind(&config.listen).await?;
         let admin_listener = crate::admin::bind(args.admin.0).await?;

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-use super::relay::{relay, FirstCheck};
+use super::relay::{relay, relay_halves, FirstCheck};
 use super::respond::{empty, Body, ProxyError};
 use super::{authorize, dial, Shared};
 use crate::policy::target::split_host_port;
@@ -68,7 +69,21 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
         tunnels.inc();
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                let out = relay(TokioIo::new(upgraded), upstream, check, idle, cut).await;
+                // Back to the plain socket: no boxed I/O, no lock between the
+                // halves, and the HTTP read buffer is freed unless it holds
+                // bytes the client already sent into the tunnel.
+                let out = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => {
+                        let pre = parts.read_buf.to_vec();
+                        drop(parts.read_buf);
+                        let mut client = parts.io.into_inner();
+                        let mut upstream = upstream;
+                        let (cr, cw) = client.split();
+                        let (ur, uw) = upstream.split();
+                        relay_halves(cr, cw, ur, uw, pre, check, idle, cut).await
+                    }
+                    Err(upgraded) => relay(TokioIo::new(upgraded), upstream, check, idle, cut).await,
+                };
                 access.bytes_up = out.up;
                 access.bytes_down = out.down;
                 access.sni = out.sni;

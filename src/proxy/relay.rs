@@ -120,8 +120,7 @@ enum Side {
     Upstream,
 }
 
-/// Relays until both directions are done, the tunnel idles for `idle`,
-/// a check fails, or `cut` is cancelled.
+/// Relays two whole streams (e.g. an upgraded WebSocket connection).
 pub async fn relay<C, U>(
     client: C,
     upstream: U,
@@ -133,8 +132,31 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let (cr, cw) = tokio::io::split(client);
+    let (ur, uw) = tokio::io::split(upstream);
+    relay_halves(cr, cw, ur, uw, Vec::new(), check, idle, cut).await
+}
+
+/// Relays until both directions are done, the tunnel idles for `idle`, a
+/// check fails, or `cut` is cancelled. `pre` holds client bytes already read
+/// (by the HTTP parser) that come before anything still in `cr`.
+#[allow(clippy::too_many_arguments)]
+pub async fn relay_halves<CR, CW, UR, UW>(
+    mut cr: CR,
+    mut cw: CW,
+    mut ur: UR,
+    mut uw: UW,
+    pre: Vec<u8>,
+    check: FirstCheck,
+    idle: Duration,
+    cut: CancellationToken,
+) -> Outcome
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
+{
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let up_n = AtomicU64::new(0);
@@ -143,19 +165,25 @@ where
     let touch = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
 
     let up = async {
-        let mut buf = vec![0u8; BUF];
         if check.active() {
-            let mut first = Vec::new();
+            let mut buf = vec![0u8; BUF];
+            let mut first = pre;
+            // Bytes the HTTP parser already read may hold the whole ClientHello.
+            let mut ready = !first.is_empty() && !matches!(inspect(&first), FirstBytes::Incomplete);
             loop {
-                let n = cr
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| (io_class(&e, Side::Client), e.to_string()))?;
-                touch();
-                if n == 0 {
-                    break;
+                if ready {
+                    ready = false;
+                } else {
+                    let n = cr
+                        .read(&mut buf)
+                        .await
+                        .map_err(|e| (io_class(&e, Side::Client), e.to_string()))?;
+                    touch();
+                    if n == 0 {
+                        break;
+                    }
+                    first.extend_from_slice(&buf[..n]);
                 }
-                first.extend_from_slice(&buf[..n]);
                 match inspect(&first) {
                     FirstBytes::Incomplete if first.len() < MAX_RECORD => continue,
                     FirstBytes::ClientHello { sni: name } => {
@@ -189,6 +217,11 @@ where
                 let _ = uw.shutdown().await;
                 return Ok::<(), Fail>(());
             }
+        } else if !pre.is_empty() {
+            uw.write_all(&pre)
+                .await
+                .map_err(|e| (io_class(&e, Side::Upstream), e.to_string()))?;
+            up_n.fetch_add(pre.len() as u64, Ordering::Relaxed);
         }
         // Half-close: each direction passes its FIN on; the other goes on.
         pump(&mut cr, &mut uw, &up_n, &touch, Side::Client, Side::Upstream).await

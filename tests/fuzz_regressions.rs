@@ -1,0 +1,76 @@
+//! Replays the inputs kept in fuzz/regressions/<target>/ through the same
+//! checks the fuzz targets make, so a fixed crash stays fixed.
+
+use std::path::Path;
+
+use egressd::policy::target::{parse_target, split_host_port};
+use egressd::policy::{normalize_host, normalize_path, Policy};
+
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(target);
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no regression inputs for {target}");
+    v
+}
+
+#[test]
+fn policy_parse() {
+    for (name, data) in inputs("policy_parse") {
+        if let Ok(s) = std::str::from_utf8(&data) {
+            assert!(
+                Policy::from_toml(s, "fuzz.toml").is_err(),
+                "{name} should be rejected"
+            );
+        }
+    }
+}
+
+#[test]
+fn normalize() {
+    for (name, data) in inputs("normalize") {
+        let s = String::from_utf8_lossy(&data);
+        let _ = normalize_host(&s);
+        let p = normalize_path(&s);
+        if !p.ambiguous {
+            assert_eq!(normalize_path(&p.path).path, p.path, "{name}");
+        }
+    }
+}
+
+#[test]
+fn matcher() {
+    let policy = Policy::from_toml(
+        r#"allow = ["www.google.com/recaptcha", { cidr = "10.1.0.0/16", ports = [443] }]
+deny = [{ cidr = "10.1.2.0/24" }]"#,
+        "fuzz.toml",
+    )
+    .unwrap();
+    for (name, data) in inputs("matcher") {
+        let s = String::from_utf8_lossy(&data);
+        if let Ok(c) = parse_target(&s) {
+            let d = policy.decide(&c);
+            assert_eq!(d, policy.decide_naive(&c), "{name}");
+            assert_ne!(
+                d.verdict,
+                egressd::policy::Verdict::Allow,
+                "{name} must not be allowed"
+            );
+        }
+    }
+}
+
+#[test]
+fn target() {
+    for (name, data) in inputs("target") {
+        let s = String::from_utf8_lossy(&data);
+        assert!(parse_target(&s).is_err(), "{name} should be rejected");
+        let _ = split_host_port(&s);
+    }
+}
