@@ -166,7 +166,9 @@ where
 
     let up = async {
         if check.active() {
-            let mut buf = vec![0u8; BUF];
+            // Small reads: a tunnel whose client has not spoken yet holds no
+            // large buffer (a ClientHello takes a few of these).
+            let mut buf = [0u8; IDLE_BUF];
             let mut first = pre;
             // Bytes the HTTP parser already read may hold the whole ClientHello.
             let mut ready = !first.is_empty() && !matches!(inspect(&first), FirstBytes::Incomplete);
