@@ -14,7 +14,7 @@ use crate::policy::tls::{inspect, FirstBytes, MAX_RECORD};
 use crate::policy::{normalize_host, Host, SniMode};
 
 /// Bytes read at a time while data flows.
-const BUF: usize = 16 * 1024;
+const BUF: usize = 64 * 1024;
 /// Bytes held per direction while a tunnel waits: an idle tunnel keeps no
 /// large buffers.
 const IDLE_BUF: usize = 512;
