@@ -41,19 +41,19 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
     };
     access.host = cand.host.to_string();
     access.port = cand.port;
-    let label = format!("CONNECT {}:{}", cand.host, cand.port);
+    let label = || format!("CONNECT {}:{}", cand.host, cand.port);
 
     let slot = match shared.tunnel_slot(client.ip()) {
         Some(s) => s,
-        None => return fail(access, &label, ProxyError::TooManyTunnels),
+        None => return fail(access, &label(), ProxyError::TooManyTunnels),
     };
     let allowed = match authorize(&shared, &policy, &cand, &mut access).await {
         Ok(a) => a,
-        Err(e) => return fail(access, &label, e),
+        Err(e) => return fail(access, &label(), e),
     };
     let (upstream, _) = match dial(&allowed.targets, shared.config.connect_timeout, &mut access).await {
         Ok(s) => s,
-        Err(e) => return fail(access, &label, e),
+        Err(e) => return fail(access, &label(), e),
     };
 
     access.status = 200;

@@ -141,19 +141,21 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: Soc
     let path = uri.path().to_string();
     access.host = authority.clone();
     access.path = Some(path.clone());
-    let label = format!("{} {uri}", req.method());
+    // Named in error answers only: formatted when one is needed.
+    let method = req.method().clone();
+    let label = || format!("{method} {uri}");
 
     if uri.scheme_str() != Some("http") {
         let e = ProxyError::BadRequest(format!(
             "unsupported scheme {:?}: send https through CONNECT",
             uri.scheme_str().unwrap_or("")
         ));
-        return fail(access, &label, e);
+        return fail(access, &label(), e);
     }
     let Ok((host, port)) = split_host_port(&authority) else {
         return fail(
             access,
-            &label,
+            &label(),
             ProxyError::BadRequest(format!("invalid authority {authority:?}")),
         );
     };
@@ -162,7 +164,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: Soc
         Err(e) => {
             return fail(
                 access,
-                &label,
+                &label(),
                 ProxyError::BadRequest(format!("invalid host {host:?}: {e}")),
             )
         }
@@ -170,12 +172,12 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: Soc
     access.host = cand.host.to_string();
     access.port = cand.port;
     if let Err(e) = check_host_header(req.headers(), &cand) {
-        return fail(access, &label, e);
+        return fail(access, &label(), e);
     }
 
     let target = match authorize(&shared, &policy, &cand, &mut access).await {
         Ok(a) => a.targets[0],
-        Err(e) => return fail(access, &label, e),
+        Err(e) => return fail(access, &label(), e),
     };
     access.addr = Some(target.addr);
     access.pinned = target.pinned;
@@ -200,7 +202,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: Soc
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let dial_uri = match format!("http://{}{pq}", target.addr).parse::<Uri>() {
         Ok(u) => u,
-        Err(e) => return fail(access, &label, ProxyError::BadRequest(e.to_string())),
+        Err(e) => return fail(access, &label(), ProxyError::BadRequest(e.to_string())),
     };
     parts.uri = dial_uri;
     parts.version = Version::HTTP_11;
@@ -216,11 +218,11 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: Soc
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             access.bytes_up = up_count.load(Ordering::Relaxed);
-            return fail(access, &label, classify(&e));
+            return fail(access, &label(), classify(&e));
         }
         Err(_) => {
             access.bytes_up = up_count.load(Ordering::Relaxed);
-            return fail(access, &label, ProxyError::ResponseTimeout);
+            return fail(access, &label(), ProxyError::ResponseTimeout);
         }
     };
     access.status = resp.status().as_u16();
