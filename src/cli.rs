@@ -313,7 +313,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let rt = rt.enable_all().build().context("cannot start the runtime")?;
     rt.block_on(async move {
         let listeners = proxy::server::bind(&config.listen).await?;
-        let admin_listener = crate::admin::bind(args.admin.0).await?;
+        // The admin port is optional on a developer's machine: when it was
+        // not asked for explicitly and is taken, say so and run without it.
+        let explicit_admin = std::env::var_os("EGRESSD_ADMIN").is_some()
+            || std::env::args().any(|a| a == "--admin" || a.starts_with("--admin="));
+        let admin_listener = match crate::admin::bind(args.admin.0).await {
+            Ok(l) => l,
+            Err(e) if !explicit_admin => {
+                tracing::warn!(error = %e, "admin listener unavailable; running without it (set --admin)");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
         let addrs: Vec<String> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
