@@ -34,9 +34,13 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut small = [0u8; IDLE_BUF];
+    // Empty while idle; a full small read means a burst: borrow a large
+    // buffer until a read comes back short, then give it back.
+    let mut big: Vec<u8> = Vec::new();
     loop {
+        let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
         let n = r
-            .read(&mut small)
+            .read(buf)
             .await
             .map_err(|e| (io_class(&e, from), e.to_string()))?;
         touch();
@@ -44,32 +48,14 @@ where
             let _ = w.shutdown().await;
             return Ok(());
         }
-        w.write_all(&small[..n])
+        w.write_all(&buf[..n])
             .await
             .map_err(|e| (io_class(&e, to), e.to_string()))?;
         count.fetch_add(n as u64, Ordering::Relaxed);
-        if n < IDLE_BUF {
-            continue;
-        }
-        // A full small read: a burst is on; borrow a large buffer until it ends.
-        let mut big = vec![0u8; BUF];
-        loop {
-            let n = r
-                .read(&mut big)
-                .await
-                .map_err(|e| (io_class(&e, from), e.to_string()))?;
-            touch();
-            if n == 0 {
-                let _ = w.shutdown().await;
-                return Ok(());
-            }
-            w.write_all(&big[..n])
-                .await
-                .map_err(|e| (io_class(&e, to), e.to_string()))?;
-            count.fetch_add(n as u64, Ordering::Relaxed);
-            if n < BUF {
-                break;
-            }
+        if big.is_empty() && n == IDLE_BUF {
+            big = vec![0u8; BUF];
+        } else if !big.is_empty() && n < BUF {
+            big = Vec::new();
         }
     }
 }
