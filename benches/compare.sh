@@ -161,23 +161,18 @@ tree() {
   echo "$p"
   for c in $(pgrep -P "$p" 2>/dev/null); do tree "$c"; done
 }
-# CPU clock ticks (user+sys) used so far by a process tree.
-cpu_of() {
+# Sums an awk expression over a /proc file of every process in a tree.
+tree_sum() { # pid file awk-program
   local total=0 p
   for p in $(tree "$1"); do
-    [ -r "/proc/$p/stat" ] || continue
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    [ -r "/proc/$p/$2" ] || continue
+    total=$((total + $(awk "$3" "/proc/$p/$2")))
   done
   echo "$total"
 }
-rss_kib() {
-  local total=0 p
-  for p in $(tree "$1"); do
-    [ -r "/proc/$p/status" ] || continue
-    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
-  done
-  echo "$total"
-}
+# CPU clock ticks (user+sys) used so far, and resident KiB, of a process tree.
+cpu_of() { tree_sum "$1" stat '{print $14 + $15}'; }
+rss_kib() { tree_sum "$1" status '/VmRSS/ {print $2}'; }
 HZ=$(getconf CLK_TCK)
 
 proxy_addr() { case $1 in egressd) echo $P_EGRESSD;; squid) echo $P_SQUID;; tinyproxy) echo $P_TINY;; esac; }

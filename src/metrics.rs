@@ -3,6 +3,7 @@
 //! set count as `OTHER`, rules are the policy's ids.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,7 +19,8 @@ pub struct RequestLabels {
     pub kind: &'static str,
     pub decision: &'static str,
     pub method: &'static str,
-    pub rule: String,
+    /// The policy's own rule id, shared: no allocation per request.
+    pub rule: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +61,8 @@ pub struct Metrics {
     pub policy: Family<PolicyLabels, Gauge>,
     pub policy_loaded: Gauge<f64, AtomicU64>,
     pub reloads: Family<ResultLabels, Counter>,
+    /// The `rule` label of decisions no rule made.
+    no_rule: Arc<str>,
 }
 
 /// Error classes that are policy answers or client mistakes, not upstream failures.
@@ -157,6 +161,7 @@ impl Metrics {
             policy,
             policy_loaded,
             reloads,
+            no_rule: Arc::from(""),
         }
     }
 
@@ -167,7 +172,7 @@ impl Metrics {
                 kind: a.kind,
                 decision: a.decision,
                 method: method_label(&a.method),
-                rule: a.rule.as_deref().unwrap_or("").to_string(),
+                rule: a.rule.clone().unwrap_or_else(|| self.no_rule.clone()),
             })
             .inc();
         if a.decision != "allow" && !a.reason.is_empty() {

@@ -15,9 +15,22 @@ fn status_of(resp: &str) -> u16 {
 }
 
 async fn allowed_proxy() -> Proxy {
+    allowed_proxy_with(|_| {}).await
+}
+
+/// A proxy allowing `allowed.test` (pinned to a fresh origin) and
+/// `*.zone.test`, with `configure` applied to its settings.
+async fn allowed_proxy_with(
+    configure: impl FnOnce(&mut egressd::proxy::ProxyConfig) + Send + 'static,
+) -> Proxy {
     let origin = start_origin().await;
     let p = policy("allow = [\"allowed.test\", \"*.zone.test\"]");
-    start_proxy(ProxyOpts::new(p).pin(&format!("allowed.test:80={origin}"))).await
+    start_proxy(
+        ProxyOpts::new(p)
+            .pin(&format!("allowed.test:80={origin}"))
+            .config(configure),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -269,13 +282,7 @@ async fn smuggling_shapes_are_rejected_and_the_proxy_keeps_serving() {
 
 #[tokio::test]
 async fn slowloris_is_cut_and_others_are_served() {
-    let origin = start_origin().await;
-    let proxy = start_proxy(
-        ProxyOpts::new(policy("allow = [\"allowed.test\"]"))
-            .pin(&format!("allowed.test:80={origin}"))
-            .config(|c| c.header_timeout = Duration::from_millis(300)),
-    )
-    .await;
+    let proxy = allowed_proxy_with(|c| c.header_timeout = Duration::from_millis(300)).await;
     let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
     slow.write_all(b"GET http://allowed.test/ HTTP/1.1\r\nHost: allo")
         .await
@@ -289,13 +296,7 @@ async fn slowloris_is_cut_and_others_are_served() {
 
 #[tokio::test]
 async fn connection_limit_answers_503_and_recovers() {
-    let origin = start_origin().await;
-    let proxy = start_proxy(
-        ProxyOpts::new(policy("allow = [\"allowed.test\"]"))
-            .pin(&format!("allowed.test:80={origin}"))
-            .config(|c| c.max_connections = 2),
-    )
-    .await;
+    let proxy = allowed_proxy_with(|c| c.max_connections = 2).await;
     let a = TcpStream::connect(proxy.addr).await.unwrap();
     let b = TcpStream::connect(proxy.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -546,13 +547,7 @@ async fn clients_that_vanish_mid_tunnel_free_everything() {
 
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
-    let origin = start_origin().await;
-    let proxy = start_proxy(
-        ProxyOpts::new(policy("allow = [\"allowed.test\"]"))
-            .pin(&format!("allowed.test:80={origin}"))
-            .config(|c| c.header_timeout = Duration::from_millis(300)),
-    )
-    .await;
+    let proxy = allowed_proxy_with(|c| c.header_timeout = Duration::from_millis(300)).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"GET http://allowed.test/ka HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
         .await

@@ -22,73 +22,56 @@ struct Entry {
 }
 
 /// Calls `f` for every entry's request, in file order.
-pub fn for_each_request<R: Read>(reader: R, f: impl FnMut(HarRequest)) -> Result<(), serde_json::Error> {
+pub fn for_each_request<R: Read>(reader: R, mut f: impl FnMut(HarRequest)) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_reader(reader);
-    Root(f).deserialize(&mut de)?;
+    let entries = Field {
+        key: "entries",
+        seed: Entries(&mut f),
+    };
+    Field {
+        key: "log",
+        seed: entries,
+    }
+    .deserialize(&mut de)?;
     de.end()
 }
 
-struct Root<F>(F);
-struct Log<'a, F>(&'a mut F);
+/// An object of which only `key` matters: its value goes to `seed`, every
+/// other member is skipped unparsed, and a missing `key` is an error.
+struct Field<S> {
+    key: &'static str,
+    seed: S,
+}
+
 struct Entries<'a, F>(&'a mut F);
 
-impl<'de, F: FnMut(HarRequest)> DeserializeSeed<'de> for Root<F> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(mut self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(RootVisitor(&mut self.0))
-    }
-}
-
-struct RootVisitor<'a, F>(&'a mut F);
-
-impl<'de, F: FnMut(HarRequest)> Visitor<'de> for RootVisitor<'_, F> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a HAR object with a `log`")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut found = false;
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "log" {
-                map.next_value_seed(Log(&mut *self.0))?;
-                found = true;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        if !found {
-            return Err(de::Error::missing_field("log"));
-        }
-        Ok(())
-    }
-}
-
-impl<'de, F: FnMut(HarRequest)> DeserializeSeed<'de> for Log<'_, F> {
+impl<'de, S: DeserializeSeed<'de, Value = ()>> DeserializeSeed<'de> for Field<S> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de, F: FnMut(HarRequest)> Visitor<'de> for Log<'_, F> {
+impl<'de, S: DeserializeSeed<'de, Value = ()>> Visitor<'de> for Field<S> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a HAR `log` object with `entries`")
+        write!(f, "a HAR object with `{}`", self.key)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut found = false;
+        let mut seed = Some(self.seed);
         while let Some(key) = map.next_key::<String>()? {
-            if key == "entries" {
-                map.next_value_seed(Entries(&mut *self.0))?;
-                found = true;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            match seed.take() {
+                Some(s) if key == self.key => map.next_value_seed(s)?,
+                other => {
+                    seed = other;
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        if !found {
-            return Err(de::Error::missing_field("entries"));
+        match seed {
+            Some(_) => Err(de::Error::missing_field(self.key)),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
