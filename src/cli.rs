@@ -180,7 +180,7 @@ pub struct RunArgs {
     /// Require proxy authentication; users, password hashes and their policies come from this TOML file.
     #[arg(long, env = "EGRESSD_AUTH")]
     pub auth: Option<PathBuf>,
-    /// Runtime worker threads. Default: one per core.
+    /// Worker threads, each with its own runtime and listening socket. Default: one per core.
     #[arg(long, env = "EGRESSD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     /// Do not watch the policy file for changes (SIGHUP still reloads).
@@ -306,13 +306,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.auth = Some(Arc::new(a));
     }
 
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.worker_threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = rt.enable_all().build().context("cannot start the runtime")?;
+    let workers = args
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let fd_limit = raise_fd_limit();
+    // Binding first: a port in use is reported before anything starts.
+    let by_worker = proxy::server::bind_workers(&config.listen, workers)?;
+    // The main thread only waits for signals and runs the admin listener
+    // and reloads; requests are served on the worker threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     rt.block_on(async move {
-        let listeners = proxy::server::bind(&config.listen).await?;
         // The admin port is optional on a developer's machine: when it was
         // not asked for explicitly and is taken, say so and run without it.
         let explicit_admin = std::env::var_os("EGRESSD_ADMIN").is_some()
@@ -325,7 +332,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e.into()),
         };
-        let addrs: Vec<String> = listeners
+        let addrs: Vec<String> = by_worker[0]
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .map(|a| a.to_string())
@@ -338,9 +345,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             policy_version = policy.version(),
             mode = %policy.mode(),
             rules = policy.rules().len(),
+            workers,
+            fd_limit,
             clients = %config.clients.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
             "egressd listening"
         );
+        if let Some(n) = fd_limit.filter(|&n| n < config.max_connections as u64 + 64) {
+            tracing::warn!(
+                fd_limit = n,
+                max_connections = config.max_connections,
+                "the open-file limit is below --max-connections: accepts will fail before the limit is reached"
+            );
+        }
         let shared = Shared::new(policy, config);
         if let Some(l) = admin_listener {
             let admin = crate::admin::AdminConfig {
@@ -371,7 +387,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
-        let server = tokio::spawn(proxy::server::serve(shared.clone(), listeners));
+        let server = proxy::server::serve_workers(shared.clone(), by_worker)?;
         shared.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
         wait_for_signal().await;
@@ -401,6 +417,29 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// Raises the soft open-file limit to the hard one, as a server expecting
+/// thousands of connections must (a tunnel holds two sockets, and a pipe
+/// while a burst flows). Returns the limit in force.
+fn raise_fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let lim = getrlimit(Resource::Nofile);
+        if lim.current.is_some() && lim.current != lim.maximum {
+            let raised = Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            };
+            if setrlimit(Resource::Nofile, raised).is_ok() {
+                return lim.maximum.or(Some(u64::MAX));
+            }
+        }
+        Some(lim.current.unwrap_or(u64::MAX))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 async fn wait_for_signal() {

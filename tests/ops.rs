@@ -223,6 +223,35 @@ fn admin_endpoints_and_metrics_after_known_requests() {
     assert_eq!(e.admin_get("/nope").0, 404);
 }
 
+/// Workers share the listening port (SO_REUSEPORT) with each other, and
+/// with nobody else: a second proxy on the same address must fail clearly
+/// rather than quietly take half of the connections.
+#[test]
+fn workers_share_the_port_and_a_second_proxy_cannot() {
+    let dir = tmpdir("workers");
+    let policy = dir.join("p.toml");
+    std::fs::write(&policy, "allow = [{ name = \"a\", host = \"a.test\" }]\n").unwrap();
+    let pins = pins(origin());
+    let mut args: Vec<&str> = pins.iter().map(String::as_str).collect();
+    args.extend(["--worker-threads", "4"]);
+    let e = Egressd::start(&policy, &args);
+    assert!(e.wait_log("egressd listening").contains("\"workers\":4"));
+    // Every connection is new: the kernel spreads them over the workers.
+    for _ in 0..40 {
+        assert_eq!(e.proxy_get("a.test"), 200);
+        assert_eq!(e.proxy_get("b.test"), 403);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_egressd"))
+        .args(["run", "--policy", policy.to_str().unwrap(), "--admin", "off"])
+        .args(["--listen", &e.proxy.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {}", e.proxy)), "{err}");
+    assert_eq!(e.proxy_get("a.test"), 200);
+}
+
 /// Runs `n` requests to `a.test` from a thread while `during` happens; all must succeed.
 fn under_load(e: &Egressd, during: impl FnOnce()) {
     let proxy = e.proxy;

@@ -194,6 +194,70 @@ async fn tunnel_half_close_passes_fin_and_keeps_the_other_direction() {
     assert_eq!(ev["bytes_down"], 10);
 }
 
+/// Bursts move through the kernel (splice) and trickles through a small
+/// buffer; a tunnel switches between the two as the flow changes. Echoed
+/// both ways at once, every byte must come back in order.
+#[tokio::test]
+async fn tunnel_bursts_and_trickles_arrive_intact_both_ways() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    });
+    let p = policy("allow = [\"echo.example.com:7\"]");
+    let proxy = start_proxy(ProxyOpts::new(p).pin(&format!("echo.example.com:7={origin}"))).await;
+    let tunnel = connect(proxy.addr, "echo.example.com:7").await.expect("tunnel");
+    let (mut r, mut w) = tokio::io::split(tunnel);
+
+    // Chunk sizes around the switch points (a full 512-byte read starts a
+    // burst, a short transfer ends it), with pauses that drain the flow.
+    let sizes = [
+        1usize,
+        100,
+        511,
+        512,
+        513,
+        4096,
+        65_536,
+        1 << 20,
+        3,
+        2 << 20,
+        512,
+        77,
+        300_000,
+    ];
+    let total: u64 = sizes.iter().map(|&n| n as u64).sum::<u64>() * 4;
+    let writer = tokio::spawn(async move {
+        let mut off = 0u64;
+        for round in 0..4 {
+            for &n in &sizes {
+                w.write_all(&pattern_chunk(off, n)).await.unwrap();
+                off += n as u64;
+                if round % 2 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        w.shutdown().await.unwrap();
+        off
+    });
+    let mut got = Vec::with_capacity(total as usize);
+    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
+        .await
+        .expect("echo ends")
+        .unwrap();
+    assert_eq!(writer.await.unwrap(), total);
+    assert_eq!(got.len() as u64, total);
+    assert!(got == pattern_chunk(0, total as usize), "echoed bytes differ");
+    let ev = wait_access(|v| v["host"] == "echo.example.com" && v["kind"] == "connect").await;
+    assert_eq!(ev["bytes_up"], total);
+    assert_eq!(ev["bytes_down"], total);
+    assert!(ev["error"].is_null(), "{ev}");
+}
+
 #[tokio::test]
 async fn websocket_upgrade_through_allowed_http_request() {
     let origin = start_origin().await;

@@ -123,7 +123,12 @@ fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
-pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    upstream: &UpstreamClient,
+    mut req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<Body> {
     let (policy, user) = match shared.admit(req.headers(), client.ip()) {
         Ok(x) => x,
         Err(e) => {
@@ -213,7 +218,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, client: Soc
     }
     .boxed_unsync();
 
-    let sent = shared.client.request(Request::from_parts(parts, body));
+    let sent = upstream.request(Request::from_parts(parts, body));
     let resp = match tokio::time::timeout(shared.config.response_timeout, sent).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {

@@ -99,7 +99,6 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub metrics: Arc<Metrics>,
     pub config: ProxyConfig,
-    pub client: forward::UpstreamClient,
     /// Tunnels and connections, so that shutdown can drain them.
     pub tasks: TaskTracker,
     /// Cancelled to stop accepting and to close idle keep-alive connections.
@@ -135,7 +134,6 @@ impl Drop for TunnelSlot {
 impl Shared {
     pub fn new(policy: Policy, config: ProxyConfig) -> Arc<Shared> {
         let shared = Arc::new(Shared {
-            client: forward::upstream_client(&config),
             policy: ArcSwap::from_pointee(Policy::from_toml("", "empty").expect("empty policy")),
             loaded_at: AtomicU64::new(0),
             ready: AtomicBool::new(false),

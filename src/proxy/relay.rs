@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -19,8 +20,30 @@ const BUF: usize = 64 * 1024;
 /// large buffers.
 const IDLE_BUF: usize = 512;
 
-/// Copies `r` to `w` until end of stream, holding a large buffer only while
-/// data flows. Returns on EOF (after passing it on as a shutdown of `w`).
+/// The socket under one half of a tunnel, when it is a plain TCP socket:
+/// bursts between two of those are moved with splice(2).
+pub trait AsTcp {
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl AsTcp for tokio::net::tcp::ReadHalf<'_> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+impl AsTcp for tokio::net::tcp::WriteHalf<'_> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+impl<T> AsTcp for tokio::io::ReadHalf<T> {}
+impl<T> AsTcp for tokio::io::WriteHalf<T> {}
+
+/// Copies `r` to `w` until end of stream, holding a large buffer (or, between
+/// two TCP sockets, a pipe) only while data flows. Returns on EOF (after
+/// passing it on as a shutdown of `w`).
 async fn pump<R, W>(
     r: &mut R,
     w: &mut W,
@@ -30,14 +53,32 @@ async fn pump<R, W>(
     to: Side,
 ) -> Result<(), Fail>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + AsTcp + Unpin,
+    W: AsyncWrite + AsTcp + Unpin,
 {
     let mut small = [0u8; IDLE_BUF];
     // Empty while idle; a full small read means a burst: borrow a large
     // buffer until a read comes back short, then give it back.
     let mut big: Vec<u8> = Vec::new();
+    let mut can_splice = cfg!(target_os = "linux") && r.tcp().is_some() && w.tcp().is_some();
+    let mut burst = false;
     loop {
+        if burst && can_splice {
+            burst = false;
+            if let (Some(rt), Some(wt)) = (r.tcp(), w.tcp()) {
+                match splice::burst(rt, wt, count, touch).await {
+                    Ok(splice::End::Eof) => {
+                        let _ = w.shutdown().await;
+                        return Ok(());
+                    }
+                    Ok(splice::End::Slowed) => continue,
+                    // No pipe to be had (descriptors, kernel): copy instead.
+                    Ok(splice::End::Unavailable) => can_splice = false,
+                    Err(splice::Error::Read(e)) => return Err((io_class(&e, from), e.to_string())),
+                    Err(splice::Error::Write(e)) => return Err((io_class(&e, to), e.to_string())),
+                }
+            }
+        }
         let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
         let n = r
             .read(buf)
@@ -53,10 +94,128 @@ where
             .map_err(|e| (io_class(&e, to), e.to_string()))?;
         count.fetch_add(n as u64, Ordering::Relaxed);
         if big.is_empty() && n == IDLE_BUF {
-            big = vec![0u8; BUF];
+            if can_splice {
+                burst = true;
+            } else {
+                big = vec![0u8; BUF];
+            }
         } else if !big.is_empty() && n < BUF {
             big = Vec::new();
         }
+    }
+}
+
+/// Bursts moved socket to pipe to socket inside the kernel: the bytes of a
+/// bulk transfer never enter user space.
+#[cfg(target_os = "linux")]
+mod splice {
+    use std::io;
+    use std::os::fd::OwnedFd;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
+    use tokio::io::Interest;
+    use tokio::net::TcpStream;
+
+    /// Asked of the source per splice: at most what the pipe holds.
+    const CHUNK: usize = 1 << 20;
+    const PIPE_SIZE: usize = 1 << 20;
+
+    pub enum End {
+        Eof,
+        /// A short transfer: the flow is interactive again; the pipe is closed.
+        Slowed,
+        Unavailable,
+    }
+
+    pub enum Error {
+        Read(io::Error),
+        Write(io::Error),
+    }
+
+    /// Moves bytes from `r` to `w` until a transfer comes back short (less
+    /// than a small read would take) or `r` ends.
+    pub async fn burst(
+        r: &TcpStream,
+        w: &TcpStream,
+        count: &AtomicU64,
+        touch: &(impl Fn() + ?Sized),
+    ) -> Result<End, Error> {
+        let Ok((pipe_r, pipe_w)) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) else {
+            return Ok(End::Unavailable);
+        };
+        // Larger moves mean fewer wake-ups of the reader; best effort (an
+        // unprivileged user's pipes share a page budget).
+        let _ = rustix::pipe::fcntl_setpipe_size(&pipe_w, PIPE_SIZE);
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        loop {
+            // The pipe is empty here, so "would block" can only mean the
+            // socket has nothing to read.
+            let n = loop {
+                r.readable().await.map_err(Error::Read)?;
+                match r.try_io(Interest::READABLE, || {
+                    into_io(splice(r, None, &pipe_w, None, CHUNK, flags))
+                }) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                        return Ok(End::Unavailable)
+                    }
+                    Err(e) => return Err(Error::Read(e)),
+                }
+            };
+            touch();
+            if n == 0 {
+                return Ok(End::Eof);
+            }
+            drain(&pipe_r, w, n, flags).await.map_err(Error::Write)?;
+            count.fetch_add(n as u64, Ordering::Relaxed);
+            if n < super::IDLE_BUF {
+                return Ok(End::Slowed);
+            }
+        }
+    }
+
+    /// Writes the `n` bytes held in the pipe to `w`.
+    async fn drain(pipe_r: &OwnedFd, w: &TcpStream, mut n: usize, flags: SpliceFlags) -> io::Result<()> {
+        while n > 0 {
+            w.writable().await?;
+            match w.try_io(Interest::WRITABLE, || {
+                into_io(splice(pipe_r, None, w, None, n, flags))
+            }) {
+                Ok(m) => n -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn into_io(r: rustix::io::Result<usize>) -> io::Result<usize> {
+        r.map_err(io::Error::from)
+    }
+}
+
+/// Elsewhere bursts are copied through the large buffer.
+#[cfg(not(target_os = "linux"))]
+mod splice {
+    use std::sync::atomic::AtomicU64;
+    pub enum End {
+        Eof,
+        Slowed,
+        Unavailable,
+    }
+    pub enum Error {
+        Read(std::io::Error),
+        Write(std::io::Error),
+    }
+    pub async fn burst(
+        _: &super::TcpStream,
+        _: &super::TcpStream,
+        _: &AtomicU64,
+        _: &(impl Fn() + ?Sized),
+    ) -> Result<End, Error> {
+        Ok(End::Unavailable)
     }
 }
 
@@ -138,10 +297,10 @@ pub async fn relay_halves<CR, CW, UR, UW>(
     cut: CancellationToken,
 ) -> Outcome
 where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    UR: AsyncRead + Unpin,
-    UW: AsyncWrite + Unpin,
+    CR: AsyncRead + AsTcp + Unpin,
+    CW: AsyncWrite + AsTcp + Unpin,
+    UR: AsyncRead + AsTcp + Unpin,
+    UW: AsyncWrite + AsTcp + Unpin,
 {
     let start = Instant::now();
     let last = AtomicU64::new(0);

@@ -1,6 +1,13 @@
 //! Listeners and connections: accept, admit the client, cap connections,
 //! serve HTTP/1.1 with upgrades, drain on shutdown.
+//!
+//! `egressd run` serves on one single-threaded runtime per worker, each with
+//! its own listening socket per address (`SO_REUSEPORT`): the kernel spreads
+//! connections over the workers, and a connection's tasks (client side,
+//! upstream connection, tunnel) never leave its thread, so no request pays
+//! for waking another thread.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,18 +36,97 @@ pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     Ok(v)
 }
 
+/// Binds every address once per worker, the sockets of one address sharing
+/// its port (`SO_REUSEPORT`). Returns the listeners by worker. An address
+/// already in use is an error, even if its holder would share it: each
+/// address is first bound alone, which fails against any listener.
+pub fn bind_workers(addrs: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec<std::net::TcpListener>>> {
+    let in_use = |a: SocketAddr, e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}"));
+    let mut by_worker: Vec<Vec<std::net::TcpListener>> = (0..workers.max(1)).map(|_| Vec::new()).collect();
+    for &a in addrs {
+        // Also turns port 0 into the port the workers share.
+        let actual = std::net::TcpListener::bind(a)
+            .and_then(|l| l.local_addr())
+            .map_err(|e| in_use(a, e))?;
+        for w in by_worker.iter_mut() {
+            w.push(reuseport_listener(actual).map_err(|e| in_use(actual, e))?);
+        }
+    }
+    Ok(by_worker)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Runs one worker thread per listener set, each on its own single-threaded
+/// runtime, until `shared.shutdown` is cancelled and then until the tasks it
+/// holds are drained (or the process ends). Resolves once every worker has
+/// stopped accepting.
+pub fn serve_workers(
+    shared: Arc<Shared>,
+    by_worker: Vec<Vec<std::net::TcpListener>>,
+) -> io::Result<impl std::future::Future<Output = ()>> {
+    let mut stopped = Vec::with_capacity(by_worker.len());
+    for (i, listeners) in by_worker.into_iter().enumerate() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let shared = shared.clone();
+        let (done, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        stopped.push(stopped_rx);
+        std::thread::Builder::new()
+            .name(format!("egressd-w{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    let mut ls = Vec::with_capacity(listeners.len());
+                    for l in listeners {
+                        match TcpListener::from_std(l) {
+                            Ok(l) => ls.push(l),
+                            Err(e) => tracing::error!(worker = i, error = %e, "cannot register a listener"),
+                        }
+                    }
+                    serve(shared.clone(), ls).await;
+                    let _ = done.send(());
+                    // Connections and tunnels run on this thread: keep it
+                    // turning until they are drained or cut.
+                    shared.tasks.wait().await;
+                })
+            })?;
+    }
+    Ok(async move {
+        for s in stopped {
+            let _ = s.await;
+        }
+    })
+}
+
 /// Serves until `shared.shutdown` is cancelled, then stops accepting.
 /// Connections and tunnels live on in `shared.tasks` for the caller to drain.
+/// Upstream connections are pooled per call (per worker).
 pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let client = forward::upstream_client(&shared.config);
     let mut loops = tokio::task::JoinSet::new();
     for l in listeners {
-        loops.spawn(accept_loop(shared.clone(), l, limit.clone()));
+        loops.spawn(accept_loop(shared.clone(), l, limit.clone(), client.clone()));
     }
     while loops.join_next().await.is_some() {}
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, limit: Arc<Semaphore>) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    client: forward::UpstreamClient,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -76,8 +162,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, limit: Arc<Sema
         };
         let _ = stream.set_nodelay(true);
         let shared2 = shared.clone();
+        let client = client.clone();
         shared.tasks.spawn(async move {
-            serve_connection(shared2, stream, peer).await;
+            serve_connection(shared2, client, stream, peer).await;
             drop(permit);
         });
     }
@@ -99,9 +186,14 @@ async fn refuse(mut stream: TcpStream, status: u16, class: &str, text: &str) {
     let _ = stream.shutdown().await;
 }
 
-async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection(
+    shared: Arc<Shared>,
+    client: forward::UpstreamClient,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| route(svc_shared.clone(), req, peer));
+    let svc = service_fn(move |req| route(svc_shared.clone(), client.clone(), req, peer));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -127,13 +219,14 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
 
 async fn route(
     shared: Arc<Shared>,
+    client: forward::UpstreamClient,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let resp = if req.method() == Method::CONNECT {
         connect::handle(shared, req, peer).await
     } else if req.uri().scheme().is_some() {
-        forward::handle(shared, req, peer).await
+        forward::handle(shared, &client, req, peer).await
     } else {
         let policy = shared.policy.load();
         let mut access = shared.access(peer, "http", req.method().as_str(), &policy);
