@@ -77,7 +77,7 @@ pub struct Access {
     pub user: Option<Arc<str>>,
     /// `connect` or `http`.
     pub kind: &'static str,
-    pub method: String,
+    pub method: std::borrow::Cow<'static, str>,
     pub host: String,
     pub port: u16,
     pub path: Option<String>,
@@ -99,6 +99,17 @@ pub struct Access {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
+/// A request method, borrowed from a static name for the registered ones.
+fn method_name(m: &str) -> std::borrow::Cow<'static, str> {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    match KNOWN.iter().find(|k| **k == m) {
+        Some(k) => std::borrow::Cow::Borrowed(k),
+        None => std::borrow::Cow::Owned(m.to_string()),
+    }
+}
+
 impl Access {
     pub fn new(client: SocketAddr, kind: &'static str, method: &str, policy_version: Arc<str>) -> Access {
         Access {
@@ -106,7 +117,7 @@ impl Access {
             client,
             user: None,
             kind,
-            method: method.to_string(),
+            method: method_name(method),
             host: String::new(),
             port: 0,
             path: None,
@@ -130,6 +141,9 @@ impl Access {
     pub fn emit(&self) {
         if let Some(m) = &self.metrics {
             m.record(self);
+        }
+        if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+            return;
         }
         let flags = self.flags.names().join(",");
         tracing::info!(

@@ -484,7 +484,7 @@ pub struct Policy {
     on_connect: OnConnect,
     sni: SniMode,
     pins: Vec<Pin>,
-    version: String,
+    version: std::sync::Arc<str>,
     origin: String,
     source: Arc<str>,
 }
@@ -736,7 +736,7 @@ impl Policy {
             on_connect,
             sni: SniMode::Enforce,
             pins,
-            version: format!("sha256:{version}"),
+            version: format!("sha256:{version}").into(),
             origin: origin.to_string(),
             source: src.into(),
         }
@@ -773,6 +773,10 @@ impl Policy {
     /// A hash of the policy source: `sha256:` and 12 hex digits.
     pub fn version(&self) -> &str {
         &self.version
+    }
+    /// The version, shared (access events hold it without copying).
+    pub fn version_shared(&self) -> std::sync::Arc<str> {
+        self.version.clone()
     }
     pub fn origin(&self) -> &str {
         &self.origin

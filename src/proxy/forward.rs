@@ -93,6 +93,11 @@ const HOP_BY_HOP: &[&str] = &[
 /// Fields the proxy sets itself or that carry framing are never removed on
 /// a client's say-so (`Connection: Host` does not drop `Host`).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a
+    // lookup per hop-by-hop name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -142,10 +147,10 @@ pub async fn handle(
     let mut access = shared.access(client, "http", req.method().as_str(), &policy);
     access.user = user;
     let uri = req.uri().clone();
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("").to_string();
-    let path = uri.path().to_string();
-    access.host = authority.clone();
-    access.path = Some(path.clone());
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+    let path = uri.path();
+    access.host = authority.to_string();
+    access.path = Some(path.to_string());
     // Named in error answers only: formatted when one is needed.
     let method = req.method().clone();
     let label = || format!("{method} {uri}");
@@ -157,14 +162,14 @@ pub async fn handle(
         ));
         return fail(access, &label(), e);
     }
-    let Ok((host, port)) = split_host_port(&authority) else {
+    let Ok((host, port)) = split_host_port(authority) else {
         return fail(
             access,
             &label(),
             ProxyError::BadRequest(format!("invalid authority {authority:?}")),
         );
     };
-    let cand = match Candidate::new(Kind::Http, host, port.unwrap_or(80), Some(&path)) {
+    let cand = match Candidate::new(Kind::Http, host, port.unwrap_or(80), Some(path)) {
         Ok(c) => c,
         Err(e) => {
             return fail(
@@ -174,7 +179,8 @@ pub async fn handle(
             )
         }
     };
-    access.host = cand.host.to_string();
+    access.host.clear();
+    let _ = std::fmt::Write::write_fmt(&mut access.host, format_args!("{}", cand.host));
     access.port = cand.port;
     if let Err(e) = check_host_header(req.headers(), &cand) {
         return fail(access, &label(), e);
@@ -195,8 +201,11 @@ pub async fn handle(
     strip_hop_by_hop(&mut parts.headers);
     // The proxy answers `Expect: 100-continue` itself when it reads the body.
     parts.headers.remove(header::EXPECT);
-    if let Ok(h) = HeaderValue::from_str(&authority) {
-        parts.headers.insert(header::HOST, h);
+    // Host names the request target (a Host that disagreed was refused).
+    if parts.headers.get(header::HOST).map(|h| h.as_bytes()) != Some(authority.as_bytes()) {
+        if let Ok(h) = HeaderValue::from_str(authority) {
+            parts.headers.insert(header::HOST, h);
+        }
     }
     if let Some(proto) = &upgrade {
         parts

@@ -193,7 +193,7 @@ impl Shared {
 
     /// A new access event for a request, counted in the metrics.
     pub fn access(&self, client: SocketAddr, kind: &'static str, method: &str, policy: &Policy) -> Access {
-        let mut a = Access::new(client, kind, method, policy.version().into());
+        let mut a = Access::new(client, kind, method, policy.version_shared());
         a.metrics = Some(self.metrics.clone());
         a
     }
