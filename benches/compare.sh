@@ -286,7 +286,8 @@ want idle && for t in egressd squid tinyproxy; do
   wait "$lg" || true
   per=$(awk -v a="$before" -v b="$during" -v n="$open" 'BEGIN { if (n > 0) printf "%.1f", (b - a) / n }')
   record idle-tunnel "$t" 1 "$per" KiB/tunnel "" ""
-  record rss-idle "$t" 1 "$before" KiB "" ""
+  # After the load scenarios when they ran; RSS of a fresh start is below.
+  record rss-after-load "$t" 1 "$before" KiB "" ""
   echo "$t: $open tunnels, RSS $before -> $during KiB"
 done
 
@@ -298,6 +299,8 @@ want start && for r in $(seq 1 "$ROUNDS"); do
   for _ in $(seq 1 2000); do (exec 3<>/dev/tcp/127.0.0.1/$P_EGRESSD) 2>/dev/null && break; sleep 0.001; done
   t1=$(date +%s%N)
   record start-to-accept egressd "$r" "$(awk -v d=$((t1 - t0)) 'BEGIN { printf "%.1f", d / 1e6 }')" ms "" ""
+  sleep 0.5
+  record rss-idle-start egressd "$r" "$(rss_kib "$EGRESSD_PID")" KiB "" ""
   kill "$EGRESSD_PID"; sleep 0.3
 done
 

@@ -258,6 +258,50 @@ async fn tunnel_bursts_and_trickles_arrive_intact_both_ways() {
     assert!(ev["error"].is_null(), "{ev}");
 }
 
+/// A reader slower than the writer fills the relay's pipe: the tunnel must
+/// wait for it, neither dropping bytes nor stalling once it catches up.
+#[tokio::test]
+async fn tunnel_to_a_slow_reader_loses_nothing() {
+    const N: u64 = 8 << 20;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        let (mut buf, mut len, mut reads) = (vec![0u8; 16 << 10], 0u64, 0u32);
+        // Answers after N bytes, without waiting for EOF: the last bytes
+        // must come through although no further event follows them.
+        while len < N {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "tunnel ended early");
+            sha2::Digest::update(&mut h, &buf[..n]);
+            len += n as u64;
+            reads += 1;
+            if reads % 8 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let answer = format!("{len} {}", hex(&sha2::Digest::finalize(h)));
+        s.write_all(answer.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+    });
+    let p = policy("allow = [\"sink.example.com:9\"]");
+    let proxy = start_proxy(ProxyOpts::new(p).pin(&format!("sink.example.com:9={origin}"))).await;
+    let mut tunnel = connect(proxy.addr, "sink.example.com:9").await.expect("tunnel");
+    let mut off = 0u64;
+    while off < N {
+        let chunk = pattern_chunk(off, 1 << 20);
+        tunnel.write_all(&chunk).await.unwrap();
+        off += chunk.len() as u64;
+    }
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, tunnel.read_to_string(&mut answer))
+        .await
+        .expect("the slow reader finishes")
+        .unwrap();
+    assert_eq!(answer, format!("{N} {}", pattern_sha256(N)));
+}
+
 #[tokio::test]
 async fn websocket_upgrade_through_allowed_http_request() {
     let origin = start_origin().await;
