@@ -19,7 +19,8 @@ DURATION=${DURATION:-5}
 CONC=${CONC:-50}
 IDLE_TUNNELS=${IDLE_TUNNELS:-5000}
 BULK_MB=${BULK_MB:-256}
-SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk idle start"}
+RATE=${RATE:-4000}
+SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk latency idle start"}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130
@@ -173,6 +174,8 @@ tree_sum() { # pid file awk-program
 # CPU clock ticks (user+sys) used so far, and resident KiB, of a process tree.
 cpu_of() { tree_sum "$1" stat '{print $14 + $15}'; }
 rss_kib() { tree_sum "$1" status '/VmRSS/ {print $2}'; }
+# Busy clock ticks of the whole machine (user, nice, system, irq, softirq).
+machine_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 
 proxy_addr() { case $1 in egressd) echo $P_EGRESSD;; squid) echo $P_SQUID;; tinyproxy) echo $P_TINY;; esac; }
@@ -241,8 +244,10 @@ scenario_loadgen() { # name mode extra...
         args=(--proxy 127.0.0.1:"$(proxy_addr "$t")" --target "$(origin_host "$t")":$O_TLS --host origin.test)
       fi
       [ -n "$pid" ] && c0=$(cpu_of "$pid")
+      local m0 m1; m0=$(machine_busy)
       out=$("$LOADGEN" "$mode" "${args[@]}" --ca "$work/ca.pem" --concurrency "$CONC" \
         --duration "$DURATION" --path "$3" | tail -1)
+      m1=$(machine_busy)
       if [ "$mode" = bulk ]; then
         v=$(jq -r '.mbps // 0' <<<"$out")
         local bytes; bytes=$(jq -r '.bytes // 0' <<<"$out")
@@ -251,6 +256,11 @@ scenario_loadgen() { # name mode extra...
           cpu_per=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v b="$bytes" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }')
         fi
         record "$name" "$t" "$r" "$v" MB/s "$cpu_per" ""
+        # The whole machine (load generator, origin and proxy): a proxy can
+        # save its own CPU by making its peers work harder.
+        record "$name-machine" "$t" "$r" \
+          "$(awk -v d=$((m1 - m0)) -v hz="$HZ" -v b="$bytes" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }')" \
+          "CPU-s/GiB" "" ""
       else
         v=$(jq -r '.rps // 0' <<<"$out")
         local n p99; n=$(jq -r '.requests // 0' <<<"$out"); p99=$(jq -r '.p99_ms // 0' <<<"$out")
@@ -266,11 +276,32 @@ scenario_loadgen() { # name mode extra...
 
 command -v jq >/dev/null || { apt-get install -y -qq jq >/dev/null; }
 
+# Added latency at a fixed rate below saturation (RATE req/s over CONC
+# keep-alive connections): what a request pays for the proxy when the
+# machine is not simply out of CPU. latency-max shows any 40 ms (Nagle) stall.
+scenario_latency() {
+  local r t
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in direct egressd squid tinyproxy; do
+      local args=() out
+      if [ "$t" = direct ]; then
+        args=(--target 127.0.0.1:$O_HTTP --host origin.test)
+      else
+        args=(--proxy 127.0.0.1:"$(proxy_addr "$t")" --target "$(origin_host "$t")":$O_HTTP --host "$(origin_host "$t")")
+      fi
+      out=$("$LOADGEN" http "${args[@]}" --concurrency "$CONC" --rate "$RATE" --duration "$DURATION" | tail -1)
+      record latency "$t" "$r" "$(jq -r '.p50_ms // 0' <<<"$out")" "ms p50" "" "$(jq -r '.p99_ms // 0' <<<"$out")"
+      record latency-max "$t" "$r" "$(jq -r '.max_ms // 0' <<<"$out")" "ms max" "" ""
+    done
+  done
+}
+
 want keepalive && { echo "== keep-alive HTTP, $CONC connections"; scenario_http keepalive 0; }
 want newconn && { echo "== new connection per request"; scenario_http newconn 1; }
 want denied && { echo "== denied requests"; scenario_http denied 0; }
 want tunnel-https && { echo "== HTTPS inside CONNECT tunnels"; scenario_loadgen tunnel-https tunnel-https /; }
 want bulk && { echo "== CONNECT bulk transfer, ${BULK_MB} MiB"; CONC=1 scenario_loadgen bulk bulk /bulk; }
+want latency && { echo "== latency at $RATE req/s, $CONC keep-alive connections"; scenario_latency; }
 
 want idle && echo "== idle tunnels and memory"
 want idle && for t in egressd squid tinyproxy; do

@@ -150,6 +150,9 @@ pub struct RunArgs {
     /// Close a tunnel after this long with no bytes either way.
     #[arg(long, env = "EGRESSD_TUNNEL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "15m")]
     pub tunnel_idle_timeout: Duration,
+    /// Move tunnel bursts with splice(2): auto = only when neither end is on loopback.
+    #[arg(long, env = "EGRESSD_SPLICE", value_enum, default_value = "auto")]
+    pub splice: crate::proxy::relay::SpliceMode,
     /// How long a forwarded request waits for the upstream's response head (then 504).
     #[arg(long, env = "EGRESSD_RESPONSE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
     pub response_timeout: Duration,
@@ -294,6 +297,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     config.header_timeout = args.header_timeout;
     config.max_connections = args.max_connections.max(1);
     config.tunnel_idle = args.tunnel_idle_timeout;
+    config.splice = args.splice;
     config.response_timeout = args.response_timeout;
     config.max_header_bytes = args.max_header_bytes;
     config.max_tunnels_per_client = args.max_tunnels_per_client.max(1);

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use egressd::proxy::relay::SpliceMode;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use support::*;
@@ -194,11 +195,18 @@ async fn tunnel_half_close_passes_fin_and_keeps_the_other_direction() {
     assert_eq!(ev["bytes_down"], 10);
 }
 
-/// Bursts move through the kernel (splice) and trickles through a small
-/// buffer; a tunnel switches between the two as the flow changes. Echoed
-/// both ways at once, every byte must come back in order.
+/// Bursts move through the kernel (splice) or a large buffer, trickles
+/// through a small one; a tunnel switches between them as the flow
+/// changes. Echoed both ways at once, every byte must come back in order.
 #[tokio::test]
 async fn tunnel_bursts_and_trickles_arrive_intact_both_ways() {
+    // Loopback tunnels copy unless told to splice (SpliceMode::Auto).
+    for mode in [SpliceMode::Always, SpliceMode::Never, SpliceMode::Auto] {
+        echo_bursts_and_trickles(mode).await;
+    }
+}
+
+async fn echo_bursts_and_trickles(mode: SpliceMode) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -207,9 +215,14 @@ async fn tunnel_bursts_and_trickles_arrive_intact_both_ways() {
         let _ = tokio::io::copy(&mut r, &mut w).await;
         let _ = w.shutdown().await;
     });
-    let p = policy("allow = [\"echo.example.com:7\"]");
-    let proxy = start_proxy(ProxyOpts::new(p).pin(&format!("echo.example.com:7={origin}"))).await;
-    let tunnel = connect(proxy.addr, "echo.example.com:7").await.expect("tunnel");
+    // One name per mode, to find each run's access event.
+    let host = format!("{mode:?}.echo.example.com").to_lowercase();
+    let p = policy(&format!("allow = [\"{host}:7\"]"));
+    let opts = ProxyOpts::new(p)
+        .pin(&format!("{host}:7={origin}"))
+        .config(move |c| c.splice = mode);
+    let proxy = start_proxy(opts).await;
+    let tunnel = connect(proxy.addr, &format!("{host}:7")).await.expect("tunnel");
     let (mut r, mut w) = tokio::io::split(tunnel);
 
     // Chunk sizes around the switch points (a full 512-byte read starts a
@@ -252,7 +265,7 @@ async fn tunnel_bursts_and_trickles_arrive_intact_both_ways() {
     assert_eq!(writer.await.unwrap(), total);
     assert_eq!(got.len() as u64, total);
     assert!(got == pattern_chunk(0, total as usize), "echoed bytes differ");
-    let ev = wait_access(|v| v["host"] == "echo.example.com" && v["kind"] == "connect").await;
+    let ev = wait_access(|v| v["host"] == host.as_str() && v["kind"] == "connect").await;
     assert_eq!(ev["bytes_up"], total);
     assert_eq!(ev["bytes_down"], total);
     assert!(ev["error"].is_null(), "{ev}");
@@ -286,7 +299,10 @@ async fn tunnel_to_a_slow_reader_loses_nothing() {
         s.shutdown().await.unwrap();
     });
     let p = policy("allow = [\"sink.example.com:9\"]");
-    let proxy = start_proxy(ProxyOpts::new(p).pin(&format!("sink.example.com:9={origin}"))).await;
+    let opts = ProxyOpts::new(p)
+        .pin(&format!("sink.example.com:9={origin}"))
+        .config(|c| c.splice = SpliceMode::Always);
+    let proxy = start_proxy(opts).await;
     let mut tunnel = connect(proxy.addr, "sink.example.com:9").await.expect("tunnel");
     let mut off = 0u64;
     while off < N {

@@ -5,9 +5,13 @@
 //! ```text
 //! loadgen MODE --target HOST:PORT [--proxy ADDR] [--host NAME] [--path /p]
 //!         [--concurrency N] [--duration SECS] [--bytes N] [--ca cert.pem]
+//!         [--rate REQ_PER_SEC]
 //! MODE: http | http-new | tunnel-https | bulk | idle
 //! ```
-//! Every run is bounded by `--duration` (and `bulk` by `--bytes`).
+//! Every run is bounded by `--duration` (and `bulk` by `--bytes`). With
+//! `--rate`, requests are sent on a fixed schedule (spread over the
+//! connections) instead of back to back; latency is counted from the send
+//! (the timer's millisecond granularity would otherwise dominate it).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +32,8 @@ struct Opts {
     duration: Duration,
     bytes: u64,
     ca: Option<String>,
+    /// Requests per second over all connections; back to back when absent.
+    rate: Option<f64>,
 }
 
 fn parse() -> Opts {
@@ -43,6 +49,7 @@ fn parse() -> Opts {
         duration: Duration::from_secs(5),
         bytes: 256 << 20,
         ca: None,
+        rate: None,
     };
     while let Some(k) = a.next() {
         let v = a.next().unwrap_or_else(|| usage());
@@ -55,6 +62,7 @@ fn parse() -> Opts {
             "--duration" => o.duration = Duration::from_secs_f64(v.parse().unwrap_or_else(|_| usage())),
             "--bytes" => o.bytes = v.parse().unwrap_or_else(|_| usage()),
             "--ca" => o.ca = Some(v),
+            "--rate" => o.rate = Some(v.parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -71,7 +79,7 @@ fn parse() -> Opts {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: loadgen http|http-new|tunnel-https|bulk|idle --target HOST:PORT [--proxy ADDR] [--host NAME] [--path P] [--concurrency N] [--duration S] [--bytes N] [--ca PEM]");
+    eprintln!("usage: loadgen http|http-new|tunnel-https|bulk|idle --target HOST:PORT [--proxy ADDR] [--host NAME] [--path P] [--concurrency N] [--duration S] [--bytes N] [--ca PEM] [--rate R]");
     std::process::exit(2)
 }
 
@@ -207,9 +215,14 @@ fn host_port(o: &Opts) -> String {
     }
 }
 
-async fn worker(o: Arc<Opts>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+async fn worker(o: Arc<Opts>, stats: Arc<Stats>, stop: Arc<AtomicBool>, index: usize) {
     let mut lat = Vec::with_capacity(1 << 16);
     let mut buf = Vec::with_capacity(64 * 1024);
+    // Fixed schedule: each connection sends every `period`, the connections
+    // staggered evenly across it.
+    let period = o.rate.map(|r| Duration::from_secs_f64(o.concurrency as f64 / r));
+    let mut next =
+        period.map(|p| tokio::time::Instant::now() + p.mul_f64(index as f64 / o.concurrency as f64));
     'outer: while !stop.load(Ordering::Relaxed) {
         let conn: std::io::Result<Box<dyn Io>> = match o.mode.as_str() {
             "http" | "http-new" => dial(&o).await.map(|s| Box::new(s) as Box<dyn Io>),
@@ -234,6 +247,10 @@ async fn worker(o: Arc<Opts>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
         loop {
             if stop.load(Ordering::Relaxed) {
                 break 'outer;
+            }
+            if let (Some(n), Some(p)) = (next.as_mut(), period) {
+                tokio::time::sleep_until(*n).await;
+                *n += p;
             }
             let t = Instant::now();
             let r = async {
@@ -335,7 +352,7 @@ fn main() {
                 let o = Arc::new(o.clone());
                 let start = Instant::now();
                 let tasks: Vec<_> = (0..o.concurrency)
-                    .map(|_| tokio::spawn(worker(o.clone(), stats.clone(), stop.clone())))
+                    .map(|i| tokio::spawn(worker(o.clone(), stats.clone(), stop.clone(), i)))
                     .collect();
                 tokio::time::sleep(o.duration).await;
                 stop.store(true, Ordering::Relaxed);

@@ -51,7 +51,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
         Ok(a) => a,
         Err(e) => return fail(access, &label(), e),
     };
-    let (upstream, _) = match dial(&allowed.targets, shared.config.connect_timeout, &mut access).await {
+    let (upstream, dialled) = match dial(&allowed.targets, shared.config.connect_timeout, &mut access).await {
         Ok(s) => s,
         Err(e) => return fail(access, &label(), e),
     };
@@ -63,6 +63,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
         tls_only: allowed.rule.is_some_and(|r| policy.rule(r).tls_only),
     };
     let idle = shared.config.tunnel_idle;
+    let splice = shared.config.splice.applies(client.ip(), dialled.addr.ip());
     let cut = shared.cut.clone();
     let tunnels = shared.metrics.tunnels_active.clone();
     shared.tasks.spawn(async move {
@@ -80,7 +81,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
                         let mut upstream = upstream;
                         let (cr, cw) = client.split();
                         let (ur, uw) = upstream.split();
-                        relay_halves(cr, cw, ur, uw, pre, check, idle, cut).await
+                        relay_halves(cr, cw, ur, uw, pre, splice, check, idle, cut).await
                     }
                     Err(upgraded) => relay(TokioIo::new(upgraded), upstream, check, idle, cut).await,
                 };

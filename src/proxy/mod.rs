@@ -51,6 +51,8 @@ pub struct ProxyConfig {
     /// How long a forwarded request may wait for the response head.
     pub response_timeout: Duration,
     pub max_tunnels_per_client: usize,
+    /// When tunnel bursts are spliced in the kernel.
+    pub splice: relay::SpliceMode,
     /// Source networks that may use the proxy.
     pub clients: Vec<IpNet>,
     /// Proxy authentication, when required.
@@ -70,6 +72,7 @@ impl ProxyConfig {
             tunnel_idle: DEFAULT_TUNNEL_IDLE,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             max_tunnels_per_client: DEFAULT_MAX_TUNNELS_PER_CLIENT,
+            splice: relay::SpliceMode::default(),
             clients: default_clients(),
             auth: None,
             resolver: Resolver::new(Vec::new(), DnsMode::System, DEFAULT_DNS_TIMEOUT),

@@ -20,6 +20,31 @@ const BUF: usize = 64 * 1024;
 /// large buffers.
 const IDLE_BUF: usize = 512;
 
+/// When tunnel bursts move with splice(2) instead of being copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SpliceMode {
+    /// Only when neither end is a loopback address. On loopback the
+    /// receiving process pays more for spliced pages than the proxy saves
+    /// (measured: benches/README.md); between network interfaces splicing
+    /// spares the proxy two copies of every byte.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl SpliceMode {
+    /// Whether a tunnel between these two peers splices its bursts.
+    pub fn applies(self, client: std::net::IpAddr, upstream: std::net::IpAddr) -> bool {
+        let lo = |ip| crate::policy::normalize::canonical_ip(ip).is_loopback();
+        match self {
+            SpliceMode::Auto => !lo(client) && !lo(upstream),
+            SpliceMode::Always => true,
+            SpliceMode::Never => false,
+        }
+    }
+}
+
 /// The socket under one half of a tunnel, when it is a plain TCP socket:
 /// bursts between two of those are moved with splice(2).
 pub trait AsTcp {
@@ -47,6 +72,7 @@ impl<T> AsTcp for tokio::io::WriteHalf<T> {}
 async fn pump<R, W>(
     r: &mut R,
     w: &mut W,
+    splice: bool,
     count: &AtomicU64,
     touch: &(impl Fn() + ?Sized),
     from: Side,
@@ -60,7 +86,7 @@ where
     // Empty while idle; a full small read means a burst: borrow a large
     // buffer until a read comes back short, then give it back.
     let mut big: Vec<u8> = Vec::new();
-    let mut can_splice = cfg!(target_os = "linux") && r.tcp().is_some() && w.tcp().is_some();
+    let mut can_splice = splice && cfg!(target_os = "linux") && r.tcp().is_some() && w.tcp().is_some();
     let mut burst = false;
     loop {
         if burst && can_splice {
@@ -313,12 +339,13 @@ where
 {
     let (cr, cw) = tokio::io::split(client);
     let (ur, uw) = tokio::io::split(upstream);
-    relay_halves(cr, cw, ur, uw, Vec::new(), check, idle, cut).await
+    relay_halves(cr, cw, ur, uw, Vec::new(), false, check, idle, cut).await
 }
 
 /// Relays until both directions are done, the tunnel idles for `idle`, a
 /// check fails, or `cut` is cancelled. `pre` holds client bytes already read
-/// (by the HTTP parser) that come before anything still in `cr`.
+/// (by the HTTP parser) that come before anything still in `cr`. With
+/// `splice`, bursts between two TCP sockets stay in the kernel.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay_halves<CR, CW, UR, UW>(
     mut cr: CR,
@@ -326,6 +353,7 @@ pub async fn relay_halves<CR, CW, UR, UW>(
     mut ur: UR,
     mut uw: UW,
     pre: Vec<u8>,
+    splice: bool,
     check: FirstCheck,
     idle: Duration,
     cut: CancellationToken,
@@ -405,9 +433,26 @@ where
             up_n.fetch_add(pre.len() as u64, Ordering::Relaxed);
         }
         // Half-close: each direction passes its FIN on; the other goes on.
-        pump(&mut cr, &mut uw, &up_n, &touch, Side::Client, Side::Upstream).await
+        pump(
+            &mut cr,
+            &mut uw,
+            splice,
+            &up_n,
+            &touch,
+            Side::Client,
+            Side::Upstream,
+        )
+        .await
     };
-    let down = pump(&mut ur, &mut cw, &down_n, &touch, Side::Upstream, Side::Client);
+    let down = pump(
+        &mut ur,
+        &mut cw,
+        splice,
+        &down_n,
+        &touch,
+        Side::Upstream,
+        Side::Client,
+    );
     let idle_watch = async {
         loop {
             let since = Duration::from_millis(last.load(Ordering::Relaxed));
@@ -434,4 +479,21 @@ where
         out.detail = Some(detail);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SpliceMode;
+
+    #[test]
+    fn auto_splices_only_between_non_loopback_peers() {
+        let ip = |s: &str| s.parse().unwrap();
+        let auto = SpliceMode::Auto;
+        assert!(auto.applies(ip("10.1.2.3"), ip("162.247.217.20")));
+        assert!(!auto.applies(ip("127.0.0.1"), ip("162.247.217.20")));
+        assert!(!auto.applies(ip("10.1.2.3"), ip("::1")));
+        assert!(!auto.applies(ip("::ffff:127.0.0.1"), ip("162.247.217.20")));
+        assert!(SpliceMode::Always.applies(ip("127.0.0.1"), ip("127.0.0.1")));
+        assert!(!SpliceMode::Never.applies(ip("10.1.2.3"), ip("10.9.9.9")));
+    }
 }
