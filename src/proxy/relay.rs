@@ -93,20 +93,20 @@ where
             burst = false;
             if let (Some(rt), Some(wt)) = (r.tcp(), w.tcp()) {
                 match splice::burst(rt, wt, count, touch).await {
-                    Ok(splice::End::Eof) => {
+                    Ok(BurstEnd::Eof) => {
                         let _ = w.shutdown().await;
                         return Ok(());
                     }
-                    Ok(splice::End::Slowed) => continue,
+                    Ok(BurstEnd::Slowed) => continue,
                     // No (useful) pipe just now: copy this burst instead.
-                    Ok(splice::End::NoPipe) => big = vec![0u8; BUF],
+                    Ok(BurstEnd::NoPipe) => big = vec![0u8; BUF],
                     // The kernel cannot splice these sockets: copy from now on.
-                    Ok(splice::End::Unavailable) => {
+                    Ok(BurstEnd::Unavailable) => {
                         can_splice = false;
                         big = vec![0u8; BUF];
                     }
-                    Err(splice::Error::Read(e)) => return Err((io_class(&e, from), e.to_string())),
-                    Err(splice::Error::Write(e)) => return Err((io_class(&e, to), e.to_string())),
+                    Err(BurstError::Read(e)) => return Err((io_class(&e, from), e.to_string())),
+                    Err(BurstError::Write(e)) => return Err((io_class(&e, to), e.to_string())),
                 }
             }
         }
@@ -136,6 +136,24 @@ where
     }
 }
 
+/// How a spliced burst ended.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+enum BurstEnd {
+    Eof,
+    /// A short transfer: the flow is interactive again; the pipe is closed.
+    Slowed,
+    /// Out of descriptors, or of the user's pipe budget.
+    NoPipe,
+    /// The kernel cannot splice these sockets.
+    Unavailable,
+}
+
+/// A spliced burst failed on the side that read or the side that wrote.
+enum BurstError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
 /// Bursts moved socket to pipe to socket inside the kernel: the bytes of a
 /// bulk transfer never enter user space.
 #[cfg(target_os = "linux")]
@@ -147,26 +165,14 @@ mod splice {
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
+    use super::{BurstEnd as End, BurstError as Error};
+
     /// Pipe size asked for, and asked of the source per splice. Larger
     /// sizes measured no better on loopback; smaller ones mean more calls.
     const PIPE_SIZE: usize = 256 << 10;
     const CHUNK: usize = PIPE_SIZE;
     /// Below this a pipe moves less per call than the copy buffer.
     const MIN_PIPE: usize = super::BUF;
-
-    pub enum End {
-        Eof,
-        /// A short transfer: the flow is interactive again; the pipe is closed.
-        Slowed,
-        /// Out of descriptors, or of the user's pipe budget.
-        NoPipe,
-        Unavailable,
-    }
-
-    pub enum Error {
-        Read(io::Error),
-        Write(io::Error),
-    }
 
     /// Moves bytes from `r` to `w` until `r` ends or the flow slows to
     /// small transfers. The pipe is a ring between the sockets: it is
@@ -259,16 +265,8 @@ mod splice {
 #[cfg(not(target_os = "linux"))]
 mod splice {
     use std::sync::atomic::AtomicU64;
-    pub enum End {
-        Eof,
-        Slowed,
-        NoPipe,
-        Unavailable,
-    }
-    pub enum Error {
-        Read(std::io::Error),
-        Write(std::io::Error),
-    }
+
+    use super::{BurstEnd as End, BurstError as Error};
     pub async fn burst(
         _: &super::TcpStream,
         _: &super::TcpStream,

@@ -24,18 +24,6 @@ use tokio::sync::Semaphore;
 use super::respond::{Body, ProxyError};
 use super::{connect, forward, Shared};
 
-/// Binds every configured address.
-pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
-    let mut v = Vec::with_capacity(addrs.len());
-    for a in addrs {
-        let l = TcpListener::bind(a)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
-        v.push(l);
-    }
-    Ok(v)
-}
-
 /// Binds every address once per worker, the sockets of one address sharing
 /// its port (`SO_REUSEPORT`). Returns the listeners by worker. An address
 /// already in use is an error, even if its holder would share it: each
