@@ -24,6 +24,13 @@ SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk latency idle 
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130
+# Something else answering on these ports would be measured instead.
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+    echo "port 127.0.0.1:$p is in use; stop what listens there first" >&2
+    exit 1
+  fi
+done
 work=$(mktemp -d /tmp/egressd-compare.XXXXXX)
 chmod 777 "$work"
 pids=()
@@ -177,6 +184,9 @@ rss_kib() { tree_sum "$1" status '/VmRSS/ {print $2}'; }
 # Busy clock ticks of the whole machine (user, nice, system, irq, softirq).
 machine_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
+# Clock ticks spent per request, in µs; per GiB moved, in CPU-seconds.
+us_per() { awk -v d="$1" -v hz="$HZ" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }'; }
+s_per_gib() { awk -v d="$1" -v hz="$HZ" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }'; }
 
 proxy_addr() { case $1 in egressd) echo $P_EGRESSD;; squid) echo $P_SQUID;; tinyproxy) echo $P_TINY;; esac; }
 proxy_pid() { case $1 in egressd) echo "$EGRESSD_PID";; squid) echo "$SQUID_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
@@ -225,7 +235,7 @@ scenario_http() { # name close
       read -r rps p99 reqs < <(run_wrk "$t" "$url" "$host" "$close")
       if [ -n "$pid" ]; then
         c1=$(cpu_of "$pid")
-        cpu_per=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }')
+        cpu_per=$(us_per $((c1 - c0)) "$reqs")
       fi
       record "$name" "$t" "$r" "$rps" req/s "$cpu_per" "$p99"
     done
@@ -253,20 +263,18 @@ scenario_loadgen() { # name mode extra...
         local bytes; bytes=$(jq -r '.bytes // 0' <<<"$out")
         if [ -n "$pid" ]; then
           c1=$(cpu_of "$pid")
-          cpu_per=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v b="$bytes" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }')
+          cpu_per=$(s_per_gib $((c1 - c0)) "$bytes")
         fi
         record "$name" "$t" "$r" "$v" MB/s "$cpu_per" ""
         # The whole machine (load generator, origin and proxy): a proxy can
         # save its own CPU by making its peers work harder.
-        record "$name-machine" "$t" "$r" \
-          "$(awk -v d=$((m1 - m0)) -v hz="$HZ" -v b="$bytes" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }')" \
-          "CPU-s/GiB" "" ""
+        record "$name-machine" "$t" "$r" "$(s_per_gib $((m1 - m0)) "$bytes")" "CPU-s/GiB" "" ""
       else
         v=$(jq -r '.rps // 0' <<<"$out")
         local n p99; n=$(jq -r '.requests // 0' <<<"$out"); p99=$(jq -r '.p99_ms // 0' <<<"$out")
         if [ -n "$pid" ]; then
           c1=$(cpu_of "$pid")
-          cpu_per=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }')
+          cpu_per=$(us_per $((c1 - c0)) "$n")
         fi
         record "$name" "$t" "$r" "$v" req/s "$cpu_per" "$p99"
       fi
