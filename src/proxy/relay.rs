@@ -29,7 +29,10 @@ pub enum SpliceMode {
     /// spares the proxy two copies of every byte.
     #[default]
     Auto,
+    /// Whatever the addresses (for measuring, or hosts where the proxy's
+    /// CPU is what runs out).
     Always,
+    /// Copy every burst through a 64 KiB buffer.
     Never,
 }
 
