@@ -52,11 +52,13 @@ pub struct RuleTable {
     pub name: Option<String>,
     pub comment: Option<String>,
     pub host: Option<String>,
+    /// Each with its place in the file: a long list reports the line of
+    /// the entry, not of the table.
     #[serde(default)]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<Spanned<String>>,
     pub cidr: Option<String>,
     #[serde(default)]
-    pub cidrs: Vec<String>,
+    pub cidrs: Vec<Spanned<String>>,
     /// Ports; replaces the default ports (and conflicts with a port written
     /// in the pattern).
     pub ports: Option<Vec<i64>>,

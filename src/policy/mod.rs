@@ -664,11 +664,13 @@ impl Policy {
         for (action, list) in [(Action::Allow, &file.allow), (Action::Deny, &file.deny)] {
             for entry in list {
                 let line = lines.line(entry.span().start);
-                let default_id = format!("{short_origin}:{line}");
-                if let Err(e) =
-                    compile_entry(entry.get_ref(), action, line, &default_id, on_connect, &mut rules)
-                {
-                    errors.push(err(line, Some(e.0), e.1));
+                let at = Place {
+                    line,
+                    lines: &lines,
+                    origin: &short_origin,
+                };
+                if let Err(e) = compile_entry(entry.get_ref(), action, &at, on_connect, &mut rules) {
+                    errors.push(err(e.line, Some(e.rule), e.reason));
                 }
                 if let RuleEntry::Table(t) = entry.get_ref() {
                     let Some(n) = &t.name else { continue };
@@ -966,16 +968,32 @@ impl Policy {
     }
 }
 
-/// Compiles one `allow`/`deny` entry into rules; on error returns the rule
-/// text and the reason.
+/// Where an entry stands in its file.
+struct Place<'a> {
+    /// The entry's first line.
+    line: usize,
+    lines: &'a LineIndex,
+    /// The file name used in default rule ids.
+    origin: &'a str,
+}
+
+/// A rule that did not compile: its line, its text, and why.
+struct EntryError {
+    line: usize,
+    rule: String,
+    reason: String,
+}
+
+/// Compiles one `allow`/`deny` entry into rules. Patterns listed in `hosts`
+/// or `cidrs` each keep their own line (in errors, and in the rule id when
+/// the table has no name).
 fn compile_entry(
     entry: &RuleEntry,
     action: Action,
-    line: usize,
-    default_id: &str,
+    at: &Place,
     policy_on_connect: OnConnect,
     out: &mut Vec<Rule>,
-) -> Result<(), (String, String)> {
+) -> Result<(), EntryError> {
     let table;
     let t = match entry {
         RuleEntry::Pattern(p) => {
@@ -987,18 +1005,36 @@ fn compile_entry(
         }
         RuleEntry::Table(t) => &**t,
     };
+    // Each pattern with its line.
+    let listed = |single: &Option<String>, list: &[toml::Spanned<String>]| -> Vec<(String, usize)> {
+        single
+            .iter()
+            .map(|p| (p.clone(), at.line))
+            .chain(
+                list.iter()
+                    .map(|p| (p.get_ref().clone(), at.lines.line(p.span().start))),
+            )
+            .collect()
+    };
+    let hosts = listed(&t.host, &t.hosts);
+    let cidrs = listed(&t.cidr, &t.cidrs);
     let label = t
         .name
         .clone()
-        .or_else(|| t.host.clone())
-        .or_else(|| t.cidr.clone())
-        .or_else(|| t.hosts.first().cloned())
-        .or_else(|| t.cidrs.first().cloned())
+        .or_else(|| hosts.first().map(|h| h.0.clone()))
+        .or_else(|| cidrs.first().map(|c| c.0.clone()))
         .unwrap_or_default();
-    let fail = |reason: String| (label.clone(), reason);
+    let fail = |reason: String| EntryError {
+        line: at.line,
+        rule: label.clone(),
+        reason,
+    };
+    let fail_at = |(rule, line): &(String, usize), reason: String| EntryError {
+        line: *line,
+        rule: rule.clone(),
+        reason,
+    };
 
-    let hosts: Vec<&String> = t.host.iter().chain(t.hosts.iter()).collect();
-    let cidrs: Vec<&String> = t.cidr.iter().chain(t.cidrs.iter()).collect();
     if hosts.is_empty() == cidrs.is_empty() {
         return Err(fail("give exactly one of host, hosts, cidr, cidrs".into()));
     }
@@ -1025,16 +1061,21 @@ fn compile_entry(
     if t.resolved && cidrs.is_empty() {
         return Err(fail("`resolved` applies to cidr rules only".into()));
     }
-    let id: Arc<str> = t.name.as_deref().unwrap_or(default_id).into();
+    let named: Option<Arc<str>> = t.name.as_deref().map(Arc::from);
+    let id = |line: usize| -> Arc<str> {
+        named
+            .clone()
+            .unwrap_or_else(|| format!("{}:{line}", at.origin).into())
+    };
 
-    for h in hosts {
-        let label = h.clone();
-        let dest: Destination = h
+    for h in &hosts {
+        let (pattern, line) = (&h.0, h.1);
+        let dest: Destination = pattern
             .parse()
-            .map_err(|e: PatternError| (label.clone(), e.to_string()))?;
+            .map_err(|e: PatternError| fail_at(h, e.to_string()))?;
         let rule_ports = match (&ports, dest.port) {
             (Some(_), Some(_)) => {
-                return Err((label, "port given both in the pattern and in `ports`".into()));
+                return Err(fail_at(h, "port given both in the pattern and in `ports`".into()));
             }
             (Some(l), None) => Ports::List(l.clone()),
             (None, Some(p)) => Ports::List(Box::new([p])),
@@ -1045,14 +1086,14 @@ fn compile_entry(
                 globset::GlobBuilder::new(g)
                     .literal_separator(true)
                     .build()
-                    .map_err(|e| (label.clone(), e.to_string()))?
+                    .map_err(|e| fail_at(h, e.to_string()))?
                     .compile_matcher()
                     .into(),
             ),
             _ => None,
         };
         out.push(Rule {
-            id: id.clone(),
+            id: id(line),
             action,
             target: RuleTarget::Host(dest),
             ports: rule_ports,
@@ -1060,23 +1101,24 @@ fn compile_entry(
             tls_only: t.tls_only,
             comment: t.comment.clone(),
             line,
-            pattern: h.clone(),
+            pattern: pattern.clone(),
             glob,
         });
     }
-    for c in cidrs {
-        let net: IpNet = c
+    for c in &cidrs {
+        let (text, line) = (&c.0, c.1);
+        let net: IpNet = text
             .parse()
-            .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| (c.clone(), format!("invalid CIDR {c:?}")))?;
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| fail_at(c, format!("invalid CIDR {text:?}")))?;
         if net.trunc() != net {
-            return Err((
-                c.clone(),
-                format!("host bits set in {c:?} (did you mean {}?)", net.trunc()),
+            return Err(fail_at(
+                c,
+                format!("host bits set in {text:?} (did you mean {}?)", net.trunc()),
             ));
         }
         out.push(Rule {
-            id: id.clone(),
+            id: id(line),
             action,
             target: RuleTarget::Cidr {
                 net,
@@ -1087,7 +1129,7 @@ fn compile_entry(
             tls_only: t.tls_only,
             comment: t.comment.clone(),
             line,
-            pattern: c.clone(),
+            pattern: text.clone(),
             glob: None,
         });
     }

@@ -272,6 +272,15 @@ fn version_and_rule_ids_are_stable() {
     assert_ne!(a.version(), policy("allow = [\"a.example.com\"]").version());
     assert_eq!(a.rules()[0].id.as_ref(), "test.toml:1");
     assert_eq!(a.rules()[1].id.as_ref(), "b");
+
+    // A list keeps each entry's line; a name covers the whole list.
+    let list = policy("[[allow]]\nhosts = [\n  \"c.example.com\",\n  \"d.example.com\",\n]\n[[allow]]\nname = \"e\"\ncidrs = [\"192.0.2.0/24\",\n  \"198.51.100.0/24\"]\n");
+    let ids: Vec<(&str, usize)> = list.rules().iter().map(|r| (r.id.as_ref(), r.line)).collect();
+    assert_eq!(
+        ids,
+        [("test.toml:3", 3), ("test.toml:4", 4), ("e", 8), ("e", 9)],
+        "{ids:?}"
+    );
 }
 
 #[test]
