@@ -373,10 +373,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::spawn(crate::admin::serve(shared.clone(), l, admin));
         }
         // Reload needs a file: the built-in policy never changes.
-        let _watcher = match &args.policy {
-            Some(path) => {
-                let reloader = crate::reload::Reloader::new(shared.clone(), path.clone(), args.mode);
-                crate::reload::on_sighup(reloader.clone());
+        let reloader = args
+            .policy
+            .as_ref()
+            .map(|path| crate::reload::Reloader::new(shared.clone(), path.clone(), args.mode));
+        crate::reload::on_sighup(shared.clone(), reloader.clone());
+        let _watcher = match reloader {
+            Some(reloader) => {
                 if args.no_watch {
                     None
                 } else {

@@ -107,8 +107,10 @@ impl Reloader {
     }
 }
 
-/// Reloads on every SIGHUP until the proxy is cut.
-pub fn on_sighup(reloader: Arc<Reloader>) {
+/// On every SIGHUP until the proxy is cut, reloads the policy file (when
+/// there is one) and the credentials file (with `--auth`). Also keeps a
+/// stray SIGHUP from ending a proxy that has nothing to reload.
+pub fn on_sighup(shared: Arc<Shared>, reloader: Option<Arc<Reloader>>) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -118,12 +120,28 @@ pub fn on_sighup(reloader: Arc<Reloader>) {
         };
         loop {
             tokio::select! {
-                _ = reloader.shared.cut.cancelled() => return,
+                _ = shared.cut.cancelled() => return,
                 r = hup.recv() => if r.is_none() { return },
             }
-            let _ = reloader.reload("sighup").await;
+            if let Some(r) = &reloader {
+                let _ = r.reload("sighup").await;
+            }
+            if let Some(auth) = shared.config.auth.clone() {
+                reload_users(auth).await;
+            }
         }
     });
+}
+
+/// Rereads the credentials file (`--auth`) off the request path; a file
+/// that does not load leaves the users as they were.
+async fn reload_users(auth: Arc<crate::proxy::auth::Authenticator>) {
+    let path = auth.path().display().to_string();
+    match tokio::task::spawn_blocking(move || auth.reload()).await {
+        Ok(Ok(n)) => tracing::info!(file = %path, users = n, "users reloaded"),
+        Ok(Err(e)) => tracing::warn!(file = %path, error = %e, "users not reloaded; the loaded ones stay"),
+        Err(e) => tracing::warn!(file = %path, error = %e, "users not reloaded; the loaded ones stay"),
+    }
 }
 
 /// Watches the policy file's directory and reloads when something in it

@@ -323,6 +323,55 @@ fn reload_by_file_change_sighup_and_broken_policy_under_load() {
     });
 }
 
+/// SIGHUP rereads the credentials file: a changed password or a removed
+/// user loses access at once (a cached verification does not outlive the
+/// reload), a new user gets in, and a file that does not load keeps the
+/// users as they were.
+#[test]
+fn sighup_reloads_users_and_a_broken_file_keeps_them() {
+    use base64::Engine;
+    let dir = tmpdir("users");
+    let policy = dir.join("p.toml");
+    std::fs::write(&policy, "allow = [\"a.test\"]\n").unwrap();
+    let users = dir.join("users.toml");
+    let entry = |name: &str, password: &str| {
+        let hash = egressd::proxy::auth::hash_password(password).unwrap();
+        format!("[[user]]\nname = \"{name}\"\npassword = \"{hash}\"\n")
+    };
+    std::fs::write(&users, entry("alice", "old-pw") + &entry("carol", "carol-pw")).unwrap();
+    let pins = pins(origin());
+    let mut args: Vec<&str> = pins.iter().map(String::as_str).collect();
+    args.extend(["--auth", users.to_str().unwrap()]);
+    let e = Egressd::start(&policy, &args);
+    let status = |user: &str, password: &str| {
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        http_get(
+            e.proxy,
+            &format!(
+                "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nProxy-Authorization: Basic {creds}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .0
+    };
+    assert_eq!(status("alice", "old-pw"), 200);
+    assert_eq!(status("alice", "old-pw"), 200, "verified once, then cached");
+    assert_eq!(status("carol", "carol-pw"), 200);
+    assert_eq!(status("bob", "bob-pw"), 407);
+
+    std::fs::write(&users, entry("alice", "new-pw") + &entry("bob", "bob-pw")).unwrap();
+    e.signal("-HUP");
+    e.wait_log("users reloaded");
+    assert_eq!(status("alice", "old-pw"), 407, "an old password stops at once");
+    assert_eq!(status("alice", "new-pw"), 200);
+    assert_eq!(status("carol", "carol-pw"), 407, "a removed user stops at once");
+    assert_eq!(status("bob", "bob-pw"), 200);
+
+    std::fs::write(&users, "[[user]]\nname = 1\n").unwrap();
+    e.signal("-HUP");
+    assert!(e.wait_log("users not reloaded").contains("users.toml"));
+    assert_eq!(status("bob", "bob-pw"), 200);
+}
+
 #[test]
 fn reload_when_a_configmap_swaps_its_data_symlink() {
     // Kubernetes: p.toml -> ..data/p.toml, ..data -> ..v1; an update makes

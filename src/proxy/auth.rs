@@ -9,10 +9,13 @@
 //! password = "$argon2id$v=19$m=19456,t=2,p=1$..."
 //! policy = "team-a.toml"      # relative to this file; default: the proxy's policy
 //! ```
+//!
+//! SIGHUP rereads the file and its policies; if that fails the old users
+//! stay. Credentials verified before a reload are verified again.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,19 +81,28 @@ impl AuthError {
     }
 }
 
+/// One loading of the credentials file.
+struct Users {
+    /// Counts loadings: a cached verification counts only for its own.
+    generation: u64,
+    by_name: HashMap<String, User>,
+}
+
 /// The users and their policies, plus the state that makes checking cheap
 /// (a cache of verified credentials) and safe (failure counts).
 pub struct Authenticator {
-    users: HashMap<String, User>,
-    /// sha256(header value) of credentials already verified.
-    verified: Mutex<HashMap<[u8; 32], String>>,
+    path: PathBuf,
+    users: arc_swap::ArcSwap<Users>,
+    /// sha256(header value) of credentials already verified: user name and
+    /// the generation of the users that verified them.
+    verified: Mutex<HashMap<[u8; 32], (String, u64)>>,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("users", &self.users.len())
+            .field("users", &self.users.load().by_name.len())
             .finish()
     }
 }
@@ -98,54 +110,80 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// Loads a credentials file and the policies it names.
     pub fn load(path: &Path) -> Result<Authenticator, String> {
-        let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file: AuthFile = toml::from_str(&src).map_err(|e| format!("{}: {e}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let mut users = HashMap::new();
-        let mut policies: HashMap<String, Arc<Policy>> = HashMap::new();
-        for u in file.user {
-            PasswordHash::new(&u.password).map_err(|e| {
-                format!(
-                    "{}: user {:?}: password is not a PHC hash: {e}",
-                    path.display(),
-                    u.name
-                )
-            })?;
-            let policy = match &u.policy {
-                None => None,
-                Some(p) => {
-                    if let Some(existing) = policies.get(p) {
-                        Some(existing.clone())
-                    } else {
-                        let full = base.join(p);
-                        let src =
-                            std::fs::read_to_string(&full).map_err(|e| format!("{}: {e}", full.display()))?;
-                        let compiled = Arc::new(
-                            Policy::from_toml(&src, &full.display().to_string())
-                                .map_err(|e| e.to_string())?,
-                        );
-                        policies.insert(p.clone(), compiled.clone());
-                        Some(compiled)
-                    }
-                }
-            };
-            let name = u.name.clone();
-            let user = User {
-                name: u.name.as_str().into(),
-                hash: u.password,
-                policy,
-            };
-            if users.insert(name.clone(), user).is_some() {
-                return Err(format!("{}: user {name:?} appears twice", path.display()));
-            }
-        }
         Ok(Authenticator {
-            users,
+            path: path.to_path_buf(),
+            users: arc_swap::ArcSwap::from_pointee(Users {
+                generation: 0,
+                by_name: read_users(path)?,
+            }),
             verified: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Rereads the credentials file and its policies; on error the users
+    /// loaded before stay. Returns how many users there are now.
+    pub fn reload(&self) -> Result<usize, String> {
+        let by_name = read_users(&self.path)?;
+        let n = by_name.len();
+        let generation = self.users.load().generation + 1;
+        self.users.store(Arc::new(Users { generation, by_name }));
+        self.verified.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(n)
+    }
+
+    /// The credentials file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads a credentials file and compiles the policies it names.
+fn read_users(path: &Path) -> Result<HashMap<String, User>, String> {
+    let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: AuthFile = toml::from_str(&src).map_err(|e| format!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut users = HashMap::new();
+    let mut policies: HashMap<String, Arc<Policy>> = HashMap::new();
+    for u in file.user {
+        PasswordHash::new(&u.password).map_err(|e| {
+            format!(
+                "{}: user {:?}: password is not a PHC hash: {e}",
+                path.display(),
+                u.name
+            )
+        })?;
+        let policy = match &u.policy {
+            None => None,
+            Some(p) => {
+                if let Some(existing) = policies.get(p) {
+                    Some(existing.clone())
+                } else {
+                    let full = base.join(p);
+                    let src =
+                        std::fs::read_to_string(&full).map_err(|e| format!("{}: {e}", full.display()))?;
+                    let compiled = Arc::new(
+                        Policy::from_toml(&src, &full.display().to_string()).map_err(|e| e.to_string())?,
+                    );
+                    policies.insert(p.clone(), compiled.clone());
+                    Some(compiled)
+                }
+            }
+        };
+        let name = u.name.clone();
+        let user = User {
+            name: u.name.as_str().into(),
+            hash: u.password,
+            policy,
+        };
+        if users.insert(name.clone(), user).is_some() {
+            return Err(format!("{}: user {name:?} appears twice", path.display()));
+        }
+    }
+    Ok(users)
+}
+
+impl Authenticator {
     fn rate_limited(&self, ip: IpAddr) -> bool {
         let m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         m.get(&ip)
@@ -172,22 +210,24 @@ impl Authenticator {
         let Some(value) = headers.get(http::header::PROXY_AUTHORIZATION) else {
             return Err(AuthError::Missing);
         };
+        let users = self.users.load();
         let key: [u8; 32] = Sha256::digest(value.as_bytes()).into();
         let cached = self
             .verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .cloned();
+            .filter(|(_, generation)| *generation == users.generation)
+            .map(|(name, _)| name.clone());
         let name = match cached {
             Some(name) => name,
-            None => match self.verify(value.as_bytes()) {
+            None => match verify(&users.by_name, value.as_bytes()) {
                 Some(name) => {
                     let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
                     if v.len() > 10_000 {
                         v.clear();
                     }
-                    v.insert(key, name.clone());
+                    v.insert(key, (name.clone(), users.generation));
                     name
                 }
                 None => {
@@ -196,31 +236,32 @@ impl Authenticator {
                 }
             },
         };
-        let u = self.users.get(&name).ok_or(AuthError::Failed)?;
+        let u = users.by_name.get(&name).ok_or(AuthError::Failed)?;
         Ok(Principal {
             user: u.name.clone(),
             policy: u.policy.clone(),
         })
     }
+}
 
-    fn verify(&self, value: &[u8]) -> Option<String> {
-        let value = std::str::from_utf8(value).ok()?;
-        let (scheme, b64) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok()?;
-        let raw = String::from_utf8(raw).ok()?;
-        let (user, pass) = raw.split_once(':')?;
-        let u = self.users.get(user)?;
-        let hash = PasswordHash::new(&u.hash).ok()?;
-        argon2::Argon2::default()
-            .verify_password(pass.as_bytes(), &hash)
-            .ok()?;
-        Some(user.to_string())
+/// The user whose `Basic` credentials `value` carries, if the password is right.
+fn verify(users: &HashMap<String, User>, value: &[u8]) -> Option<String> {
+    let value = std::str::from_utf8(value).ok()?;
+    let (scheme, b64) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
     }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (user, pass) = raw.split_once(':')?;
+    let u = users.get(user)?;
+    let hash = PasswordHash::new(&u.hash).ok()?;
+    argon2::Argon2::default()
+        .verify_password(pass.as_bytes(), &hash)
+        .ok()?;
+    Some(user.to_string())
 }
 
 /// An Argon2id PHC hash of `password`, for the credentials file.
