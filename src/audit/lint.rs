@@ -1,5 +1,6 @@
 //! Policy lint: rules that load fine but deserve a second look.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -27,7 +28,8 @@ fn host_covers(broad: &HostPattern, narrow: &HostPattern) -> bool {
     match (broad, narrow) {
         (Exact(a), Exact(b)) => a == b,
         (Subdomains(z), Exact(d)) => under(z, d),
-        (Subdomains(z), Subdomains(d)) | (Subdomains(z), ApexAndSubdomains(d)) => under(z, d),
+        (Subdomains(z), Subdomains(d)) => z == d || under(z, d),
+        (Subdomains(z), ApexAndSubdomains(d)) => under(z, d),
         (ApexAndSubdomains(z), Exact(d)) => z == d || under(z, d),
         (ApexAndSubdomains(z), Subdomains(d)) | (ApexAndSubdomains(z), ApexAndSubdomains(d)) => {
             z == d || under(z, d)
@@ -78,6 +80,75 @@ fn same(a: &Rule, b: &Rule) -> bool {
     covers(a, b) && covers(b, a)
 }
 
+/// The name a host pattern hangs from: the host itself, or its zone.
+fn anchor(h: &HostPattern) -> &str {
+    match h {
+        HostPattern::Exact(d) | HostPattern::Subdomains(d) | HostPattern::ApexAndSubdomains(d) => d,
+    }
+}
+
+/// `a.b.c`, `b.c`, `c`.
+fn self_and_parents(name: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(name), |n| n.split_once('.').map(|(_, rest)| rest))
+}
+
+/// Where to look for the rules that may cover a rule, so that lint stays
+/// near-linear in the rule count: a host pattern is covered only by one
+/// hanging from the same name or a zone above it, a network only by one of
+/// its supernets.
+struct Index<'a> {
+    by_anchor: HashMap<&'a str, Vec<usize>>,
+    by_net: HashMap<IpNet, Vec<usize>>,
+    /// Allow host rules by every name at or above their anchor: the allow
+    /// rules a deny rule's pattern may cover.
+    allows_below: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(rules: &'a [Rule]) -> Index<'a> {
+        let mut ix = Index {
+            by_anchor: HashMap::new(),
+            by_net: HashMap::new(),
+            allows_below: HashMap::new(),
+        };
+        for (i, r) in rules.iter().enumerate() {
+            match &r.target {
+                RuleTarget::Host(d) => {
+                    let a = anchor(&d.host);
+                    ix.by_anchor.entry(a).or_default().push(i);
+                    if r.action == Action::Allow {
+                        for z in self_and_parents(a) {
+                            ix.allows_below.entry(z).or_default().push(i);
+                        }
+                    }
+                }
+                RuleTarget::Cidr { net, .. } => ix.by_net.entry(*net).or_default().push(i),
+            }
+        }
+        ix
+    }
+
+    /// Indices of the rules that may cover `r` (itself included), in order.
+    fn above(&self, r: &Rule) -> Vec<usize> {
+        let mut v: Vec<usize> = match &r.target {
+            RuleTarget::Host(d) => self_and_parents(anchor(&d.host))
+                .filter_map(|z| self.by_anchor.get(z))
+                .flatten()
+                .copied()
+                .collect(),
+            RuleTarget::Cidr { net, .. } => (0..=net.prefix_len())
+                .filter_map(|len| IpNet::new(net.addr(), len).ok().map(|n| n.trunc()))
+                .filter_map(|n| self.by_net.get(&n))
+                .flatten()
+                .copied()
+                .collect(),
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
 fn nets_overlap(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
@@ -121,19 +192,24 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
     let rules = policy.rules();
     let mut out = Vec::new();
     let specials = special_nets();
+    let index = Index::new(rules);
     for (i, r) in rules.iter().enumerate() {
         // Duplicates of an earlier rule, or rules a broader one already covers.
-        if let Some(other) = rules[..i].iter().find(|o| same(o, r)) {
+        let above = index.above(r);
+        if let Some(other) = above
+            .iter()
+            .find(|&&j| j < i && same(&rules[j], r))
+            .map(|&j| &rules[j])
+        {
             out.push(finding(
                 r,
                 "duplicate",
                 format!("same as rule {:?} on line {}", other.id, other.line),
             ));
-        } else if let Some(other) = rules
+        } else if let Some(other) = above
             .iter()
-            .enumerate()
-            .find(|(j, o)| *j != i && covers(o, r) && !same(o, r))
-            .map(|(_, o)| o)
+            .find(|&&j| j != i && covers(&rules[j], r) && !same(&rules[j], r))
+            .map(|&j| &rules[j])
         {
             out.push(finding(
                 r,
@@ -147,7 +223,11 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
         match &r.target {
             RuleTarget::Host(d) => {
                 if r.action == Action::Deny {
-                    let overlaps = rules.iter().any(|o| {
+                    // An allow rule overlapping this one hangs from a name at,
+                    // above or below this rule's own.
+                    let below = index.allows_below.get(anchor(&d.host)).into_iter().flatten();
+                    let overlaps = above.iter().chain(below).any(|&j| {
+                        let o = &rules[j];
                         o.action == Action::Allow
                             && matches!(&o.target, RuleTarget::Host(od) if hosts_overlap(&od.host, &d.host))
                     });
@@ -266,5 +346,35 @@ deny = ["nothing.example.net", "bad.example.com"]
         );
         assert!(!k.iter().any(|(_, p)| p == "bad.example.com"), "{k:?}");
         assert!(!k.iter().any(|(_, p)| p == "*.example.com"), "{k:?}");
+    }
+
+    #[test]
+    fn wildcards_and_networks_are_compared_too() {
+        let k = kinds(
+            r#"
+allow = [
+  "*.example.com",
+  "*.example.com",
+  "*.a.example.com",
+  ".example.org",
+  "*.example.org",
+  { cidr = "192.0.2.0/24" },
+  { cidr = "192.0.2.128/25" },
+  { cidr = "192.0.2.0/24" },
+]
+deny = ["*.example.net", ".example.com", "x.example.org"]
+"#,
+        );
+        let has = |kind: &str, p: &str| k.iter().any(|(k, q)| *k == kind && q == p);
+        assert!(has("duplicate", "*.example.com"), "{k:?}");
+        assert!(has("shadowed", "*.a.example.com"), "{k:?}");
+        assert!(has("shadowed", "*.example.org"), "{k:?}");
+        assert!(!k.iter().any(|(_, p)| p == ".example.org"), "{k:?}");
+        assert!(has("shadowed", "192.0.2.128/25"), "{k:?}");
+        assert!(has("duplicate", "192.0.2.0/24"), "{k:?}");
+        // A deny rule overlapping allow rules above or below it is effective.
+        assert!(has("ineffective-deny", "*.example.net"), "{k:?}");
+        assert!(!k.iter().any(|(_, p)| p == ".example.com"), "{k:?}");
+        assert!(!k.iter().any(|(_, p)| p == "x.example.org"), "{k:?}");
     }
 }
