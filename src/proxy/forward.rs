@@ -2,6 +2,7 @@
 //! host, port and normalised path, then forward through a pooled client that
 //! dials exactly the checked address, streaming bodies both ways.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -179,8 +180,9 @@ pub async fn handle(
             )
         }
     };
+    // The normalised name, in the buffer the raw one used.
     access.host.clear();
-    let _ = std::fmt::Write::write_fmt(&mut access.host, format_args!("{}", cand.host));
+    let _ = write!(access.host, "{}", cand.host);
     access.port = cand.port;
     if let Err(e) = check_host_header(req.headers(), &cand) {
         return fail(access, &label(), e);
