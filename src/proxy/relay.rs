@@ -223,7 +223,12 @@ mod splice {
                         touch();
                     }
                     Err(e) if would_block(&e) => fill_blocked = true,
-                    Err(e) if !moved && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    // Only before anything entered the pipe: nothing may be lost.
+                    Err(e)
+                        if held == 0
+                            && !moved
+                            && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+                    {
                         return Ok(End::Unavailable)
                     }
                     Err(e) => return Err(Error::Read(e)),
