@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use egressd::policy::target::parse_target;
 use egressd::policy::{Candidate, Policy};
+use egressd::target::parse_target;
 use globset::{Glob, GlobMatcher};
 
 // === counting allocator ===

@@ -1,5 +1,7 @@
-//! Command line: clap definitions and subcommand dispatch. Every option of
-//! `run` also reads an `EGRESSD_*` environment variable, for containers.
+//! Command line: clap definitions and subcommand dispatch, nothing else.
+//! Every option of `run` also reads an `EGRESSD_*` environment variable,
+//! for containers. The run lifecycle is [`crate::daemon`]; the tools are
+//! [`crate::tools`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,14 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::policy::cases::run_cases;
+use crate::daemon::{self, RunConfig};
 use crate::policy::{Mode, Pin, Policy};
 use crate::proxy::resolve::{DnsMode, Resolver};
-use crate::proxy::{self, ProxyConfig, Shared};
+use crate::proxy::{self, ProxyConfig};
 use crate::telemetry::{self, LogFormat};
+use crate::tools::{self, OutputFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,13 +66,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub explain: bool,
     #[arg(long, value_enum, default_value = "text")]
-    pub format: CheckFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CheckFormat {
-    Text,
-    Json,
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -114,7 +112,7 @@ pub struct LintArgs {
     #[arg(long)]
     pub strict: bool,
     #[arg(long, value_enum, default_value = "text")]
-    pub format: CheckFormat,
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -139,22 +137,22 @@ pub struct RunArgs {
     #[arg(long = "allow-client", env = "EGRESSD_ALLOW_CLIENTS", value_delimiter = ',')]
     pub allow_client: Vec<IpNet>,
     /// Upstream connect timeout (e.g. 10s, 500ms).
-    #[arg(long, env = "EGRESSD_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, env = "EGRESSD_CONNECT_TIMEOUT", value_parser = duration, default_value = "10s")]
     pub connect_timeout: Duration,
     /// DNS lookup timeout.
-    #[arg(long, env = "EGRESSD_DNS_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, env = "EGRESSD_DNS_TIMEOUT", value_parser = duration, default_value = "5s")]
     pub dns_timeout: Duration,
     /// Time a client has to send a request's headers.
-    #[arg(long, env = "EGRESSD_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = "EGRESSD_HEADER_TIMEOUT", value_parser = duration, default_value = "30s")]
     pub header_timeout: Duration,
     /// Close a tunnel after this long with no bytes either way.
-    #[arg(long, env = "EGRESSD_TUNNEL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "15m")]
+    #[arg(long, env = "EGRESSD_TUNNEL_IDLE_TIMEOUT", value_parser = duration, default_value = "15m")]
     pub tunnel_idle_timeout: Duration,
     /// Move tunnel bursts with splice(2): auto = only when neither end is on loopback.
     #[arg(long, env = "EGRESSD_SPLICE", value_enum, default_value = "auto")]
     pub splice: crate::proxy::relay::SpliceMode,
     /// How long a forwarded request waits for the upstream's response head (then 504).
-    #[arg(long, env = "EGRESSD_RESPONSE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, env = "EGRESSD_RESPONSE_TIMEOUT", value_parser = duration, default_value = "60s")]
     pub response_timeout: Duration,
     /// Maximum request header section, in bytes (larger gets 431).
     #[arg(long, env = "EGRESSD_MAX_HEADER_BYTES", default_value_t = proxy::DEFAULT_MAX_HEADER_BYTES)]
@@ -166,7 +164,7 @@ pub struct RunArgs {
     #[arg(long, env = "EGRESSD_MAX_CONNECTIONS", default_value_t = proxy::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// On SIGTERM/SIGINT, how long requests and tunnels may finish.
-    #[arg(long, env = "EGRESSD_DRAIN", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = "EGRESSD_DRAIN", value_parser = duration, default_value = "30s")]
     pub drain: Duration,
     /// Log format.
     #[arg(long, env = "EGRESSD_LOG_FORMAT", value_enum, default_value = "auto")]
@@ -213,45 +211,39 @@ pub struct TestPolicyArgs {
     pub cases: Option<PathBuf>,
 }
 
-/// Parses `10s`, `500ms`, `2m` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// A duration: `10s`, `500ms`, `2m`, `1h` (humantime), or plain seconds.
+fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
-}
-
-/// Reads and compiles a policy file, or the built-in one.
-pub fn load_policy(path: Option<&std::path::Path>) -> anyhow::Result<Policy> {
-    match path {
-        None => Policy::from_toml(crate::DEFAULT_POLICY, crate::DEFAULT_POLICY_ORIGIN)
-            .map_err(|e| anyhow::anyhow!("built-in policy: {e}")),
-        Some(p) => {
-            let src =
-                std::fs::read_to_string(p).with_context(|| format!("cannot read policy {}", p.display()))?;
-            Policy::from_toml(&src, &p.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))
-        }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|e| format!("{s:?}: {e}"));
     }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
-pub fn main(cli: Cli) -> ExitCode {
+/// Parses the command line and runs the subcommand.
+pub fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    dispatch(cli, &matches)
+}
+
+pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             let _guard = telemetry::init(args.log_format);
-            match run(args) {
+            // A default admin port that is taken only warns; one that was
+            // asked for (flag or environment) is an error.
+            let admin_explicit = matches
+                .subcommand_matches("run")
+                .and_then(|m| m.value_source("admin"))
+                .is_some_and(|s| s != ValueSource::DefaultValue);
+            match run(args, admin_explicit) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -260,35 +252,61 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::TestPolicy(args) => test_policy(args),
-        Command::Check(args) => crate::tools::check(args),
-        Command::Audit(args) => crate::tools::audit(args),
-        Command::Report(args) => crate::tools::report(args),
-        Command::Lint(args) => crate::tools::lint(args),
-        Command::HashPassword => {
-            let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).is_err()
-                || line.trim_end_matches(['\r', '\n']).is_empty()
-            {
-                eprintln!("egressd: give the password on stdin");
-                return ExitCode::from(2);
-            }
-            match crate::proxy::auth::hash_password(line.trim_end_matches(['\r', '\n'])) {
-                Ok(h) => {
-                    println!("{h}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("egressd: {e}");
-                    ExitCode::from(2)
-                }
-            }
+        Command::TestPolicy(a) => tools::test_policy::test_policy(tools::test_policy::TestPolicyOptions {
+            policies: a.policies,
+            cases: a.cases,
+        }),
+        Command::Check(a) => tools::check::check(tools::check::CheckOptions {
+            policy: a.policy,
+            targets: a.targets,
+            file: a.file,
+            explain: a.explain,
+            json: a.format == OutputFormat::Json,
+        }),
+        Command::Audit(a) => tools::audit::audit(tools::audit::AuditOptions {
+            policy: a.policy,
+            har: a.har,
+            urls: a.urls,
+            with_paths: a.with_paths,
+            format: a.format,
+        }),
+        Command::Report(a) => tools::report::report(tools::report::ReportOptions {
+            policy: a.policy,
+            logs: a.logs,
+            har: a.har,
+            candidate: a.candidate,
+            format: a.format,
+        }),
+        Command::Lint(a) => tools::lint::lint(tools::lint::LintOptions {
+            policy: a.policy,
+            strict: a.strict,
+            format: a.format,
+        }),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() || line.trim_end_matches(['\r', '\n']).is_empty() {
+        eprintln!("egressd: give the password on stdin");
+        return ExitCode::from(2);
+    }
+    match crate::proxy::auth::hash_password(line.trim_end_matches(['\r', '\n'])) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("egressd: {e}");
+            ExitCode::from(2)
         }
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut policy = load_policy(args.policy.as_deref())?;
+/// `egressd run`: the arguments as a [`RunConfig`], then the lifecycle.
+fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
+    let mut policy = Policy::load(args.policy.as_deref())?;
     if let Some(m) = args.mode {
         policy = policy.with_mode(m);
     }
@@ -309,14 +327,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let a = crate::proxy::auth::Authenticator::load(path).map_err(|e| anyhow::anyhow!(e))?;
         config.auth = Some(Arc::new(a));
     }
-
     let workers = args
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let fd_limit = raise_fd_limit();
-    // Binding first: a port in use is reported before anything starts.
-    let by_worker = proxy::server::bind_workers(&config.listen, workers)?;
+    let run_config = RunConfig {
+        policy,
+        policy_path: args.policy,
+        mode: args.mode,
+        proxy: config,
+        admin_addr: args.admin.0,
+        admin_explicit,
+        pac_proxy: args.pac_proxy,
+        pac_default: args.pac_default,
+        drain: args.drain,
+        watch: !args.no_watch,
+        workers,
+    };
     // The main thread only waits for signals and runs the admin listener
     // and reloads; requests are served on the worker threads.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -324,232 +351,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(async move {
-        // The admin port is optional on a developer's machine: when it was
-        // not asked for explicitly and is taken, say so and run without it.
-        let explicit_admin = std::env::var_os("EGRESSD_ADMIN").is_some()
-            || std::env::args().any(|a| a == "--admin" || a.starts_with("--admin="));
-        let admin_listener = match crate::admin::bind(args.admin.0).await {
-            Ok(l) => l,
-            Err(e) if !explicit_admin => {
-                tracing::warn!(error = %e, "admin listener unavailable; running without it (set --admin)");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let addrs: Vec<String> = by_worker[0]
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .map(|a| a.to_string())
-            .collect();
-        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-        tracing::info!(
-            listen = %addrs.join(","),
-            admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
-            policy = policy.origin(),
-            policy_version = policy.version(),
-            mode = %policy.mode(),
-            rules = policy.rules().len(),
-            workers,
-            fd_limit,
-            clients = %config.clients.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
-            "egressd listening"
-        );
-        if let Some(n) = fd_limit.filter(|&n| n < config.max_connections as u64 + 64) {
-            tracing::warn!(
-                fd_limit = n,
-                max_connections = config.max_connections,
-                "the open-file limit is below --max-connections: accepts will fail before the limit is reached"
-            );
-        }
-        let shared = Shared::new(policy, config);
-        if let Some(l) = admin_listener {
-            let admin = crate::admin::AdminConfig {
-                pac_proxy: args
-                    .pac_proxy
-                    .clone()
-                    .unwrap_or_else(|| addrs.first().cloned().unwrap_or_default()),
-                pac_default: args.pac_default,
-            };
-            tokio::spawn(crate::admin::serve(shared.clone(), l, admin));
-        }
-        // Reload needs a file: the built-in policy never changes.
-        let reloader = args
-            .policy
-            .as_ref()
-            .map(|path| crate::reload::Reloader::new(shared.clone(), path.clone(), args.mode));
-        crate::reload::on_sighup(shared.clone(), reloader.clone());
-        let _watcher = match reloader {
-            Some(reloader) => {
-                if args.no_watch {
-                    None
-                } else {
-                    match crate::reload::watch(reloader) {
-                        Ok(w) => Some(w),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot watch the policy file; SIGHUP still reloads");
-                            None
-                        }
-                    }
-                }
-            }
-            None => None,
-        };
-        let server = proxy::server::serve_workers(shared.clone(), by_worker)?;
-        shared.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-
-        wait_for_signal().await;
-        shared.ready.store(false, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(
-            drain_secs = args.drain.as_secs_f64(),
-            "shutting down: not ready, draining"
-        );
-        shared.shutdown.cancel();
-        let _ = server.await;
-        shared.tasks.close();
-        if tokio::time::timeout(args.drain, shared.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                connections_and_tunnels = shared.tasks.len(),
-                tunnels = shared.metrics.tunnels_active.get(),
-                "drain period over: cutting what is left"
-            );
-            shared.cut.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), shared.tasks.wait()).await;
-        } else {
-            tracing::info!("drained: nothing was cut");
-        }
-        shared.cut.cancel();
-        tracing::info!("stopped");
-        Ok::<(), anyhow::Error>(())
+        let listeners = daemon::bind(&run_config).await?;
+        daemon::run(run_config, listeners, daemon::shutdown_signal()).await
     })
-}
-
-/// Raises the soft open-file limit to the hard one, as a server expecting
-/// thousands of connections must (a tunnel holds two sockets, and a pipe
-/// while a burst flows). Returns the limit in force.
-fn raise_fd_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-        let lim = getrlimit(Resource::Nofile);
-        if lim.current.is_some() && lim.current != lim.maximum {
-            let raised = Rlimit {
-                current: lim.maximum,
-                maximum: lim.maximum,
-            };
-            if setrlimit(Resource::Nofile, raised).is_ok() {
-                return lim.maximum.or(Some(u64::MAX));
-            }
-        }
-        Some(lim.current.unwrap_or(u64::MAX))
-    }
-    #[cfg(not(unix))]
-    None
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-fn test_policy(args: TestPolicyArgs) -> ExitCode {
-    let targets: Vec<Option<PathBuf>> = if args.policies.is_empty() {
-        vec![None]
-    } else {
-        args.policies.into_iter().map(Some).collect()
-    };
-    let mut failed = false;
-    for path in targets {
-        let policy = match load_policy(path.as_deref()) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        };
-        let (cases_src, cases_origin) = match (&args.cases, &path) {
-            (Some(c), _) => (std::fs::read_to_string(c), c.display().to_string()),
-            (None, Some(p)) => {
-                let c = p.with_extension("tests.toml");
-                (std::fs::read_to_string(&c), c.display().to_string())
-            }
-            (None, None) => (
-                Ok(include_str!("../policy/qualtrics.tests.toml").to_string()),
-                "builtin:qualtrics.tests.toml".to_string(),
-            ),
-        };
-        let cases_src = match cases_src {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!(
-                    "{}: policy is valid ({} rules), but no cases: {cases_origin}: {e}",
-                    policy.origin(),
-                    policy.rules().len()
-                );
-                return ExitCode::from(2);
-            }
-        };
-        match run_cases(&policy, &cases_src, &cases_origin) {
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-            Ok(report) => {
-                for f in &report.failures {
-                    println!(
-                        "FAIL {cases_origin}:{}: {}: expected {}, got {}",
-                        f.line, f.target, f.expected, f.got
-                    );
-                }
-                println!(
-                    "{}: {} ({}): {} passed, {} failed",
-                    policy.origin(),
-                    policy.version(),
-                    cases_origin,
-                    report.passed,
-                    report.failures.len()
-                );
-                failed |= !report.failures.is_empty();
-            }
-        }
-    }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// Starts a proxy in this process on already-bound listeners; for tests and
-/// embedding. Returns the shared state (cancel `shutdown` to stop).
-pub fn spawn_proxy(
-    policy: Policy,
-    config: ProxyConfig,
-    listeners: Vec<tokio::net::TcpListener>,
-) -> Arc<Shared> {
-    let shared = Shared::new(policy, config);
-    tokio::spawn(proxy::server::serve(shared.clone(), listeners));
-    shared.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    shared
 }
 
 #[cfg(test)]
@@ -558,12 +362,17 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("x").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
+        assert!(duration("x").is_err());
+        assert!(duration("-1s").is_err());
+        assert!(duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

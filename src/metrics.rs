@@ -12,7 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::Access;
+use crate::policy::Verdict;
+use crate::proxy::respond::{ErrorClass, Party};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -65,26 +66,29 @@ pub struct Metrics {
     no_rule: Arc<str>,
 }
 
-/// Error classes that are policy answers or client mistakes, not upstream failures.
-const NOT_UPSTREAM: &[&str] = &[
-    "http_request_denied",
-    "destination_ip_prohibited",
-    "http_request_error",
-    "client_closed",
-    "client_upgrade_failed",
-    "shutdown",
-];
+/// One finished request or tunnel, as the metrics count it.
+pub struct Sample<'a> {
+    pub kind: &'static str,
+    pub verdict: Verdict,
+    pub method: &'a http::Method,
+    pub rule: Option<&'a Arc<str>>,
+    pub reason: Option<&'static str>,
+    pub error: Option<ErrorClass>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
 
-fn method_label(m: &str) -> &'static str {
-    match m {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        "PATCH" => "PATCH",
-        "CONNECT" => "CONNECT",
+fn method_label(m: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::PATCH => "PATCH",
+        M::CONNECT => "CONNECT",
         _ => "OTHER",
     }
 }
@@ -166,24 +170,24 @@ impl Metrics {
     }
 
     /// Records a finished request or tunnel.
-    pub fn record(&self, a: &Access) {
+    pub fn record(&self, a: &Sample) {
         self.requests
             .get_or_create(&RequestLabels {
                 kind: a.kind,
-                decision: a.decision,
-                method: method_label(&a.method),
-                rule: a.rule.clone().unwrap_or_else(|| self.no_rule.clone()),
+                decision: a.verdict.as_str(),
+                method: method_label(a.method),
+                rule: a.rule.cloned().unwrap_or_else(|| self.no_rule.clone()),
             })
             .inc();
-        if a.decision != "allow" && !a.reason.is_empty() {
-            self.denials
-                .get_or_create(&ReasonLabels { reason: a.reason })
-                .inc();
+        if let (false, Some(reason)) = (a.verdict == Verdict::Allow, a.reason) {
+            self.denials.get_or_create(&ReasonLabels { reason }).inc();
         }
-        if let Some(class) = a.error {
-            if !NOT_UPSTREAM.contains(&class) {
-                self.upstream_errors.get_or_create(&ClassLabels { class }).inc();
-            }
+        if let Some(class) = a.error.filter(|c| c.party() == Party::Upstream) {
+            self.upstream_errors
+                .get_or_create(&ClassLabels {
+                    class: class.as_str(),
+                })
+                .inc();
         }
         if a.bytes_up > 0 {
             self.bytes

@@ -40,11 +40,11 @@ impl Reloader {
     /// loaded policy. Returns whether it swapped.
     pub async fn reload(&self, trigger: &'static str) -> Result<bool, String> {
         let path = self.path.clone();
-        let src = match tokio::fs::read_to_string(&path).await {
+        let src = match tokio::fs::read(&path).await {
             Ok(s) => s,
             Err(e) => return self.failed(trigger, format!("cannot read {}: {e}", path.display())),
         };
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(src.as_bytes()).to_vec();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(&src).to_vec();
         {
             let mut last = self.last_tried.lock().unwrap_or_else(|e| e.into_inner());
             // An explicit SIGHUP always retries; file events only act on new content.
@@ -55,7 +55,7 @@ impl Reloader {
         }
         let mode = self.mode;
         let compiled = tokio::task::spawn_blocking(move || -> Result<Policy, String> {
-            let p = Policy::from_toml(&src, &path.display().to_string()).map_err(|e| e.to_string())?;
+            let p = Policy::load(Some(&path)).map_err(|e| e.to_string())?;
             Ok(match mode {
                 Some(m) => p.with_mode(m),
                 None => p,

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use egressd::policy::target::{parse_target, split_host_port};
 use egressd::policy::{normalize_host, normalize_path, Policy};
+use egressd::target::{parse_target, split_host_port};
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -72,5 +72,36 @@ fn target() {
         let s = String::from_utf8_lossy(&data);
         assert!(parse_target(&s).is_err(), "{name} should be rejected");
         let _ = split_host_port(&s);
+    }
+}
+
+#[test]
+fn client_hello() {
+    use egressd::policy::SniMode;
+    use egressd::proxy::hello::{inspect, judge, FirstBytes, FirstCheck, Judgement};
+    for (name, data) in inputs("client_hello") {
+        let whole = inspect(&data);
+        for cut in 0..data.len().min(64) {
+            match inspect(&data[..cut]) {
+                FirstBytes::Incomplete => {}
+                early => assert_eq!(early, whole, "{name}: cut at {cut}"),
+            }
+        }
+        let check = FirstCheck {
+            target: Some("www.qualtrics.com".into()),
+            sni: SniMode::Enforce,
+            tls_only: true,
+        };
+        let verdict = judge(&check, &data);
+        match name.rsplit('/').next().unwrap_or("") {
+            "sni" => assert!(
+                matches!(verdict, Judgement::Pass { mismatch: false, .. }),
+                "{name}"
+            ),
+            "ssh" | "huge-record" | "body-length-overflow" => {
+                assert!(matches!(verdict, Judgement::Refuse { .. }), "{name}: {verdict:?}")
+            }
+            _ => {}
+        }
     }
 }

@@ -2,7 +2,7 @@
 #![no_main]
 use std::sync::OnceLock;
 
-use egressd::policy::target::parse_target;
+use egressd::target::parse_target;
 use egressd::policy::Policy;
 use libfuzzer_sys::fuzz_target;
 

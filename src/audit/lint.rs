@@ -5,9 +5,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::policy::{
-    special_range, Action, HostPattern, OnConnect, PathPattern, Policy, Ports, Rule, RuleTarget,
-};
+use crate::policy::net::special_nets;
+use crate::policy::{Action, HostPattern, OnConnect, PathPattern, Policy, Ports, Rule, RuleTarget};
 
 /// One finding, tied to a rule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -153,30 +152,6 @@ fn nets_overlap(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// Special-purpose networks checked against CIDR rules.
-fn special_nets() -> Vec<IpNet> {
-    [
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-        "ff00::/8",
-    ]
-    .iter()
-    .filter_map(|s| s.parse().ok())
-    .collect()
-}
-
 fn finding(r: &Rule, kind: &'static str, message: String) -> Finding {
     Finding {
         line: r.line,
@@ -191,7 +166,6 @@ fn finding(r: &Rule, kind: &'static str, message: String) -> Finding {
 pub fn lint(policy: &Policy) -> Vec<Finding> {
     let rules = policy.rules();
     let mut out = Vec::new();
-    let specials = special_nets();
     let index = Index::new(rules);
     for (i, r) in rules.iter().enumerate() {
         // Duplicates of an earlier rule, or rules a broader one already covers.
@@ -264,8 +238,7 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
             }
             RuleTarget::Cidr { net, .. } => {
                 if r.action == Action::Allow {
-                    if let Some(s) = specials.iter().find(|s| nets_overlap(s, net)) {
-                        let kind = special_range(s.network()).map_or("special", |k| k.as_str());
+                    if let Some((s, kind)) = special_nets().find(|(s, _)| nets_overlap(s, net)) {
                         out.push(finding(
                             r,
                             "special-cidr",
@@ -326,6 +299,9 @@ allow = [
   "a.example.org",
   "www.google.com/recaptcha",
   { cidr = "10.0.0.0/8", ports = [5432] },
+  { cidr = "2001:db8::/32" },
+  { cidr = "64:ff9b::/96" },
+  { cidr = "203.0.113.0/24" },
   "*.corp.internal",
 ]
 deny = ["nothing.example.net", "bad.example.com"]
@@ -338,6 +314,10 @@ deny = ["nothing.example.net", "bad.example.com"]
             "{k:?}"
         );
         assert!(k.contains(&("special-cidr", "10.0.0.0/8".into())), "{k:?}");
+        // The guard's own table: documentation and NAT64 nets too.
+        for net in ["2001:db8::/32", "64:ff9b::/96", "203.0.113.0/24"] {
+            assert!(k.contains(&("special-cidr", net.into())), "{net}: {k:?}");
+        }
         assert!(k.contains(&("unusual-port", "10.0.0.0/8".into())), "{k:?}");
         assert!(k.contains(&("broad-wildcard", "*.corp.internal".into())), "{k:?}");
         assert!(

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 
 use super::Observation;
+use crate::access::{EventKind, Record};
 
 /// Opens `path` (`-` for stdin), transparently un-gzipping.
 pub fn open(path: &str) -> std::io::Result<Box<dyn BufRead>> {
@@ -23,60 +24,41 @@ pub fn open(path: &str) -> std::io::Result<Box<dyn BufRead>> {
 }
 
 /// Reads one access-log line; `None` for lines that are not access events.
+/// The schema is [`crate::access`]'s.
 pub fn parse_line(line: &str) -> Option<Observation> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    if v.get("target").and_then(|t| t.as_str()) != Some(crate::telemetry::ACCESS_TARGET) {
-        return None;
-    }
-    let host = v.get("host")?.as_str()?;
-    let port = v.get("port")?.as_u64()?;
-    let target = match v.get("kind")?.as_str()? {
-        "connect" => format!("CONNECT {host}:{port}"),
-        _ => format!(
-            "http://{host}:{port}{}",
-            v.get("path").and_then(|p| p.as_str()).unwrap_or("/")
-        ),
+    let r = Record::parse(line)?;
+    let target = match r.kind {
+        EventKind::Connect => format!("CONNECT {}:{}", r.host, r.port),
+        EventKind::Http => format!("http://{}:{}{}", r.host, r.port, r.path.as_deref().unwrap_or("/")),
     };
     let mut o = Observation::parse(&target)?;
-    o.client = v
-        .get("client")
-        .and_then(|c| c.as_str())
+    o.client = r
+        .client
+        .as_deref()
         .map(|c| c.rsplit_once(':').map_or(c, |(ip, _)| ip).to_string());
-    o.time = v.get("timestamp").and_then(|t| t.as_str()).and_then(hour_of);
+    o.time = r.timestamp.as_deref().and_then(hour_of);
     Some(o)
 }
 
-/// `2026-11-25T18:18:47.1Z` to hours since the epoch (UTC), for windows.
+/// An RFC 3339 timestamp (`2026-11-25T18:18:47.1Z`) to whole hours since
+/// the epoch (UTC), for windows.
 fn hour_of(ts: &str) -> Option<i64> {
-    let y: i64 = ts.get(0..4)?.parse().ok()?;
-    let m: i64 = ts.get(5..7)?.parse().ok()?;
-    let d: i64 = ts.get(8..10)?.parse().ok()?;
-    let h: i64 = ts.get(11..13)?.parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 24 + h)
+    let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp().div_euclid(3600))
 }
 
 /// Formats hours since the epoch back as `YYYY-MM-DDTHH:00Z`.
 pub fn hour_label(hours: i64) -> String {
-    let days = hours.div_euclid(24);
-    let h = hours.rem_euclid(24);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:00Z")
+    match time::OffsetDateTime::from_unix_timestamp(hours.saturating_mul(3600)) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:00Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour()
+        ),
+        Err(_) => format!("hour {hours}"),
+    }
 }
 
 #[cfg(test)]
@@ -97,10 +79,76 @@ mod tests {
         assert!(parse_line("not json").is_none());
     }
 
+    /// What [`crate::access::Access::finish`] writes is what this reader
+    /// reads: the schema has one owner.
+    #[test]
+    fn the_proxy_s_own_events_read_back() {
+        use std::sync::{Arc, Mutex};
+
+        use crate::access::{Access, EventKind};
+        use crate::policy::{Candidate, Kind, Policy};
+
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || sink.clone())
+            .finish();
+        let policy = Policy::from_toml(r#"allow = ["www.example.com"]"#, "t.toml").unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        tracing::subscriber::with_default(subscriber, || {
+            for (kind, method, cand) in [
+                (
+                    EventKind::Http,
+                    http::Method::GET,
+                    Candidate::new(Kind::Http, "WWW.example.com", 8080, Some("/a/../b")),
+                ),
+                (
+                    EventKind::Connect,
+                    http::Method::CONNECT,
+                    Candidate::new(Kind::Connect, "[::1]", 443, None),
+                ),
+            ] {
+                let cand = cand.unwrap();
+                let mut ev = Access::start(
+                    "10.1.2.3:5000".parse().unwrap(),
+                    kind,
+                    &method,
+                    &policy,
+                    metrics.clone(),
+                );
+                ev.raw_target("ignored", cand.path.as_ref().map(|p| p.path.as_str()));
+                ev.target(&cand);
+                ev.decided(&policy, &policy.decide(&cand));
+                ev.finish(Ok(()));
+            }
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let read: Vec<Observation> = out.lines().filter_map(parse_line).collect();
+        assert_eq!(read.len(), 2, "{out}");
+        assert_eq!(read[0].target, "http://www.example.com:8080/b");
+        assert_eq!(read[0].client.as_deref(), Some("10.1.2.3"));
+        assert!(read[0].time.is_some());
+        assert_eq!(read[1].target, "CONNECT [::1]:443");
+    }
+
     #[test]
     fn hours_round_trip() {
         for ts in ["1970-01-01T00", "2000-02-29T23", "2026-11-25T18", "2100-03-01T05"] {
             let h = hour_of(&format!("{ts}:00:00Z")).unwrap();
+            assert_eq!(h, hour_of(&format!("{ts}:59:59.9+00:00")).unwrap());
             assert_eq!(hour_label(h), format!("{ts}:00Z"));
         }
     }

@@ -10,8 +10,8 @@ pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::policy::target::parse_target;
 use crate::policy::{Candidate, Decision, Flags, Kind, Policy, Reason, RuleIdx, Verdict};
+use crate::target::parse_target;
 
 /// One request seen in the input.
 #[derive(Debug, Clone)]
@@ -145,11 +145,7 @@ impl Summary {
                 e.requests += 1;
                 e.ports.insert(o.candidate.port);
                 e.reasons.insert(d.reason.as_str());
-                e.kinds.insert(match o.candidate.kind {
-                    Kind::Connect => "connect",
-                    Kind::Http => "http",
-                    Kind::Https => "https",
-                });
+                e.kinds.insert(o.candidate.kind.as_str());
                 if e.examples.len() < MAX_EXAMPLES && !e.examples.contains(&o.target) {
                     e.examples.push(o.target.clone());
                 }

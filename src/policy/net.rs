@@ -3,10 +3,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use rustc_hash::FxHashMap;
 
-use super::RuleIdx;
+use super::rule::RuleIdx;
 
 /// A special-purpose range: destinations in it are refused unless a CIDR rule
 /// allows them explicitly.
@@ -51,95 +51,119 @@ impl SpecialRange {
     }
 }
 
-fn in4(ip: u32, net: [u8; 4], len: u32) -> bool {
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    ip & mask == u32::from_be_bytes(net) & mask
-}
-
-fn special_v4(ip: Ipv4Addr) -> Option<SpecialRange> {
+/// The one table of special-purpose networks (RFC 6890 and successors),
+/// most specific first: the first entry containing an address classifies
+/// it. The address guard and `lint` both read it.
+pub const SPECIAL_NETS: &[(&str, SpecialRange)] = {
     use SpecialRange::*;
-    let v = u32::from(ip);
-    let table: &[([u8; 4], u32, SpecialRange)] = &[
-        ([169, 254, 169, 254], 32, CloudMetadata),
-        ([255, 255, 255, 255], 32, Broadcast),
-        ([0, 0, 0, 0], 32, Unspecified),
-        ([0, 0, 0, 0], 8, ThisNetwork),
-        ([10, 0, 0, 0], 8, Private),
-        ([100, 64, 0, 0], 10, SharedCgnat),
-        ([127, 0, 0, 0], 8, Loopback),
-        ([169, 254, 0, 0], 16, LinkLocal),
-        ([172, 16, 0, 0], 12, Private),
-        ([192, 0, 0, 0], 24, IetfProtocol),
-        ([192, 0, 2, 0], 24, Documentation),
-        ([192, 88, 99, 0], 24, Reserved),
-        ([192, 168, 0, 0], 16, Private),
-        ([198, 18, 0, 0], 15, Benchmarking),
-        ([198, 51, 100, 0], 24, Documentation),
-        ([203, 0, 113, 0], 24, Documentation),
-        ([224, 0, 0, 0], 4, Multicast),
-        ([240, 0, 0, 0], 4, Reserved),
-    ];
-    table.iter().find(|(net, len, _)| in4(v, *net, *len)).map(|t| t.2)
+    &[
+        ("169.254.169.254/32", CloudMetadata),
+        ("255.255.255.255/32", Broadcast),
+        ("0.0.0.0/32", Unspecified),
+        ("0.0.0.0/8", ThisNetwork),
+        ("10.0.0.0/8", Private),
+        ("100.64.0.0/10", SharedCgnat),
+        ("127.0.0.0/8", Loopback),
+        ("169.254.0.0/16", LinkLocal),
+        ("172.16.0.0/12", Private),
+        ("192.0.0.0/24", IetfProtocol),
+        ("192.0.2.0/24", Documentation),
+        ("192.88.99.0/24", Reserved),
+        ("192.168.0.0/16", Private),
+        ("198.18.0.0/15", Benchmarking),
+        ("198.51.100.0/24", Documentation),
+        ("203.0.113.0/24", Documentation),
+        ("224.0.0.0/4", Multicast),
+        ("240.0.0.0/4", Reserved),
+        ("::/128", Unspecified),
+        ("::1/128", Loopback),
+        ("fc00::/7", UniqueLocal),
+        ("fe80::/10", LinkLocal),
+        ("fec0::/10", LinkLocal),
+        ("ff00::/8", Multicast),
+        ("2001:db8::/32", Documentation),
+        ("100::/64", Discard),
+        ("64:ff9b:1::/48", Private),
+        ("2001::/23", IetfProtocol),
+    ]
+};
+
+/// IPv6 ranges that carry an IPv4 address (transition mechanisms): an
+/// address in one is judged by the IPv4 address inside. Name, network, the
+/// byte where the IPv4 address starts, and whether it is stored inverted.
+pub const EMBEDDINGS: &[(&str, &str, usize, bool)] = &[
+    ("ipv4-mapped", "::ffff:0:0/96", 12, false),
+    ("ipv4-compatible", "::/96", 12, false),
+    ("nat64", "64:ff9b::/96", 12, false),
+    ("6to4", "2002::/16", 2, false),
+    ("teredo", "2001::/32", 12, true),
+];
+
+/// Host names under which cloud metadata services answer; refused unless a
+/// rule names them exactly.
+pub const METADATA_NAMES: &[&str] = &[
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+];
+
+/// [`SPECIAL_NETS`], parsed once.
+fn special_table() -> &'static [(IpNet, SpecialRange)] {
+    static TABLE: std::sync::OnceLock<Vec<(IpNet, SpecialRange)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        SPECIAL_NETS
+            .iter()
+            .map(|(n, r)| (n.parse().expect("special-purpose table entry"), *r))
+            .collect()
+    })
 }
 
-/// The IPv4 address carried inside an IPv6 one by a transition mechanism:
-/// IPv4-compatible `::/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo
-/// `2001::/32` (the client address, stored inverted).
+/// [`EMBEDDINGS`], parsed once.
+fn embedding_table() -> &'static [(&'static str, Ipv6Net, usize, bool)] {
+    static TABLE: std::sync::OnceLock<Vec<(&'static str, Ipv6Net, usize, bool)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        EMBEDDINGS
+            .iter()
+            .map(|(name, n, at, inv)| (*name, n.parse().expect("embedding table entry"), *at, *inv))
+            .collect()
+    })
+}
+
+/// Every network an allow rule should not reach by accident, named: the
+/// special-purpose ranges and the IPv6 ranges that embed IPv4 ones.
+pub fn special_nets() -> impl Iterator<Item = (IpNet, &'static str)> {
+    special_table().iter().map(|(n, r)| (*n, r.as_str())).chain(
+        embedding_table()
+            .iter()
+            .map(|(name, n, _, _)| (IpNet::V6(*n), *name)),
+    )
+}
+
+/// The IPv4 address carried inside an IPv6 one by a transition mechanism
+/// ([`EMBEDDINGS`]); `::` and `::1` are IPv6's own.
 pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = ip.segments();
+    if ip.is_unspecified() || ip.is_loopback() {
+        return None;
+    }
     let o = ip.octets();
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return Some(v4);
-    }
-    if s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
-        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
-    }
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
-    }
-    if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
-    }
-    if s[0] == 0x2001 && s[1] == 0 {
-        return Some(Ipv4Addr::new(!o[12], !o[13], !o[14], !o[15]));
-    }
-    None
+    let (_, _, at, inverted) = embedding_table().iter().find(|e| e.1.contains(&ip))?;
+    let b = |i: usize| if *inverted { !o[at + i] } else { o[at + i] };
+    Some(Ipv4Addr::new(b(0), b(1), b(2), b(3)))
 }
 
 /// Classifies an address; `None` for an ordinary public unicast address.
 /// IPv6 addresses that embed IPv4 are judged by the IPv4 inside.
 pub fn special_range(ip: IpAddr) -> Option<SpecialRange> {
-    use SpecialRange::*;
-    match ip {
-        IpAddr::V4(v4) => special_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = embedded_v4(v6) {
-                return special_v4(v4);
-            }
-            let s = v6.segments();
-            if v6.is_unspecified() {
-                Some(Unspecified)
-            } else if v6.is_loopback() {
-                Some(Loopback)
-            } else if s[0] & 0xfe00 == 0xfc00 {
-                Some(UniqueLocal)
-            } else if s[0] & 0xffc0 == 0xfe80 || s[0] & 0xffc0 == 0xfec0 {
-                Some(LinkLocal)
-            } else if s[0] & 0xff00 == 0xff00 {
-                Some(Multicast)
-            } else if s[0] == 0x2001 && s[1] == 0x0db8 {
-                Some(Documentation)
-            } else if s[..4] == [0x100, 0, 0, 0] {
-                Some(Discard)
-            } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
-                Some(Private)
-            } else if s[0] == 0x2001 && s[1] < 0x200 {
-                Some(IetfProtocol)
-            } else {
-                None
-            }
-        }
-    }
+    let ip = match ip {
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    special_table()
+        .iter()
+        .find(|(net, _)| net.contains(&ip))
+        .map(|e| e.1)
 }
 
 /// Rules keyed by network, looked up by address in time bounded by the

@@ -9,7 +9,7 @@
 //!
 //! The trie only *selects* candidate rules; every candidate is confirmed by
 //! the same per-rule check the reference matcher uses
-//! ([`super::Matcher::consider`]), so both always agree.
+//! ([`super::decision::Matcher::consider`]), so both always agree.
 
 use std::hash::{Hash, Hasher};
 
@@ -17,7 +17,8 @@ use hashbrown::{Equivalent, HashMap};
 use rustc_hash::FxBuildHasher;
 
 use super::pattern::{HostPattern, PathPattern};
-use super::{Action, RuleIdx};
+use super::rank::HostSpec;
+use super::rule::{Action, RuleIdx};
 
 const NONE: u32 = u32::MAX;
 
@@ -136,7 +137,7 @@ impl Default for HostTrie {
 /// A table reached by a lookup, with the host specificity it was reached at.
 pub struct Reached<'a> {
     pub table: &'a PathTable,
-    pub host_spec: u16,
+    pub host_spec: HostSpec,
 }
 
 impl HostTrie {
@@ -246,14 +247,14 @@ impl HostTrie {
             }
             let hn = self.host_nodes[node as usize];
             let (slot, spec) = if depth < total {
-                (hn.sub, depth * 2)
+                (hn.sub, HostSpec::at(depth, false))
             } else {
-                (hn.exact, depth * 2 + 1)
+                (hn.exact, HostSpec::at(depth, true))
             };
             if slot != NONE {
                 f(Reached {
                     table: &self.tables[slot as usize],
-                    host_spec: spec as u16,
+                    host_spec: spec,
                 });
             }
         }
@@ -288,15 +289,4 @@ impl HostTrie {
     pub fn node_count(&self) -> usize {
         self.host_nodes.len() + self.path_rules.len()
     }
-}
-
-/// Host specificity of a pattern matching `host`, as the trie assigns it.
-pub fn host_spec(pattern: &HostPattern, host: &str) -> u16 {
-    let labels = pattern.domain().bytes().filter(|&b| b == b'.').count() + 1;
-    let exact = match pattern {
-        HostPattern::Exact(_) => true,
-        HostPattern::Subdomains(_) => false,
-        HostPattern::ApexAndSubdomains(d) => host == d,
-    };
-    (labels * 2 + exact as usize) as u16
 }

@@ -160,11 +160,7 @@ fn read_users(path: &Path) -> Result<HashMap<String, User>, String> {
                     Some(existing.clone())
                 } else {
                     let full = base.join(p);
-                    let src =
-                        std::fs::read_to_string(&full).map_err(|e| format!("{}: {e}", full.display()))?;
-                    let compiled = Arc::new(
-                        Policy::from_toml(&src, &full.display().to_string()).map_err(|e| e.to_string())?,
-                    );
+                    let compiled = Arc::new(Policy::load(Some(&full)).map_err(|e| e.to_string())?);
                     policies.insert(p.clone(), compiled.clone());
                     Some(compiled)
                 }

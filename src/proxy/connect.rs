@@ -1,74 +1,94 @@
-//! `CONNECT host:port`: decide, dial the checked address, answer 200, then
-//! relay bytes both ways until both sides are done.
+//! Step 6 for `CONNECT host:port`: after the pipeline's steps 1 to 5 the
+//! client gets `200`, then bytes are relayed both ways until both sides are
+//! done, the first client bytes judged before anything reaches upstream.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::relay::{relay, relay_halves, FirstCheck};
+use super::dial::dial;
+use super::hello::FirstCheck;
+use super::pipeline::{self, refuse};
+use super::relay::{relay, relay_halves};
 use super::respond::{empty, Body, ProxyError};
-use super::{authorize, dial, Shared};
-use crate::policy::target::split_host_port;
-use crate::policy::{Candidate, Kind};
-use crate::telemetry::Access;
+use super::{Shared, TunnelSlot};
+use crate::access::{Access, EventKind};
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
-    let (policy, user) = match shared.admit(req.headers(), client.ip()) {
-        Ok(x) => x,
-        Err(e) => {
-            let policy = shared.policy.load_full();
-            let mut access = shared.access(client, "connect", "CONNECT", &policy);
-            access.reason = e.as_str();
-            let target = req.uri().to_string();
-            return fail(access, &target, ProxyError::Auth(e));
+    let mut ev = shared.access(client, EventKind::Connect, &Method::CONNECT);
+    let raw = req.uri().authority().map_or("", |a| a.as_str()).to_string();
+    ev.raw_target(&raw, None);
+    match open(&shared, &req, client, &raw, &mut ev).await {
+        Ok(tunnel) => {
+            ev.status(200);
+            spawn_relay(&shared, req, tunnel, ev);
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::OK;
+            resp
         }
-    };
-    let mut access = shared.access(client, "connect", "CONNECT", &policy);
-    access.user = user;
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default();
-    access.host = raw.clone();
-    let cand = match parse(&raw) {
-        Ok(c) => c,
-        Err(e) => return fail(access, &raw, e),
-    };
-    access.host = cand.host.to_string();
-    access.port = cand.port;
-    let label = || format!("CONNECT {}:{}", cand.host, cand.port);
+        Err(e) => refuse(ev, &format!("CONNECT {raw}"), e),
+    }
+}
 
-    let slot = match shared.tunnel_slot(client.ip()) {
-        Some(s) => s,
-        None => return fail(access, &label(), ProxyError::TooManyTunnels),
-    };
-    let allowed = match authorize(&shared, &policy, &cand, &mut access).await {
-        Ok(a) => a,
-        Err(e) => return fail(access, &label(), e),
-    };
-    let (upstream, dialled) = match dial(&allowed.targets, shared.config.connect_timeout, &mut access).await {
-        Ok(s) => s,
-        Err(e) => return fail(access, &label(), e),
-    };
+/// A tunnel ready to relay: the upstream stream and what to check.
+struct Tunnel {
+    upstream: TcpStream,
+    splice: bool,
+    check: FirstCheck,
+    slot: TunnelSlot,
+}
 
-    access.status = 200;
-    let check = FirstCheck {
-        target: cand.host.as_name().map(str::to_string),
-        sni: policy.tunnel_sni(),
-        tls_only: allowed.rule.is_some_and(|r| policy.rule(r).tls_only),
-    };
+/// Steps 1 to 5: admit, parse, decide, check addresses, dial.
+async fn open(
+    shared: &Arc<Shared>,
+    req: &Request<Incoming>,
+    client: SocketAddr,
+    raw: &str,
+    ev: &mut Access,
+) -> Result<Tunnel, ProxyError> {
+    let admitted = pipeline::admit(shared, req.headers(), client.ip())?;
+    ev.admitted(admitted.user.clone(), &admitted.policy);
+    let policy = &admitted.policy;
+    let cand = pipeline::connect_target(raw)?;
+    ev.target(&cand);
+    let slot = shared
+        .tunnel_slot(client.ip())
+        .ok_or(ProxyError::TooManyTunnels)?;
+    let checked = pipeline::authorize(shared, policy, &cand, ev).await?;
+    let (upstream, dialled) = dial(&checked.targets, shared.config.connect_timeout)
+        .await
+        .map_err(|f| {
+            if let Some(t) = f.last {
+                ev.dialled(t);
+            }
+            f.error
+        })?;
+    ev.dialled(dialled);
+    Ok(Tunnel {
+        upstream,
+        splice: shared.config.splice.applies(client.ip(), dialled.addr.ip()),
+        check: FirstCheck {
+            target: cand.host.as_name().map(str::to_string),
+            sni: policy.tunnel_sni(),
+            tls_only: checked.decision.rule.is_some_and(|r| policy.rule(r).tls_only),
+        },
+        slot,
+    })
+}
+
+/// Relays the tunnel once the client's connection is upgraded, and
+/// finishes the event when it ends.
+fn spawn_relay(shared: &Arc<Shared>, req: Request<Incoming>, t: Tunnel, mut ev: Access) {
     let idle = shared.config.tunnel_idle;
-    let splice = shared.config.splice.applies(client.ip(), dialled.addr.ip());
     let cut = shared.cut.clone();
     let tunnels = shared.metrics.tunnels_active.clone();
     shared.tasks.spawn(async move {
         tunnels.inc();
-        match hyper::upgrade::on(req).await {
+        let end = match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 // Back to the plain socket: no boxed I/O, no lock between the
                 // halves, and the HTTP read buffer is freed unless it holds
@@ -78,49 +98,21 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
                         let pre = parts.read_buf.to_vec();
                         drop(parts.read_buf);
                         let mut client = parts.io.into_inner();
-                        let mut upstream = upstream;
+                        let mut upstream = t.upstream;
                         let (cr, cw) = client.split();
                         let (ur, uw) = upstream.split();
-                        relay_halves(cr, cw, ur, uw, pre, splice, check, idle, cut).await
+                        relay_halves(cr, cw, ur, uw, pre, t.splice, t.check, idle, cut).await
                     }
-                    Err(upgraded) => relay(TokioIo::new(upgraded), upstream, check, idle, cut).await,
+                    Err(upgraded) => relay(TokioIo::new(upgraded), t.upstream, t.check, idle, cut).await,
                 };
-                access.bytes_up = out.up;
-                access.bytes_down = out.down;
-                access.sni = out.sni;
-                access.error = out.error;
-                access.detail = out.detail;
+                ev.bytes(out.up, out.down);
+                ev.sni(out.sni);
+                out.end
             }
-            Err(e) => {
-                access.error = Some("client_upgrade_failed");
-                access.detail = Some(e.to_string());
-            }
-        }
+            Err(e) => Err(ProxyError::ClientUpgrade(e.to_string())),
+        };
         tunnels.dec();
-        drop(slot);
-        access.emit();
+        drop(t.slot);
+        ev.finish(end.as_ref().map(|_| ()));
     });
-    let mut resp = Response::new(empty());
-    *resp.status_mut() = StatusCode::OK;
-    resp
-}
-
-fn parse(authority: &str) -> Result<Candidate, ProxyError> {
-    let (host, port) = split_host_port(authority)
-        .map_err(|_| ProxyError::BadRequest(format!("invalid CONNECT target {authority:?}")))?;
-    let port = port.ok_or_else(|| ProxyError::BadRequest("CONNECT target needs host:port".into()))?;
-    Candidate::new(Kind::Connect, host, port, None)
-        .map_err(|e| ProxyError::BadRequest(format!("invalid host {host:?}: {e}")))
-}
-
-/// Answers with the error and emits the access event.
-pub(super) fn fail(mut access: Access, target: &str, e: ProxyError) -> Response<Body> {
-    let resp = e.response(target);
-    access.status = resp.status().as_u16();
-    access.error = Some(e.class());
-    if !matches!(e, ProxyError::Denied { .. }) {
-        access.detail = Some(e.to_string());
-    }
-    access.emit();
-    resp
 }

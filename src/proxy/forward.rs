@@ -1,11 +1,11 @@
-//! Absolute-form HTTP requests (`GET http://host/path HTTP/1.1`): decide on
-//! host, port and normalised path, then forward through a pooled client that
-//! dials exactly the checked address, streaming bodies both ways.
+//! Step 6 for plain HTTP: an absolute-form request (`GET http://host/path
+//! HTTP/1.1`), decided on host, port and normalised path, is forwarded in
+//! origin-form over an HTTP/1.1 connection to the checked address (pooled
+//! per worker, [`Pool`]), streaming bodies both ways. A `101` answer to an
+//! upgrade (WebSocket) turns the exchange into a relayed tunnel.
 
-use std::fmt::Write as _;
-use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,68 +14,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
-use http_body_util::combinators::UnsyncBoxBody;
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use hyper_util::rt::TokioIo;
 
-use super::connect::fail;
-use super::relay::{relay, FirstCheck};
-use super::respond::{Body, ProxyError};
-use super::{authorize, ProxyConfig, Shared};
-use crate::policy::target::split_host_port;
-use crate::policy::{Candidate, Kind, SniMode};
-use crate::telemetry::Access;
-
-pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
-pub type UpstreamClient = Client<Connector, UpstreamBody>;
-
-/// Dials the IP literal in the request URI (the address the policy checked)
-/// and nothing else: the pool is keyed by that address.
-#[derive(Clone, Debug)]
-pub struct Connector {
-    timeout: Duration,
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let host = uri.host().unwrap_or("");
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let ip: IpAddr = host.parse().map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, "connector dials checked IPs only")
-            })?;
-            let addr = SocketAddr::new(ip, uri.port_u16().unwrap_or(80));
-            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
-        })
-    }
-}
-
-pub fn upstream_client(config: &ProxyConfig) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
-        .set_host(false)
-        .build(Connector {
-            timeout: config.connect_timeout,
-        })
-}
+use super::dial::{Pool, Upstream, UpstreamBody};
+use super::hello::FirstCheck;
+use super::pipeline::{self, refuse};
+use super::relay::relay;
+use super::respond::{empty, Body, ProxyError};
+use super::Shared;
+use crate::access::{Access, EventKind};
+use crate::policy::Resolved;
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1), and the proxy's own.
 const HOP_BY_HOP: &[&str] = &[
@@ -131,206 +82,208 @@ fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 
 pub async fn handle(
     shared: Arc<Shared>,
-    upstream: &UpstreamClient,
-    mut req: Request<Incoming>,
+    pool: &Arc<Pool>,
+    req: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<Body> {
-    let (policy, user) = match shared.admit(req.headers(), client.ip()) {
-        Ok(x) => x,
-        Err(e) => {
-            let policy = shared.policy.load_full();
-            let mut access = shared.access(client, "http", req.method().as_str(), &policy);
-            access.reason = e.as_str();
-            let target = req.uri().to_string();
-            return fail(access, &target, ProxyError::Auth(e));
-        }
-    };
-    let mut access = shared.access(client, "http", req.method().as_str(), &policy);
-    access.user = user;
-    let uri = req.uri().clone();
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-    let path = uri.path();
-    access.host = authority.to_string();
-    access.path = Some(path.to_string());
-    // Named in error answers only: formatted when one is needed.
-    let method = req.method().clone();
-    let label = || format!("{method} {uri}");
-
-    if uri.scheme_str() != Some("http") {
-        let e = ProxyError::BadRequest(format!(
-            "unsupported scheme {:?}: send https through CONNECT",
-            uri.scheme_str().unwrap_or("")
-        ));
-        return fail(access, &label(), e);
+    let mut ev = shared.access(client, EventKind::Http, req.method());
+    ev.raw_target(
+        req.uri().authority().map_or("", |a| a.as_str()),
+        Some(req.uri().path()),
+    );
+    // Named in error answers only.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    match forward(&shared, pool, req, client, &mut ev).await {
+        Ok(sent) => respond(&shared, pool, sent, ev),
+        Err(e) => refuse(ev, &format!("{method} {uri}"), e),
     }
-    let Ok((host, port)) = split_host_port(authority) else {
-        return fail(
-            access,
-            &label(),
-            ProxyError::BadRequest(format!("invalid authority {authority:?}")),
-        );
-    };
-    let cand = match Candidate::new(Kind::Http, host, port.unwrap_or(80), Some(path)) {
-        Ok(c) => c,
-        Err(e) => {
-            return fail(
-                access,
-                &label(),
-                ProxyError::BadRequest(format!("invalid host {host:?}: {e}")),
-            )
-        }
-    };
-    // The normalised name, in the buffer the raw one used.
-    access.host.clear();
-    let _ = write!(access.host, "{}", cand.host);
-    access.port = cand.port;
-    if let Err(e) = check_host_header(req.headers(), &cand) {
-        return fail(access, &label(), e);
-    }
+}
 
-    let target = match authorize(&shared, &policy, &cand, &mut access).await {
-        Ok(a) => a.targets[0],
-        Err(e) => return fail(access, &label(), e),
-    };
-    access.addr = Some(target.addr);
-    access.pinned = target.pinned;
+/// A request that reached upstream and got a response head.
+struct Sent {
+    resp: Response<Incoming>,
+    upstream: Upstream,
+    /// Request body bytes sent so far.
+    up: Arc<AtomicU64>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
 
-    // Build the upstream request: origin-form to the checked address, Host
-    // from the request URI, hop-by-hop fields removed.
+/// Steps 1 to 5, then the request upstream.
+async fn forward(
+    shared: &Shared,
+    pool: &Pool,
+    mut req: Request<Incoming>,
+    client: SocketAddr,
+    ev: &mut Access,
+) -> Result<Sent, ProxyError> {
+    let admitted = pipeline::admit(shared, req.headers(), client.ip())?;
+    ev.admitted(admitted.user.clone(), &admitted.policy);
+    let cand = pipeline::http_target(req.uri(), req.headers())?;
+    ev.target(&cand);
+    let checked = pipeline::authorize(shared, &admitted.policy, &cand, ev).await?;
+
     let upgrade = wants_upgrade(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    to_origin_form(&mut parts, upgrade);
+    let up = Arc::new(AtomicU64::new(0));
+    let body = Metered {
+        inner: body,
+        meter: up.clone(),
+    }
+    .boxed_unsync();
+    let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
+    match send(
+        pool,
+        &checked.targets,
+        Request::from_parts(parts, body),
+        timeouts,
+        ev,
+    )
+    .await
+    {
+        Ok((resp, upstream)) => Ok(Sent {
+            resp,
+            upstream,
+            up,
+            client_upgrade,
+        }),
+        Err(e) => {
+            ev.bytes(up.load(Ordering::Relaxed), 0);
+            Err(e)
+        }
+    }
+}
+
+/// The upstream request: origin-form, `Host` from the request target (a
+/// `Host` that disagreed was refused), hop-by-hop fields removed.
+fn to_origin_form(parts: &mut http::request::Parts, upgrade: Option<HeaderValue>) {
     strip_hop_by_hop(&mut parts.headers);
     // The proxy answers `Expect: 100-continue` itself when it reads the body.
     parts.headers.remove(header::EXPECT);
-    // Host names the request target (a Host that disagreed was refused).
+    let authority = parts.uri.authority().map_or("", |a| a.as_str());
     if parts.headers.get(header::HOST).map(|h| h.as_bytes()) != Some(authority.as_bytes()) {
         if let Ok(h) = HeaderValue::from_str(authority) {
             parts.headers.insert(header::HOST, h);
         }
     }
-    if let Some(proto) = &upgrade {
+    if let Some(proto) = upgrade {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, proto.clone());
+        parts.headers.insert(header::UPGRADE, proto);
     }
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let dial_uri = match format!("http://{}{pq}", target.addr).parse::<Uri>() {
-        Ok(u) => u,
-        Err(e) => return fail(access, &label(), ProxyError::BadRequest(e.to_string())),
-    };
-    parts.uri = dial_uri;
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
     parts.version = Version::HTTP_11;
-    let up_count = Arc::new(AtomicU64::new(0));
-    let body = CountUp {
-        inner: body,
-        count: up_count.clone(),
+}
+
+/// Sends the request on a connection to one of `targets`. A pooled
+/// connection the server closed meanwhile gives the request back unsent;
+/// it then goes on a new connection.
+async fn send(
+    pool: &Pool,
+    targets: &[Resolved],
+    mut request: Request<UpstreamBody>,
+    (connect_timeout, response_timeout): (Duration, Duration),
+    ev: &mut Access,
+) -> Result<(Response<Incoming>, Upstream), ProxyError> {
+    let mut fresh = false;
+    loop {
+        let got = if fresh {
+            pool.connect_new(targets, connect_timeout).await
+        } else {
+            pool.connect(targets, connect_timeout).await
+        };
+        let (mut upstream, dialled) = got.map_err(|f| {
+            if let Some(t) = f.last {
+                ev.dialled(t);
+            }
+            f.error
+        })?;
+        ev.dialled(dialled);
+        match tokio::time::timeout(response_timeout, upstream.sender.try_send_request(request)).await {
+            Ok(Ok(resp)) => return Ok((resp, upstream)),
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(unsent) if upstream.reused => {
+                    request = unsent;
+                    fresh = true;
+                }
+                _ => return Err(classify(&e.into_error())),
+            },
+            Err(_) => return Err(ProxyError::ResponseTimeout),
+        }
     }
-    .boxed_unsync();
+}
 
-    let sent = upstream.request(Request::from_parts(parts, body));
-    let resp = match tokio::time::timeout(shared.config.response_timeout, sent).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            access.bytes_up = up_count.load(Ordering::Relaxed);
-            return fail(access, &label(), classify(&e));
-        }
-        Err(_) => {
-            access.bytes_up = up_count.load(Ordering::Relaxed);
-            return fail(access, &label(), ProxyError::ResponseTimeout);
-        }
-    };
-    access.status = resp.status().as_u16();
-
-    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+/// Step 6 on the way back: the response streams to the client; its end
+/// finishes the event and returns the connection to the pool.
+fn respond(shared: &Arc<Shared>, pool: &Arc<Pool>, sent: Sent, mut ev: Access) -> Response<Body> {
+    let Sent {
+        mut resp,
+        upstream,
+        up,
+        client_upgrade,
+    } = sent;
+    ev.status(resp.status().as_u16());
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
-            return switch_protocols(&shared, resp, client_upgrade, access);
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            ev.bytes(up.load(Ordering::Relaxed), 0);
+            spawn_upgraded(shared, client_upgrade, upstream_upgrade, ev);
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, empty());
         }
     }
-
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = LoggedBody {
+    let body = Metered {
         inner: body,
-        access: Some(Box::new(access)),
-        up: up_count,
+        meter: ResponseMeter {
+            access: Some(Box::new(ev)),
+            up,
+            down: 0,
+            upstream: Some((upstream, pool.clone())),
+        },
     };
     Response::from_parts(parts, BodyExt::boxed(body))
 }
 
-/// The request target decides; a `Host` header that names something else,
-/// or several `Host` headers, make the request ambiguous: refuse it.
-fn check_host_header(headers: &HeaderMap, cand: &Candidate) -> Result<(), ProxyError> {
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let Some(h) = hosts.next() else { return Ok(()) };
-    if hosts.next().is_some() {
-        return Err(ProxyError::BadRequest("several Host headers".into()));
-    }
-    let bad = || ProxyError::BadRequest("the Host header disagrees with the request target".into());
-    let h = h.to_str().map_err(|_| bad())?;
-    let (host, port) = split_host_port(h).map_err(|_| bad())?;
-    let same_host = crate::policy::normalize_host(host).is_ok_and(|n| n == cand.host);
-    if !same_host || port.unwrap_or(80) != cand.port {
-        return Err(bad());
-    }
-    Ok(())
-}
-
 /// Relays an upgraded connection (WebSocket) after a 101 from upstream.
-fn switch_protocols(
+fn spawn_upgraded(
     shared: &Arc<Shared>,
-    mut resp: Response<Incoming>,
     client_upgrade: hyper::upgrade::OnUpgrade,
-    mut access: Access,
-) -> Response<Body> {
-    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    upstream_upgrade: hyper::upgrade::OnUpgrade,
+    mut ev: Access,
+) {
     let cut = shared.cut.clone();
     let idle = shared.config.tunnel_idle;
     let tunnels = shared.metrics.tunnels_active.clone();
     shared.tasks.spawn(async move {
         tunnels.inc();
-        match tokio::try_join!(client_upgrade, upstream_upgrade) {
+        let end = match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {
-                let check = FirstCheck {
-                    target: None,
-                    sni: SniMode::Off,
-                    tls_only: false,
-                };
-                let out = relay(TokioIo::new(c), TokioIo::new(u), check, idle, cut).await;
-                access.bytes_up += out.up;
-                access.bytes_down += out.down;
-                access.error = out.error;
-                access.detail = out.detail;
+                let out = relay(TokioIo::new(c), TokioIo::new(u), FirstCheck::NONE, idle, cut).await;
+                ev.bytes(out.up, out.down);
+                out.end
             }
-            Err(e) => {
-                access.error = Some("upgrade_failed");
-                access.detail = Some(e.to_string());
-            }
-        }
+            Err(e) => Err(ProxyError::Upgrade(e.to_string())),
+        };
         tunnels.dec();
-        access.emit();
+        ev.finish(end.as_ref().map(|_| ()));
     });
-    let (parts, _) = resp.into_parts();
-    Response::from_parts(parts, super::respond::empty())
 }
 
-/// Maps a client error to what the user should hear.
-fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+/// Maps a failed exchange with upstream to what the user should hear.
+fn classify(e: &hyper::Error) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<io::Error>() {
-            if e.is_connect() {
-                return ProxyError::from_connect(io);
-            }
             if io.kind() == io::ErrorKind::ConnectionReset {
                 return ProxyError::ConnectReset;
             }
         }
         source = s.source();
-    }
-    if e.is_connect() {
-        return ProxyError::ConnectOther(e.to_string());
     }
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -342,58 +295,55 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
     ProxyError::UpstreamResponse(msg)
 }
 
-/// Counts request body bytes on their way upstream.
-struct CountUp {
-    inner: Incoming,
-    count: Arc<AtomicU64>,
+/// What a [`Metered`] body reports: each data frame's size, and how the
+/// body ended (once).
+trait Meter {
+    fn data(&mut self, n: usize);
+    fn end(&mut self, _: Result<(), ProxyError>) {}
 }
 
-impl HttpBody for CountUp {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                self.count.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-        }
-        r
-    }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+/// The request body's count, read when the exchange ends.
+impl Meter for Arc<AtomicU64> {
+    fn data(&mut self, n: usize) {
+        self.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
-/// The response body on its way to the client; emits the access event when
-/// it ends, fails, or is dropped (the client went away).
-struct LoggedBody {
-    inner: Incoming,
+/// The response on its way to the client: finishes the event when the body
+/// ends, fails, or is dropped (the client went away). A connection whose
+/// response ended goes back to the pool.
+struct ResponseMeter {
     access: Option<Box<Access>>,
     up: Arc<AtomicU64>,
+    down: u64,
+    upstream: Option<(Upstream, Arc<Pool>)>,
 }
 
-impl LoggedBody {
-    fn finish(&mut self, error: Option<(&'static str, String)>) {
+impl Meter for ResponseMeter {
+    fn data(&mut self, n: usize) {
+        self.down += n as u64;
+    }
+
+    fn end(&mut self, end: Result<(), ProxyError>) {
         if let Some(mut a) = self.access.take() {
-            a.bytes_up = self.up.load(Ordering::Relaxed);
-            if let Some((class, detail)) = error {
-                a.error = Some(class);
-                a.detail = Some(detail);
+            a.bytes(self.up.load(Ordering::Relaxed), self.down);
+            a.finish(end.as_ref().map(|_| ()));
+        }
+        if let Some((upstream, pool)) = self.upstream.take() {
+            if end.is_ok() {
+                pool.checkin(upstream);
             }
-            a.emit();
         }
     }
 }
 
-impl HttpBody for LoggedBody {
+/// A body passed through, counted, its end reported to the meter.
+struct Metered<M: Meter> {
+    inner: Incoming,
+    meter: M,
+}
+
+impl<M: Meter + Unpin> HttpBody for Metered<M> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -404,15 +354,16 @@ impl HttpBody for LoggedBody {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(f))) => {
-                if let (Some(d), Some(a)) = (f.data_ref(), self.access.as_mut()) {
-                    a.bytes_down += d.len() as u64;
+                if let Some(d) = f.data_ref() {
+                    let n = d.len();
+                    self.meter.data(n);
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                let detail = e.to_string();
-                self.finish(Some(("http_response_incomplete", detail)));
+                let e = ProxyError::UpstreamResponse(e.to_string());
+                self.meter.end(Err(e));
             }
-            Poll::Ready(None) => self.finish(None),
+            Poll::Ready(None) => self.meter.end(Ok(())),
             Poll::Pending => {}
         }
         r
@@ -425,15 +376,12 @@ impl HttpBody for LoggedBody {
     }
 }
 
-impl Drop for LoggedBody {
+impl<M: Meter> Drop for Metered<M> {
     fn drop(&mut self) {
         if self.inner.is_end_stream() {
-            self.finish(None);
+            self.meter.end(Ok(()));
         } else {
-            self.finish(Some((
-                "client_closed",
-                "client went away before the response ended".into(),
-            )));
+            self.meter.end(Err(ProxyError::ClientGone));
         }
     }
 }

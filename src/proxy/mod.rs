@@ -1,32 +1,55 @@
-//! The I/O shell: listeners, CONNECT tunnels, forwarded HTTP requests, DNS.
-//! Every decision is made by [`crate::policy`]; this module only carries
-//! bytes and reports what happened.
+//! The I/O shell: listeners, the request pipeline, DNS, dialling, bytes.
+//! Every decision is made by [`crate::policy`]; this module carries bytes
+//! and reports what happened. Read top to bottom, the modules are the
+//! pipeline's steps:
+//!
+//! 1. [`server`]: accept, admit the client by source network, cap
+//!    connections, route each request; [`auth`]: proxy authentication;
+//! 2. [`pipeline`]: the steps in order, from parsing the target to the
+//!    decision and the checked addresses;
+//! 3. [`resolve`]: names to addresses (pins, then the system resolver);
+//! 4. [`dial`]: one dialer for every kind of request, and the upstream pool;
+//! 5. [`forward`] (plain HTTP) and [`connect`] (tunnels), relayed by
+//!    [`relay`], whose first client bytes [`hello`] judges;
+//! 6. [`respond`]: the one exit, every error mapped to status,
+//!    `Proxy-Status` and log class.
 
-pub mod auth;
-pub mod connect;
-pub mod forward;
-pub mod relay;
-pub mod resolve;
-pub mod respond;
+// In pipeline order (kept out of alphabetical order on purpose).
 pub mod server;
+// Step 1, per request.
+pub mod auth;
+// Steps 1 to 4, and 7.
+pub mod pipeline;
+// Step 4.
+pub mod resolve;
+// Step 5.
+pub mod dial;
+// Step 6.
+pub mod forward;
+// Step 6.
+pub mod connect;
+// Step 6.
+pub mod relay;
+// Step 6.
+pub mod hello;
+// Every exit.
+pub mod respond;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::{Access, EventKind};
 use crate::metrics::Metrics;
-use crate::policy::{AddrContext, Candidate, Decision, Policy, Reason, Verdict};
-use crate::telemetry::Access;
-use resolve::{DnsMode, Resolver, Target};
-use respond::ProxyError;
+use crate::policy::Policy;
+use resolve::{DnsMode, Resolver};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,7 +160,7 @@ impl Drop for TunnelSlot {
 impl Shared {
     pub fn new(policy: Policy, config: ProxyConfig) -> Arc<Shared> {
         let shared = Arc::new(Shared {
-            policy: ArcSwap::from_pointee(Policy::from_toml("", "empty").expect("empty policy")),
+            policy: ArcSwap::from_pointee(crate::policy::PolicyBuilder::new("empty").build()),
             loaded_at: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             metrics: Arc::new(Metrics::new()),
@@ -165,6 +188,12 @@ impl Shared {
         self.policy.store(Arc::new(policy));
     }
 
+    /// Starts the access event of a request (under the proxy's policy until
+    /// the request is admitted under its user's).
+    pub fn access(&self, client: SocketAddr, kind: EventKind, method: &http::Method) -> Access {
+        Access::start(client, kind, method, &self.policy.load(), self.metrics.clone())
+    }
+
     /// Claims a tunnel for `ip`, unless it has `max_tunnels_per_client` open.
     pub fn tunnel_slot(self: &Arc<Self>, ip: IpAddr) -> Option<TunnelSlot> {
         let mut m = self.tunnels_by_client.lock().unwrap_or_else(|e| e.into_inner());
@@ -178,146 +207,4 @@ impl Shared {
             ip,
         })
     }
-
-    /// Authenticates a request when the proxy requires it, and picks the
-    /// policy that applies: the user's own, or the proxy's.
-    pub fn admit(
-        &self,
-        headers: &http::HeaderMap,
-        client: IpAddr,
-    ) -> Result<(Arc<Policy>, Option<Arc<str>>), auth::AuthError> {
-        let Some(a) = &self.config.auth else {
-            return Ok((self.policy.load_full(), None));
-        };
-        let p = a.check(headers, client)?;
-        let policy = p.policy.unwrap_or_else(|| self.policy.load_full());
-        Ok((policy, Some(p.user)))
-    }
-
-    /// A new access event for a request, counted in the metrics.
-    pub fn access(&self, client: SocketAddr, kind: &'static str, method: &str, policy: &Policy) -> Access {
-        let mut a = Access::new(client, kind, method, policy.version_shared());
-        a.metrics = Some(self.metrics.clone());
-        a
-    }
-}
-
-/// Records a decision in the access event.
-fn record(access: &mut Access, policy: &Policy, d: &Decision) {
-    access.decision = d.verdict.as_str();
-    access.reason = d.reason.as_str();
-    access.rule = d.rule.map(|r| policy.rule(r).id.clone());
-    access.flags = d.flags;
-}
-
-/// What [`authorize`] lets through.
-pub struct Authorized {
-    /// Addresses that may be dialled, in order.
-    pub targets: Vec<Target>,
-    /// The rule that allowed the request, if one did.
-    pub rule: Option<crate::policy::RuleIdx>,
-}
-
-/// Whether dialling `addr` would reach this proxy's own listener.
-fn is_self(listen: &[SocketAddr], addr: SocketAddr) -> bool {
-    listen.iter().any(|l| {
-        l.port() == addr.port()
-            && (l.ip() == addr.ip()
-                || (l.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
-    })
-}
-
-/// Decides a candidate, resolves it and checks every address: returns the
-/// addresses that may be dialled, in order. The access event records the
-/// decision that let the request through, or the one that stopped it.
-pub async fn authorize(
-    shared: &Shared,
-    policy: &Policy,
-    cand: &Candidate,
-    access: &mut Access,
-) -> Result<Authorized, ProxyError> {
-    let started = Instant::now();
-    let by_name = policy.decide(cand);
-    shared
-        .metrics
-        .decision_seconds
-        .observe(started.elapsed().as_secs_f64());
-    record(access, policy, &by_name);
-    let resolved_cidrs_may_admit = by_name.reason == Reason::NoMatch && policy.has_resolved_cidrs();
-    if !by_name.verdict.proceeds() && !resolved_cidrs_may_admit {
-        return Err(ProxyError::Denied {
-            reason: by_name.reason,
-            by_address: cand.host.as_name().is_none(),
-        });
-    }
-    let mut targets = shared
-        .config
-        .resolver
-        .resolve(&cand.host, cand.port, policy.pins())
-        .await?;
-    // Never through ourselves: a pin or a CIDR rule could point back here.
-    targets.retain(|t| !is_self(&shared.config.listen, t.addr));
-    if targets.is_empty() {
-        return Err(ProxyError::Loop);
-    }
-    if cand.host.as_name().is_none() {
-        // IP literals were judged by address already.
-        return Ok(Authorized {
-            targets,
-            rule: by_name.rule,
-        });
-    }
-    let mut ok = Vec::with_capacity(targets.len());
-    let mut rule = by_name.rule;
-    let mut refusal: Option<Decision> = None;
-    for t in targets {
-        let ctx = AddrContext {
-            name_allowed: by_name.verdict == Verdict::Allow,
-            pinned: t.pinned,
-        };
-        let d = policy.check_addr(t.addr.ip(), cand, ctx);
-        if d.verdict.proceeds() {
-            if ok.is_empty() && d.rule.is_some() && by_name.verdict != Verdict::Allow {
-                // Admitted by a CIDR rule although the name was not.
-                record(access, policy, &d);
-                rule = d.rule;
-            } else if ok.is_empty() && by_name.verdict == Verdict::Allow && d.verdict == Verdict::WouldDeny {
-                record(access, policy, &d);
-            }
-            ok.push(t);
-        } else if refusal.is_none() {
-            refusal = Some(d);
-        }
-    }
-    if ok.is_empty() {
-        let d = refusal.unwrap_or(by_name);
-        record(access, policy, &d);
-        return Err(ProxyError::Denied {
-            reason: d.reason,
-            by_address: d.reason != Reason::NoMatch,
-        });
-    }
-    Ok(Authorized { targets: ok, rule })
-}
-
-/// Dials the first address that answers, within the connect timeout each.
-pub async fn dial(
-    targets: &[Target],
-    timeout: Duration,
-    access: &mut Access,
-) -> Result<(TcpStream, Target), ProxyError> {
-    let mut last = ProxyError::ConnectOther("no address".into());
-    for t in targets {
-        access.addr = Some(t.addr);
-        access.pinned = t.pinned;
-        match tokio::time::timeout(timeout, TcpStream::connect(t.addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok((s, *t));
-            }
-            Ok(Err(e)) => last = ProxyError::from_connect(&e),
-            Err(_) => last = ProxyError::ConnectTimeout,
-        }
-    }
-    Err(last)
 }

@@ -1,7 +1,7 @@
 //! Relaying a tunnel: two directions, each passing on its end-of-stream as a
-//! half-close, with the first client bytes inspected (TLS server name, TLS
-//! only) before anything reaches upstream, an idle timeout, and errors told
-//! apart by side so that a firewall reset is not mistaken for a timeout.
+//! half-close, with the first client bytes judged ([`super::hello::judge`])
+//! before anything reaches upstream, an idle timeout, and errors told apart
+//! by side so that a firewall reset is not mistaken for a timeout.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::policy::tls::{inspect, FirstBytes, MAX_RECORD};
-use crate::policy::{normalize_host, Host, SniMode};
+use super::hello::{judge, FirstCheck, Judgement};
+use super::respond::{ProxyError, Side};
 
 /// Bytes read at a time while data flows.
 const BUF: usize = 64 * 1024;
@@ -80,7 +80,7 @@ async fn pump<R, W>(
     touch: &(impl Fn() + ?Sized),
     from: Side,
     to: Side,
-) -> Result<(), Fail>
+) -> Result<(), ProxyError>
 where
     R: AsyncRead + AsTcp + Unpin,
     W: AsyncWrite + AsTcp + Unpin,
@@ -108,24 +108,19 @@ where
                         can_splice = false;
                         big = vec![0u8; BUF];
                     }
-                    Err(BurstError::Read(e)) => return Err((io_class(&e, from), e.to_string())),
-                    Err(BurstError::Write(e)) => return Err((io_class(&e, to), e.to_string())),
+                    Err(BurstError::Read(e)) => return Err(ProxyError::io(from, &e)),
+                    Err(BurstError::Write(e)) => return Err(ProxyError::io(to, &e)),
                 }
             }
         }
         let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
-        let n = r
-            .read(buf)
-            .await
-            .map_err(|e| (io_class(&e, from), e.to_string()))?;
+        let n = r.read(buf).await.map_err(|e| ProxyError::io(from, &e))?;
         touch();
         if n == 0 {
             let _ = w.shutdown().await;
             return Ok(());
         }
-        w.write_all(&buf[..n])
-            .await
-            .map_err(|e| (io_class(&e, to), e.to_string()))?;
+        w.write_all(&buf[..n]).await.map_err(|e| ProxyError::io(to, &e))?;
         count.fetch_add(n as u64, Ordering::Relaxed);
         if big.is_empty() && n == IDLE_BUF {
             if can_splice {
@@ -285,50 +280,15 @@ mod splice {
     }
 }
 
-/// What to check in the first bytes a client sends.
-#[derive(Debug, Clone)]
-pub struct FirstCheck {
-    /// The CONNECT target's name; `None` for IP literals (nothing to compare).
-    pub target: Option<String>,
-    pub sni: SniMode,
-    pub tls_only: bool,
-}
-
-impl FirstCheck {
-    fn active(&self) -> bool {
-        self.tls_only || (self.sni != SniMode::Off && self.target.is_some())
-    }
-}
-
 /// How a relay ended.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outcome {
     pub up: u64,
     pub down: u64,
     /// The server name the client asked for, when it sent a ClientHello.
     pub sni: Option<String>,
-    pub error: Option<&'static str>,
-    pub detail: Option<String>,
-}
-
-type Fail = (&'static str, String);
-
-fn io_class(e: &std::io::Error, side: Side) -> &'static str {
-    use std::io::ErrorKind::*;
-    match (e.kind(), side) {
-        (ConnectionReset | ConnectionAborted, Side::Client) => "client_reset",
-        (ConnectionReset | ConnectionAborted, Side::Upstream) => "upstream_reset",
-        (BrokenPipe, Side::Client) => "client_closed",
-        (BrokenPipe, Side::Upstream) => "upstream_closed",
-        (_, Side::Client) => "client_error",
-        (_, Side::Upstream) => "upstream_error",
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Side {
-    Client,
-    Upstream,
+    /// How it ended: both sides done, or why it was cut.
+    pub end: Result<(), ProxyError>,
 }
 
 /// Relays two whole streams (e.g. an upgraded WebSocket connection).
@@ -384,58 +344,48 @@ where
             let mut buf = [0u8; IDLE_BUF];
             let mut first = pre;
             // Bytes the HTTP parser already read may hold the whole ClientHello.
-            let mut ready = !first.is_empty() && !matches!(inspect(&first), FirstBytes::Incomplete);
-            loop {
-                if ready {
-                    ready = false;
-                } else {
-                    let n = cr
-                        .read(&mut buf)
-                        .await
-                        .map_err(|e| (io_class(&e, Side::Client), e.to_string()))?;
-                    touch();
-                    if n == 0 {
-                        break;
-                    }
-                    first.extend_from_slice(&buf[..n]);
+            let mut judged = if first.is_empty() {
+                Judgement::NeedMore
+            } else {
+                judge(&check, &first)
+            };
+            while matches!(judged, Judgement::NeedMore) {
+                let n = cr
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| ProxyError::io(Side::Client, &e))?;
+                touch();
+                if n == 0 {
+                    break;
                 }
-                match inspect(&first) {
-                    FirstBytes::Incomplete if first.len() < MAX_RECORD => continue,
-                    FirstBytes::ClientHello { sni: name } => {
-                        if let (Some(name), Some(target)) = (&name, &check.target) {
-                            let same = matches!(normalize_host(name), Ok(Host::Name(n)) if n == *target);
-                            if !same && check.sni != SniMode::Off {
-                                let detail = format!(
-                                    "TLS server name {name:?} differs from CONNECT target {target:?}"
-                                );
-                                if check.sni == SniMode::Enforce {
-                                    sni = Some(name.clone());
-                                    return Err(("sni_mismatch", detail));
-                                }
-                                tracing::warn!(target_host = %target, sni = %name, "tunnel SNI mismatch (logged only)");
-                            }
-                        }
-                        sni = name;
-                        break;
-                    }
-                    FirstBytes::NotTls | FirstBytes::Malformed | FirstBytes::Incomplete if check.tls_only => {
-                        return Err(("not_tls", "the rule allows TLS tunnels only".to_string()));
-                    }
-                    _ => break,
+                first.extend_from_slice(&buf[..n]);
+                judged = judge(&check, &first);
+            }
+            match judged {
+                Judgement::Refuse { sni: name, error } => {
+                    sni = name;
+                    return Err(error);
                 }
+                Judgement::Pass { sni: name, mismatch } => {
+                    if mismatch {
+                        tracing::warn!(target_host = ?check.target, sni = ?name, "tunnel SNI mismatch (logged only)");
+                    }
+                    sni = name;
+                }
+                Judgement::NeedMore => {}
             }
             uw.write_all(&first)
                 .await
-                .map_err(|e| (io_class(&e, Side::Upstream), e.to_string()))?;
+                .map_err(|e| ProxyError::io(Side::Upstream, &e))?;
             up_n.fetch_add(first.len() as u64, Ordering::Relaxed);
             if first.is_empty() {
                 let _ = uw.shutdown().await;
-                return Ok::<(), Fail>(());
+                return Ok::<(), ProxyError>(());
             }
         } else if !pre.is_empty() {
             uw.write_all(&pre)
                 .await
-                .map_err(|e| (io_class(&e, Side::Upstream), e.to_string()))?;
+                .map_err(|e| ProxyError::io(Side::Upstream, &e))?;
             up_n.fetch_add(pre.len() as u64, Ordering::Relaxed);
         }
         // Half-close: each direction passes its FIN on; the other goes on.
@@ -469,22 +419,17 @@ where
             tokio::time::sleep_until(deadline).await;
         }
     };
-    let result: Result<(), Fail> = tokio::select! {
+    let end: Result<(), ProxyError> = tokio::select! {
         r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
-        _ = idle_watch => Err(("idle_timeout", format!("no bytes either way for {idle:?}"))),
-        _ = cut.cancelled() => Err(("shutdown", "cut at shutdown".to_string())),
+        _ = idle_watch => Err(ProxyError::IdleTimeout(idle)),
+        _ = cut.cancelled() => Err(ProxyError::Shutdown),
     };
-    let mut out = Outcome {
+    Outcome {
         up: up_n.load(Ordering::Relaxed),
         down: down_n.load(Ordering::Relaxed),
         sni,
-        ..Default::default()
-    };
-    if let Err((class, detail)) = result {
-        out.error = Some(class);
-        out.detail = Some(detail);
+        end,
     }
-    out
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::policy::{Host, Pin};
+use crate::policy::{Host, Pin, Resolved};
 
 use super::respond::ProxyError;
 
@@ -17,13 +17,6 @@ pub enum DnsMode {
     /// Pins only: an unpinned name fails as a DNS error. For sealed
     /// sidecars and for tests, which must send nothing off the machine.
     Static,
-}
-
-/// An address to dial, and whether it came from a pin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
-    pub addr: SocketAddr,
-    pub pinned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -41,10 +34,7 @@ impl Resolver {
 
     /// The pin for `name:port`, if any: a pin with a port beats one without.
     pub fn pin(&self, name: &str, port: u16) -> Option<&Pin> {
-        self.pins
-            .iter()
-            .find(|p| p.host == name && p.port == Some(port))
-            .or_else(|| self.pins.iter().find(|p| p.host == name && p.port.is_none()))
+        find_pin(&self.pins, name, port)
     }
 
     /// Addresses for a destination, in the order to try them.
@@ -53,24 +43,18 @@ impl Resolver {
         host: &Host,
         port: u16,
         extra_pins: &[Pin],
-    ) -> Result<Vec<Target>, ProxyError> {
+    ) -> Result<Vec<Resolved>, ProxyError> {
         let name = match host {
             Host::Ip(ip) => {
-                return Ok(vec![Target {
+                return Ok(vec![Resolved {
                     addr: SocketAddr::new(*ip, port),
                     pinned: false,
                 }])
             }
             Host::Name(n) => n,
         };
-        let policy_pin = || {
-            extra_pins
-                .iter()
-                .find(|p| p.host == *name && p.port == Some(port))
-                .or_else(|| extra_pins.iter().find(|p| p.host == *name && p.port.is_none()))
-        };
-        if let Some(pin) = self.pin(name, port).or_else(policy_pin) {
-            return Ok(vec![Target {
+        if let Some(pin) = self.pin(name, port).or_else(|| find_pin(extra_pins, name, port)) {
+            return Ok(vec![Resolved {
                 addr: SocketAddr::new(pin.addr, pin.to_port.unwrap_or(port)),
                 pinned: true,
             }]);
@@ -81,13 +65,20 @@ impl Resolver {
             )));
         }
         let addrs = bounded(self.timeout, tokio::net::lookup_host((name.as_str(), port))).await?;
-        let mut v: Vec<Target> = addrs.map(|addr| Target { addr, pinned: false }).collect();
+        let mut v: Vec<Resolved> = addrs.map(|addr| Resolved { addr, pinned: false }).collect();
         v.dedup();
         if v.is_empty() {
             return Err(ProxyError::Dns(format!("{name} has no addresses")));
         }
         Ok(v)
     }
+}
+
+/// The pin for `name:port` among `pins`: one with that port beats one without.
+fn find_pin<'a>(pins: &'a [Pin], name: &str, port: u16) -> Option<&'a Pin> {
+    pins.iter()
+        .find(|p| p.host == name && p.port == Some(port))
+        .or_else(|| pins.iter().find(|p| p.host == name && p.port.is_none()))
 }
 
 /// A lookup bounded in time: a slow resolver is a `dns_timeout` (504), a
@@ -113,11 +104,11 @@ mod tests {
         let e = bounded(Duration::from_secs(5), never).await.unwrap_err();
         assert!(matches!(e, ProxyError::DnsTimeout));
         assert_eq!(e.status(), http::StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(e.class(), "dns_timeout");
+        assert_eq!(e.class().as_str(), "dns_timeout");
         let failing = async { Err::<(), _>(std::io::Error::other("no such host")) };
         let e = bounded(Duration::from_secs(5), failing).await.unwrap_err();
         assert_eq!(
-            (e.status(), e.class()),
+            (e.status(), e.class().as_str()),
             (http::StatusCode::BAD_GATEWAY, "dns_error")
         );
     }

@@ -1,19 +1,33 @@
-//! One mapping from proxy errors to what the client sees: a status, a
-//! `Proxy-Status` header (RFC 9209) and a short text body.
+//! The one exit: every way a request or tunnel can stop, as one typed error
+//! ([`ProxyError`]), and one mapping from it to what the client sees (a
+//! status, a `Proxy-Status` header per RFC 9209 and a short text body) and
+//! to what the log and the metrics say ([`ErrorClass`]).
 
 use std::io;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 
+use super::auth::AuthError;
 use crate::policy::Reason;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Everything that stops a request before or while it reaches upstream.
+/// Which end of a tunnel failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
+/// Everything that stops a request before, while or after it reaches
+/// upstream, from a refused connection to a tunnel cut at shutdown.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("this client may not use the proxy")]
+    ClientNotAllowed,
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port")]
@@ -43,7 +57,91 @@ pub enum ProxyError {
     #[error("the destination is this proxy itself")]
     Loop,
     #[error("proxy authentication: {}", .0.as_str())]
-    Auth(super::auth::AuthError),
+    Auth(AuthError),
+    // After the answer: tunnels, upgraded connections, response bodies.
+    /// A read or write on one side of a tunnel failed.
+    #[error("{detail}")]
+    Io {
+        side: Side,
+        kind: io::ErrorKind,
+        detail: String,
+    },
+    #[error("no bytes either way for {0:?}")]
+    IdleTimeout(Duration),
+    #[error("cut at shutdown")]
+    Shutdown,
+    #[error("TLS server name {sni:?} differs from CONNECT target {target:?}")]
+    SniMismatch { sni: String, target: String },
+    #[error("the rule allows TLS tunnels only")]
+    NotTls,
+    #[error("{0}")]
+    ClientUpgrade(String),
+    #[error("{0}")]
+    Upgrade(String),
+    #[error("client went away before the response ended")]
+    ClientGone,
+}
+
+/// Who an error class blames, for metrics: only `Upstream` classes count
+/// as upstream errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    /// The policy said no, or the client asked for something it may not have.
+    Policy,
+    Client,
+    Upstream,
+    /// The proxy's own limits or lifecycle.
+    Proxy,
+}
+
+macro_rules! classes {
+    ($($variant:ident => $name:literal, $party:ident;)*) => {
+        /// The class of an error: the RFC 9209 error type where one fits, and
+        /// the access log's `error` field.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorClass { $($variant),* }
+
+        impl ErrorClass {
+            pub const ALL: &'static [ErrorClass] = &[$(ErrorClass::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorClass::$variant => $name),* }
+            }
+
+            pub fn party(self) -> Party {
+                match self { $(ErrorClass::$variant => Party::$party),* }
+            }
+        }
+    };
+}
+
+classes! {
+    HttpRequestError => "http_request_error", Client;
+    HttpRequestDenied => "http_request_denied", Policy;
+    DestinationIpProhibited => "destination_ip_prohibited", Policy;
+    ClientNotAllowed => "client_not_allowed", Policy;
+    DnsError => "dns_error", Upstream;
+    DnsTimeout => "dns_timeout", Upstream;
+    ConnectionRefused => "connection_refused", Upstream;
+    ConnectionTimeout => "connection_timeout", Upstream;
+    ConnectionTerminated => "connection_terminated", Upstream;
+    DestinationUnavailable => "destination_unavailable", Upstream;
+    HttpResponseIncomplete => "http_response_incomplete", Upstream;
+    ConnectionReadTimeout => "connection_read_timeout", Upstream;
+    ConnectionLimitReached => "connection_limit_reached", Proxy;
+    ProxyLoopDetected => "proxy_loop_detected", Policy;
+    ClientReset => "client_reset", Client;
+    ClientClosed => "client_closed", Client;
+    ClientError => "client_error", Client;
+    UpstreamReset => "upstream_reset", Upstream;
+    UpstreamClosed => "upstream_closed", Upstream;
+    UpstreamError => "upstream_error", Upstream;
+    IdleTimeout => "idle_timeout", Proxy;
+    Shutdown => "shutdown", Proxy;
+    SniMismatch => "sni_mismatch", Policy;
+    NotTls => "not_tls", Policy;
+    ClientUpgradeFailed => "client_upgrade_failed", Client;
+    UpgradeFailed => "upgrade_failed", Upstream;
 }
 
 impl ProxyError {
@@ -57,70 +155,139 @@ impl ProxyError {
         }
     }
 
+    /// A failed read or write on one side of a tunnel.
+    pub fn io(side: Side, e: &io::Error) -> ProxyError {
+        ProxyError::Io {
+            side,
+            kind: e.kind(),
+            detail: e.to_string(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
+        use ProxyError::*;
         match self {
-            ProxyError::BadRequest(_) | ProxyError::NotAProxyRequest => StatusCode::BAD_REQUEST,
-            ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
-            ProxyError::DnsTimeout | ProxyError::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::TooManyTunnels => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Loop => StatusCode::FORBIDDEN,
-            ProxyError::Auth(super::auth::AuthError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::Auth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            BadRequest(_) | NotAProxyRequest => StatusCode::BAD_REQUEST,
+            Denied { .. } | Loop | ClientNotAllowed | SniMismatch { .. } | NotTls => StatusCode::FORBIDDEN,
+            DnsTimeout | ConnectTimeout | ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Overloaded | Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+            TooManyTunnels | Auth(AuthError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
+            Auth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 
     /// The RFC 9209 error type; also the access log's `error` class.
-    pub fn class(&self) -> &'static str {
+    pub fn class(&self) -> ErrorClass {
+        use io::ErrorKind::*;
+        use ErrorClass as C;
         match self {
-            ProxyError::BadRequest(_) | ProxyError::NotAProxyRequest => "http_request_error",
-            ProxyError::Denied { by_address: true, .. } => "destination_ip_prohibited",
-            ProxyError::Denied { .. } => "http_request_denied",
-            ProxyError::Dns(_) => "dns_error",
-            ProxyError::DnsTimeout => "dns_timeout",
-            ProxyError::ConnectRefused => "connection_refused",
-            ProxyError::ConnectTimeout => "connection_timeout",
-            ProxyError::ConnectReset => "connection_terminated",
-            ProxyError::ConnectOther(_) => "destination_unavailable",
-            ProxyError::UpstreamResponse(_) => "http_response_incomplete",
-            ProxyError::Overloaded | ProxyError::TooManyTunnels => "connection_limit_reached",
-            ProxyError::ResponseTimeout => "connection_read_timeout",
-            ProxyError::Loop => "proxy_loop_detected",
-            ProxyError::Auth(_) => "http_request_denied",
+            ProxyError::ClientNotAllowed => C::ClientNotAllowed,
+            ProxyError::BadRequest(_) | ProxyError::NotAProxyRequest => C::HttpRequestError,
+            ProxyError::Denied { by_address: true, .. } => C::DestinationIpProhibited,
+            ProxyError::Denied { .. } | ProxyError::Auth(_) => C::HttpRequestDenied,
+            ProxyError::Dns(_) => C::DnsError,
+            ProxyError::DnsTimeout => C::DnsTimeout,
+            ProxyError::ConnectRefused => C::ConnectionRefused,
+            ProxyError::ConnectTimeout => C::ConnectionTimeout,
+            ProxyError::ConnectReset => C::ConnectionTerminated,
+            ProxyError::ConnectOther(_) => C::DestinationUnavailable,
+            ProxyError::UpstreamResponse(_) => C::HttpResponseIncomplete,
+            ProxyError::Overloaded | ProxyError::TooManyTunnels => C::ConnectionLimitReached,
+            ProxyError::ResponseTimeout => C::ConnectionReadTimeout,
+            ProxyError::Loop => C::ProxyLoopDetected,
+            ProxyError::Io { side, kind, .. } => match (kind, side) {
+                (ConnectionReset | ConnectionAborted, Side::Client) => C::ClientReset,
+                (ConnectionReset | ConnectionAborted, Side::Upstream) => C::UpstreamReset,
+                (BrokenPipe, Side::Client) => C::ClientClosed,
+                (BrokenPipe, Side::Upstream) => C::UpstreamClosed,
+                (_, Side::Client) => C::ClientError,
+                (_, Side::Upstream) => C::UpstreamError,
+            },
+            ProxyError::IdleTimeout(_) => C::IdleTimeout,
+            ProxyError::Shutdown => C::Shutdown,
+            ProxyError::SniMismatch { .. } => C::SniMismatch,
+            ProxyError::NotTls => C::NotTls,
+            ProxyError::ClientUpgrade(_) => C::ClientUpgradeFailed,
+            ProxyError::Upgrade(_) => C::UpgradeFailed,
+            ProxyError::ClientGone => C::ClientClosed,
         }
     }
 
-    /// The response a client gets; `target` names the destination.
+    /// The text a log line carries beside the class; denials say it all
+    /// with their reason.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            ProxyError::Denied { .. } => None,
+            e => Some(e.to_string()),
+        }
+    }
+
+    /// The response a client gets; `target` names the destination (empty
+    /// when no request was read).
     pub fn response(&self, target: &str) -> Response<Body> {
+        let (status, headers, body) = self.answer(target);
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        resp.headers_mut().extend(headers);
+        resp
+    }
+
+    /// The same answer as raw HTTP/1.1 bytes, for connections refused
+    /// before any request is read; the connection closes after it.
+    pub fn refusal_bytes(&self) -> Vec<u8> {
+        let (status, headers, body) = self.answer("");
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .into_bytes();
+        for (name, value) in &headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(
+            format!(
+                "content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        out
+    }
+
+    fn answer(&self, target: &str) -> (StatusCode, http::HeaderMap, String) {
+        let status = self.status();
         let text = self.to_string();
-        let body = format!("egressd: {target}: {text}\n");
-        let mut resp = error_response(self.status(), self.class(), &text, body);
-        if resp.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
-            resp.headers_mut().insert(
+        let body = if target.is_empty() {
+            format!("egressd: {text}\n")
+        } else {
+            format!("egressd: {target}: {text}\n")
+        };
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        let value = format!(
+            "egressd; error={}; details={}",
+            self.class().as_str(),
+            sf_string(&text)
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert("proxy-status", v);
+        }
+        if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            h.insert(
                 header::PROXY_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"egressd\""),
             );
         }
-        resp
+        (status, h, body)
     }
-}
-
-/// A response with a `Proxy-Status` header naming `class` and `details`.
-pub fn error_response(status: StatusCode, class: &str, details: &str, body: String) -> Response<Body> {
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    let value = format!("egressd; error={class}; details={}", sf_string(details));
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert("proxy-status", v);
-    }
-    resp
 }
 
 /// A structured-field string (RFC 8941): printable ASCII, quoted, with `"`
@@ -163,5 +330,29 @@ mod tests {
             r.headers()["proxy-status"],
             "egressd; error=http_request_denied; details=\"no rule allows this destination\""
         );
+    }
+
+    #[test]
+    fn refusals_are_whole_responses() {
+        let raw = String::from_utf8(ProxyError::Overloaded.refusal_bytes()).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{raw}");
+        assert!(
+            raw.contains("proxy-status: egressd; error=connection_limit_reached"),
+            "{raw}"
+        );
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{raw}");
+        assert!(head.contains("connection: close"));
+    }
+
+    #[test]
+    fn class_names_are_distinct() {
+        let mut names: Vec<&str> = ErrorClass::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        assert_eq!(ErrorClass::ConnectionRefused.party(), Party::Upstream);
+        assert_eq!(ErrorClass::HttpRequestDenied.party(), Party::Policy);
     }
 }

@@ -1,5 +1,6 @@
-//! Listeners and connections: accept, admit the client, cap connections,
-//! serve HTTP/1.1 with upgrades, drain on shutdown.
+//! Listeners and connections: accept, admit the client by source network,
+//! cap connections, serve HTTP/1.1 with upgrades, route each request to its
+//! handler, drain on shutdown.
 //!
 //! `egressd run` serves on one single-threaded runtime per worker, each with
 //! its own listening socket per address (`SO_REUSEPORT`): the kernel spreads
@@ -21,8 +22,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::dial::Pool;
+use super::pipeline::refuse;
 use super::respond::{Body, ProxyError};
 use super::{connect, forward, Shared};
+use crate::access::EventKind;
 
 /// Binds every address once per worker, the sockets of one address sharing
 /// its port (`SO_REUSEPORT`). Returns the listeners by worker. An address
@@ -101,20 +105,15 @@ pub fn serve_workers(
 /// Upstream connections are pooled per call (per worker).
 pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let client = forward::upstream_client(&shared.config);
+    let pool = Arc::new(Pool::default());
     let mut loops = tokio::task::JoinSet::new();
     for l in listeners {
-        loops.spawn(accept_loop(shared.clone(), l, limit.clone(), client.clone()));
+        loops.spawn(accept_loop(shared.clone(), l, limit.clone(), pool.clone()));
     }
     while loops.join_next().await.is_some() {}
 }
 
-async fn accept_loop(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    limit: Arc<Semaphore>,
-    client: forward::UpstreamClient,
-) {
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, limit: Arc<Semaphore>, pool: Arc<Pool>) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -128,60 +127,50 @@ async fn accept_loop(
                 }
             },
         };
-        if !shared.config.client_allowed(peer.ip()) {
-            tracing::warn!(client = %peer, "client not in the allowed source networks; refused");
-            shared.tasks.spawn(refuse(
-                stream,
-                403,
-                "client_not_allowed",
-                "this client may not use the proxy",
-            ));
-            continue;
-        }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(client = %peer, "connection limit reached; refused");
-            shared.tasks.spawn(refuse(
-                stream,
-                503,
-                "connection_limit_reached",
-                "too many connections",
-            ));
-            continue;
+        let permit = match admit_connection(&shared, &limit, peer) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(client = %peer, error = e.class().as_str(), "{e}; connection refused");
+                shared.tasks.spawn(refuse_connection(stream, e));
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let shared2 = shared.clone();
-        let client = client.clone();
+        let pool = pool.clone();
         shared.tasks.spawn(async move {
-            serve_connection(shared2, client, stream, peer).await;
+            serve_connection(shared2, pool, stream, peer).await;
             drop(permit);
         });
     }
 }
 
-/// Answers a refused connection with a minimal response and closes it.
-async fn refuse(mut stream: TcpStream, status: u16, class: &str, text: &str) {
-    let reason = if status == 403 {
-        "Forbidden"
-    } else {
-        "Service Unavailable"
-    };
-    let body = format!("egressd: {text}\n");
-    let msg = format!(
-        "HTTP/1.1 {status} {reason}\r\nproxy-status: egressd; error={class}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(msg.as_bytes())).await;
+/// Step 1 at accept: the client's source network, then the connection cap.
+fn admit_connection(
+    shared: &Shared,
+    limit: &Arc<Semaphore>,
+    peer: SocketAddr,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ProxyError> {
+    if !shared.config.client_allowed(peer.ip()) {
+        return Err(ProxyError::ClientNotAllowed);
+    }
+    limit
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ProxyError::Overloaded)
+}
+
+/// Answers a refused connection (the same answer a request would get) and
+/// closes it, without reading a request.
+async fn refuse_connection(mut stream: TcpStream, e: ProxyError) {
+    let msg = e.refusal_bytes();
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&msg)).await;
     let _ = stream.shutdown().await;
 }
 
-async fn serve_connection(
-    shared: Arc<Shared>,
-    client: forward::UpstreamClient,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
+async fn serve_connection(shared: Arc<Shared>, pool: Arc<Pool>, stream: TcpStream, peer: SocketAddr) {
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| route(svc_shared.clone(), client.clone(), req, peer));
+    let svc = service_fn(move |req| route(svc_shared.clone(), pool.clone(), req, peer));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -205,23 +194,21 @@ async fn serve_connection(
     }
 }
 
+/// Sends each request to the handler of its kind.
 async fn route(
     shared: Arc<Shared>,
-    client: forward::UpstreamClient,
+    pool: Arc<Pool>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let resp = if req.method() == Method::CONNECT {
         connect::handle(shared, req, peer).await
     } else if req.uri().scheme().is_some() {
-        forward::handle(shared, &client, req, peer).await
+        forward::handle(shared, &pool, req, peer).await
     } else {
-        let policy = shared.policy.load();
-        let mut access = shared.access(peer, "http", req.method().as_str(), &policy);
-        access.path = Some(req.uri().path().to_string());
-        access.decision = "deny";
-        access.reason = "not_a_proxy_request";
-        connect::fail(access, &req.uri().to_string(), ProxyError::NotAProxyRequest)
+        let mut ev = shared.access(peer, EventKind::Http, req.method());
+        ev.raw_target("", Some(req.uri().path()));
+        refuse(ev, &req.uri().to_string(), ProxyError::NotAProxyRequest)
     };
     Ok(resp)
 }

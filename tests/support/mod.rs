@@ -134,7 +134,7 @@ pub async fn start_proxy(opts: ProxyOpts) -> Proxy {
     config.connect_timeout = Duration::from_secs(2);
     config.resolver = Resolver::new(opts.pins, opts.dns, Duration::from_secs(2));
     (opts.configure)(&mut config);
-    let shared = egressd::cli::spawn_proxy(opts.policy, config, vec![listener]);
+    let shared = egressd::daemon::spawn_proxy(opts.policy, config, vec![listener]);
     Proxy { addr, shared }
 }
 

@@ -2,7 +2,7 @@
 //! `https://host:8443/path`, `CONNECT host:port` or bare `host:port`.
 //! Used by `check`, policy test cases and the audit tools.
 
-use super::{Candidate, HostError, Kind};
+use crate::policy::{Candidate, HostError, Kind};
 
 /// Why a target could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

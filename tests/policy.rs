@@ -2,9 +2,11 @@
 //! must be rejected, table tests of the matcher, and property tests of the
 //! compiled trie against the reference scan.
 
-use super::cases::run_cases;
-use super::target::parse_target;
-use super::*;
+use std::net::IpAddr;
+
+use egressd::policy::*;
+use egressd::target::parse_target;
+use egressd::tools::cases::run_cases;
 
 fn policy(src: &str) -> Policy {
     Policy::from_toml(src, "test.toml").unwrap_or_else(|e| panic!("{e}"))
@@ -284,6 +286,36 @@ fn version_and_rule_ids_are_stable() {
 }
 
 #[test]
+fn an_ip_literal_is_never_let_through_by_a_resolved_cidr_rule() {
+    // A `resolved` CIDR rule admits names by their addresses; it must not
+    // turn an IP literal that no rule allows into a dialled address.
+    let p = policy("allow = [{ cidr = \"162.247.216.0/22\", resolved = true }]");
+    let c = parse_target("CONNECT 8.8.8.8:443").unwrap();
+    let d = p.decide(&c);
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert!(matches!(
+        p.needs_addresses(&c, &d),
+        Err(Refusal::Denied { by_address: true, .. })
+    ));
+    let t = Resolved {
+        addr: "8.8.8.8:443".parse().unwrap(),
+        pinned: false,
+    };
+    assert!(p.decide_addresses(&c, d, vec![t], &[]).is_err());
+    // A name no host rule allows still reaches the address check.
+    let n = parse_target("CONNECT cdn.example.com:443").unwrap();
+    let dn = p.decide(&n);
+    assert!(p.needs_addresses(&n, &dn).is_ok());
+    let inside = Resolved {
+        addr: "162.247.217.1:443".parse().unwrap(),
+        pinned: false,
+    };
+    let checked = p.decide_addresses(&n, dn, vec![t, inside], &[]).unwrap();
+    assert_eq!(checked.targets, vec![inside]);
+    assert_eq!(checked.decision.verdict, Verdict::Allow);
+}
+
+#[test]
 fn pins_parse() {
     let p: Pin = "www.qualtrics.com:443=127.0.0.1:40443".parse().unwrap();
     assert_eq!(
@@ -310,6 +342,21 @@ fn pins_parse() {
 mod properties {
     use super::*;
     use proptest::prelude::*;
+
+    /// Addresses a name may resolve to: public, special-purpose, in the
+    /// generated CIDR rules, embedding others, and the proxy's own.
+    const ADDRS: &[&str] = &[
+        "162.247.216.9",
+        "8.8.8.8",
+        "10.1.2.3",
+        "10.0.0.1",
+        "127.0.0.1",
+        "169.254.169.254",
+        "fd00::1",
+        "::ffff:10.1.2.3",
+        "64:ff9b::a9fe:a9fe",
+        "2606:4700::1111",
+    ];
 
     const LABELS: &[&str] = &["a", "b", "www", "xn--bcher-kva", "example", "com", "org"];
     const SEGS: &[&str] = &[
@@ -409,6 +456,52 @@ mod properties {
             for r in &reqs {
                 let Ok(c) = parse_target(r) else { continue };
                 prop_assert_eq!(p.decide(&c), p.decide_naive(&c), "{}\n{}", r, src);
+            }
+        }
+
+        #[test]
+        fn address_checks_keep_exactly_the_addresses_that_pass(
+            src in policy_src(),
+            reqs in prop::collection::vec(request(), 1..8),
+            addrs in prop::collection::vec((prop::sample::select(ADDRS), any::<bool>()), 0..6),
+        ) {
+            let Ok(p) = Policy::from_toml(&src, "gen.toml") else { return Ok(()) };
+            let own: Vec<std::net::SocketAddr> = vec!["127.0.0.1:3128".parse().unwrap()];
+            for r in &reqs {
+                let Ok(c) = parse_target(r) else { continue };
+                let by_name = p.decide(&c);
+                if p.needs_addresses(&c, &by_name).is_err() {
+                    // Only a decision that stops the request stops it here.
+                    prop_assert!(!by_name.verdict.proceeds() || c.host.as_name().is_none(), "{}", r);
+                    continue;
+                }
+                let resolved: Vec<Resolved> = match &c.host {
+                    Host::Ip(ip) => vec![Resolved { addr: std::net::SocketAddr::new(*ip, c.port), pinned: false }],
+                    Host::Name(_) => addrs
+                        .iter()
+                        .map(|(a, pinned)| Resolved { addr: std::net::SocketAddr::new(a.parse().unwrap(), c.port), pinned: *pinned })
+                        .collect(),
+                };
+                let ctx = |t: &Resolved| AddrContext { name_allowed: by_name.verdict == Verdict::Allow, pinned: t.pinned };
+                let passes = |t: &Resolved| {
+                    !is_self(&own, t.addr)
+                        && (c.host.as_name().is_none() || p.check_addr(t.addr.ip(), &c, ctx(t)).verdict.proceeds())
+                };
+                let want: Vec<Resolved> = resolved.iter().copied().filter(passes).collect();
+                match p.decide_addresses(&c, by_name, resolved.clone(), &own) {
+                    Ok(checked) => {
+                        // In order, none dropped that passes, none kept that does not.
+                        prop_assert_eq!(&checked.targets, &want, "{}\n{}", r, src);
+                        prop_assert!(checked.decision.verdict.proceeds(), "{}", r);
+                    }
+                    Err(Refusal::SelfLoop) => {
+                        prop_assert!(resolved.iter().all(|t| is_self(&own, t.addr)), "{}", r);
+                    }
+                    Err(Refusal::Denied { decision, .. }) => {
+                        prop_assert!(want.is_empty(), "{}: refused although {:?} pass", r, want);
+                        prop_assert!(!decision.verdict.proceeds(), "{}", r);
+                    }
+                }
             }
         }
 

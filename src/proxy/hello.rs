@@ -1,6 +1,11 @@
-//! Reading the server name (SNI) from the first bytes a client sends into a
-//! tunnel: a TLS ClientHello, parsed just far enough. Pure; the proxy feeds
-//! it what it has read so far and learns whether to wait for more.
+//! The first bytes a client sends into a tunnel: a TLS ClientHello, parsed
+//! just far enough to read the server name (SNI), and the judgement of
+//! those bytes against what the tunnel was allowed for ([`judge`]). Pure:
+//! the relay feeds it what it has read so far and learns whether to wait
+//! for more, go on, or cut the tunnel.
+
+use super::respond::ProxyError;
+use crate::policy::{normalize_host, Host, SniMode};
 
 /// What the first bytes of a tunnel are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +120,81 @@ fn client_hello_sni(record: &[u8]) -> Option<Option<String>> {
     Some(None)
 }
 
+/// What the first client bytes of a tunnel must show.
+#[derive(Debug, Clone)]
+pub struct FirstCheck {
+    /// The CONNECT target's name; `None` for IP literals (nothing to compare).
+    pub target: Option<String>,
+    pub sni: SniMode,
+    /// The rule allows TLS tunnels only.
+    pub tls_only: bool,
+}
+
+impl FirstCheck {
+    /// A check that lets everything through (upgraded HTTP connections).
+    pub const NONE: FirstCheck = FirstCheck {
+        target: None,
+        sni: SniMode::Off,
+        tls_only: false,
+    };
+
+    /// Whether there is anything to look at.
+    pub fn active(&self) -> bool {
+        self.tls_only || (self.sni != SniMode::Off && self.target.is_some())
+    }
+}
+
+/// The judgement of a tunnel's first bytes.
+#[derive(Debug)]
+pub enum Judgement {
+    /// Not enough bytes to tell yet.
+    NeedMore,
+    /// Let the tunnel run; `sni` is the server name asked for, if any, and
+    /// `mismatch` says it differs from the target (logged, `tunnel_sni = "log"`).
+    Pass { sni: Option<String>, mismatch: bool },
+    /// Cut the tunnel before anything reaches upstream.
+    Refuse { sni: Option<String>, error: ProxyError },
+}
+
+/// Judges the first bytes a client sent (all of them so far) against the
+/// tunnel's check.
+pub fn judge(check: &FirstCheck, first: &[u8]) -> Judgement {
+    match inspect(first) {
+        FirstBytes::Incomplete if first.len() < MAX_RECORD => Judgement::NeedMore,
+        FirstBytes::ClientHello { sni: Some(name) } => {
+            let differs = check.sni != SniMode::Off
+                && check.target.as_ref().is_some_and(
+                    |target| !matches!(normalize_host(&name), Ok(Host::Name(n)) if n == *target),
+                );
+            match (differs, check.sni, &check.target) {
+                (true, SniMode::Enforce, Some(target)) => Judgement::Refuse {
+                    error: ProxyError::SniMismatch {
+                        sni: name.clone(),
+                        target: target.clone(),
+                    },
+                    sni: Some(name),
+                },
+                _ => Judgement::Pass {
+                    sni: Some(name),
+                    mismatch: differs,
+                },
+            }
+        }
+        FirstBytes::ClientHello { sni: None } => Judgement::Pass {
+            sni: None,
+            mismatch: false,
+        },
+        _ if check.tls_only => Judgement::Refuse {
+            sni: None,
+            error: ProxyError::NotTls,
+        },
+        _ => Judgement::Pass {
+            sni: None,
+            mismatch: false,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +256,50 @@ mod tests {
         trunc[4] = (n - 5 - 3) as u8; // record claims less than the handshake needs
         trunc[3] = ((n - 5 - 3) >> 8) as u8;
         assert_eq!(inspect(&trunc[..n - 3]), FirstBytes::Malformed);
+    }
+
+    #[test]
+    fn judges_sni_and_tls_only() {
+        let check = |sni, tls_only| FirstCheck {
+            target: Some("a.example.com".into()),
+            sni,
+            tls_only,
+        };
+        let h = hello(Some("A.Example.com."));
+        assert!(matches!(
+            judge(&check(SniMode::Enforce, false), &h),
+            Judgement::Pass { mismatch: false, .. }
+        ));
+        assert!(matches!(
+            judge(&check(SniMode::Enforce, false), &h[..9]),
+            Judgement::NeedMore
+        ));
+        let other = hello(Some("b.example.com"));
+        assert!(matches!(
+            judge(&check(SniMode::Enforce, false), &other),
+            Judgement::Refuse {
+                error: ProxyError::SniMismatch { .. },
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(&check(SniMode::Log, false), &other),
+            Judgement::Pass { mismatch: true, .. }
+        ));
+        assert!(matches!(
+            judge(&check(SniMode::Off, true), b"SSH-2.0-x\r\n"),
+            Judgement::Refuse {
+                error: ProxyError::NotTls,
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(&check(SniMode::Off, false), b"SSH-2.0-x\r\n"),
+            Judgement::Pass { sni: None, .. }
+        ));
+        assert!(matches!(
+            judge(&check(SniMode::Enforce, true), &vec![0x16; MAX_RECORD]),
+            Judgement::Refuse { .. }
+        ));
     }
 }

@@ -12,9 +12,9 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::file::LineIndex;
-use super::target::parse_target;
-use super::{Policy, PolicyError};
+use crate::policy::file::LineIndex;
+use crate::policy::{Policy, PolicyError};
+use crate::target::parse_target;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,76 @@
+//! The compiled policy: rules, the lookup structures built from them, and
+//! the policy-wide settings. Decisions are in [`super::decision`] and
+//! [`super::guard`]; building is [`super::builder`].
+
+use std::sync::Arc;
+
+use super::net::CidrTable;
+use super::pin::Pin;
+use super::rule::{Mode, OnConnect, Rule, RuleIdx, SniMode};
+use super::trie::HostTrie;
+
+/// A compiled policy. Cheap to share behind an `Arc`; never mutated.
+#[derive(Debug)]
+pub struct Policy {
+    pub(super) rules: Vec<Rule>,
+    pub(super) hosts: HostTrie,
+    pub(super) cidrs: CidrTable,
+    pub(super) has_resolved_cidrs: bool,
+    pub(super) mode: Mode,
+    pub(super) on_connect: OnConnect,
+    pub(super) sni: SniMode,
+    pub(super) pins: Vec<Pin>,
+    pub(super) version: Arc<str>,
+    pub(super) origin: String,
+    pub(super) source: Arc<str>,
+}
+
+impl Policy {
+    /// The same policy in another mode (e.g. `--mode report`).
+    pub fn with_mode(mut self, mode: Mode) -> Policy {
+        self.mode = mode;
+        self
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    pub fn on_connect(&self) -> OnConnect {
+        self.on_connect
+    }
+    pub fn tunnel_sni(&self) -> SniMode {
+        self.sni
+    }
+    /// A hash of the policy source: `sha256:` and 12 hex digits.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+    /// The version, shared (access events hold it without copying).
+    pub fn version_shared(&self) -> Arc<str> {
+        self.version.clone()
+    }
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+    pub fn rule(&self, idx: RuleIdx) -> &Rule {
+        &self.rules[idx.0 as usize]
+    }
+    pub fn pins(&self) -> &[Pin] {
+        &self.pins
+    }
+    /// Whether some CIDR rule allows names by their resolved address, so that
+    /// names no host rule allows must still be resolved and checked.
+    pub fn has_resolved_cidrs(&self) -> bool {
+        self.has_resolved_cidrs
+    }
+    /// Size of the compiled index, for reports.
+    pub fn node_count(&self) -> usize {
+        self.hosts.node_count()
+    }
+}

@@ -1,0 +1,369 @@
+//! Decisions: a normalised request ([`Candidate`]) against the rules, by
+//! name. The compiled lookup and the reference scan feed the same
+//! [`Matcher`], so they always agree.
+
+use std::cmp::Reverse;
+
+use super::compiled::Policy;
+use super::net::{SpecialRange, METADATA_NAMES};
+use super::normalize::{self, normalize_host, normalize_path, Host, HostError, NormPath};
+use super::pattern::HostPattern;
+use super::rank::{HostSpec, Specificity};
+use super::rule::{Action, Kind, Mode, OnConnect, Rule, RuleIdx, RuleTarget};
+
+/// A request, normalised once, as every matcher sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub kind: Kind,
+    pub host: Host,
+    pub port: u16,
+    /// `None` for CONNECT.
+    pub path: Option<NormPath>,
+}
+
+impl Candidate {
+    /// Normalises a raw host and path (see [`normalize`]).
+    pub fn new(kind: Kind, host: &str, port: u16, path: Option<&str>) -> Result<Self, HostError> {
+        Ok(Candidate {
+            kind,
+            host: normalize_host(host)?,
+            port,
+            path: match kind {
+                Kind::Connect => None,
+                _ => Some(normalize_path(path.unwrap_or("/"))),
+            },
+        })
+    }
+}
+
+/// The outcome of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// Report mode: denied by the policy, let through and logged.
+    WouldDeny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::WouldDeny => "would-deny",
+        }
+    }
+
+    /// Whether the request goes on.
+    pub fn proceeds(self) -> bool {
+        !matches!(self, Verdict::Deny)
+    }
+}
+
+/// Why a decision came out as it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// An allow rule matched.
+    Allowed,
+    /// A deny rule matched.
+    DenyRule,
+    /// The only rules for the host carry paths, which CONNECT cannot see.
+    PathRuleOnConnect,
+    /// The host is allowed for other paths only.
+    PathNotAllowed,
+    /// The host is allowed on other ports only.
+    PortNotAllowed,
+    /// No rule names the destination.
+    NoMatch,
+    /// The address is special-purpose and no CIDR rule allows it.
+    SpecialAddress(SpecialRange),
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::DenyRule => "deny_rule",
+            Reason::PathRuleOnConnect => "path_rule_on_connect",
+            Reason::PathNotAllowed => "path_not_allowed",
+            Reason::PortNotAllowed => "port_not_allowed",
+            Reason::NoMatch => "no_matching_rule",
+            Reason::SpecialAddress(_) => "special_address",
+        }
+    }
+
+    /// A sentence for people (403 bodies, `check`).
+    pub fn describe(self) -> String {
+        match self {
+            Reason::Allowed => "allowed by rule".into(),
+            Reason::DenyRule => "denied by rule".into(),
+            Reason::PathRuleOnConnect => {
+                "only path rules allow this host, and a CONNECT tunnel hides the path".into()
+            }
+            Reason::PathNotAllowed => "this path is not allowed for the host".into(),
+            Reason::PortNotAllowed => "this port is not allowed for the host".into(),
+            Reason::NoMatch => "no rule allows this destination".into(),
+            Reason::SpecialAddress(r) => {
+                format!("{} address refused (allow it with a cidr rule)", r.as_str())
+            }
+        }
+    }
+}
+
+/// Decision flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Flags(u8);
+
+impl Flags {
+    /// A path rule took part but the path was not visible (CONNECT).
+    pub const PATH_NOT_ENFORCED: Flags = Flags(1);
+    /// Decided in report mode.
+    pub const REPORT: Flags = Flags(2);
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn insert(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// Flag names, for logs.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.contains(Flags::PATH_NOT_ENFORCED) {
+            v.push("path_not_enforced");
+        }
+        if self.contains(Flags::REPORT) {
+            v.push("report_mode");
+        }
+        v
+    }
+}
+
+/// The answer to "may this request go there?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The rule that decided, if one did.
+    pub rule: Option<RuleIdx>,
+    pub reason: Reason,
+    pub flags: Flags,
+}
+
+impl Decision {
+    /// Default deny: no rule decided.
+    pub const fn denied(reason: Reason, flags: Flags) -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            rule: None,
+            reason,
+            flags,
+        }
+    }
+}
+
+/// Keeps the best candidates while rules are considered one by one. Used by
+/// the compiled lookup and by the reference scan alike.
+#[derive(Default)]
+pub struct Matcher {
+    best_deny: Option<(Specificity, Reverse<RuleIdx>)>,
+    /// Enforced (path seen) before flagged, then by rank, then file order.
+    best_allow: Option<(bool, Specificity, Reverse<RuleIdx>)>,
+    host_allowed: bool,
+    host_allowed_with_path: bool,
+    path_on_connect: bool,
+    unenforced_deny: bool,
+}
+
+impl Matcher {
+    /// Notes that the host matched a table with these properties (the
+    /// compiled path, for rules its path trie skipped).
+    pub(super) fn note_table(&mut self, has_allow: bool, has_allow_path: bool, kind: Kind) {
+        self.host_allowed |= has_allow;
+        self.host_allowed_with_path |= has_allow_path && kind != Kind::Connect;
+    }
+
+    /// Considers one rule whose host (or network) matches the candidate
+    /// with the given specificity.
+    pub fn consider(
+        &mut self,
+        rule: &Rule,
+        idx: RuleIdx,
+        host: HostSpec,
+        kind: Kind,
+        port: u16,
+        path: Option<&NormPath>,
+    ) {
+        let allow = rule.action == Action::Allow;
+        let has_path = !rule.path().is_any();
+        if allow {
+            self.host_allowed = true;
+            self.host_allowed_with_path |= has_path && kind != Kind::Connect;
+        }
+        if !rule.port_ok(kind, port) {
+            return;
+        }
+        let flagged = match path {
+            None if has_path => {
+                if !allow {
+                    self.unenforced_deny = true;
+                    return;
+                }
+                if rule.on_connect == OnConnect::Deny {
+                    self.path_on_connect = true;
+                    return;
+                }
+                true
+            }
+            None => false,
+            Some(p) => {
+                if !rule.path_matches(p) {
+                    return;
+                }
+                false
+            }
+        };
+        let rank = rule.specificity(host);
+        if allow {
+            let key = (!flagged, rank, Reverse(idx));
+            if self.best_allow.is_none_or(|b| key > b) {
+                self.best_allow = Some(key);
+            }
+        } else {
+            let key = (rank, Reverse(idx));
+            if self.best_deny.is_none_or(|b| key > b) {
+                self.best_deny = Some(key);
+            }
+        }
+    }
+
+    /// The decision these considerations lead to (before the mode applies).
+    pub fn finish(self) -> Decision {
+        let mut flags = Flags::default();
+        if let Some((_, Reverse(r))) = self.best_deny {
+            return Decision {
+                verdict: Verdict::Deny,
+                rule: Some(r),
+                reason: Reason::DenyRule,
+                flags,
+            };
+        }
+        if let Some((enforced, _, Reverse(r))) = self.best_allow {
+            if !enforced || self.unenforced_deny {
+                flags.insert(Flags::PATH_NOT_ENFORCED);
+            }
+            return Decision {
+                verdict: Verdict::Allow,
+                rule: Some(r),
+                reason: Reason::Allowed,
+                flags,
+            };
+        }
+        let reason = if self.path_on_connect {
+            Reason::PathRuleOnConnect
+        } else if self.host_allowed_with_path {
+            Reason::PathNotAllowed
+        } else if self.host_allowed {
+            Reason::PortNotAllowed
+        } else {
+            Reason::NoMatch
+        };
+        Decision::denied(reason, flags)
+    }
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Decides a request on its host, port and path.
+    pub fn decide(&self, c: &Candidate) -> Decision {
+        let d = match &c.host {
+            Host::Ip(ip) => self.decide_literal(*ip, c),
+            Host::Name(name) => {
+                let mut m = Matcher::default();
+                self.hosts.for_each_table(name, |reached| {
+                    let t = reached.table;
+                    let hs = reached.host_spec;
+                    m.note_table(t.has_allow, t.has_allow_path, c.kind);
+                    let mut consider =
+                        |idx: RuleIdx| m.consider(self.rule(idx), idx, hs, c.kind, c.port, c.path.as_ref());
+                    match &c.path {
+                        // CONNECT, or a path that no prefix rule may vouch for.
+                        None => {
+                            t.any.iter().copied().for_each(&mut consider);
+                            t.with_path.iter().copied().for_each(&mut consider);
+                        }
+                        Some(p) if p.ambiguous => {
+                            t.any.iter().copied().for_each(&mut consider);
+                            t.with_path.iter().copied().for_each(&mut consider);
+                        }
+                        Some(p) => {
+                            self.hosts.for_each_prefix(t, p.segments(), &mut consider);
+                            if let Some(s) = &p.stripped {
+                                self.hosts
+                                    .for_each_prefix(t, normalize::segments_of(s), &mut consider);
+                            }
+                            t.globs.iter().copied().for_each(&mut consider);
+                        }
+                    }
+                });
+                self.guard_name(name, m.finish())
+            }
+        };
+        self.apply_mode(d)
+    }
+
+    /// Reference matcher: tests every rule in turn. Slow; for tests and for
+    /// `check --explain`. Always agrees with [`Policy::decide`].
+    pub fn decide_naive(&self, c: &Candidate) -> Decision {
+        let d = match &c.host {
+            Host::Ip(ip) => self.decide_literal(*ip, c),
+            Host::Name(name) => {
+                let mut m = Matcher::default();
+                for (i, r) in self.rules.iter().enumerate() {
+                    if let RuleTarget::Host(d) = &r.target {
+                        if d.host.is_match(name) {
+                            m.consider(
+                                r,
+                                RuleIdx(i as u32),
+                                HostSpec::of(&d.host, name),
+                                c.kind,
+                                c.port,
+                                c.path.as_ref(),
+                            );
+                        }
+                    }
+                }
+                self.guard_name(name, m.finish())
+            }
+        };
+        self.apply_mode(d)
+    }
+
+    /// Cloud metadata services answer under well-known names; they are
+    /// refused unless an exact host rule names them (a wildcard is not enough).
+    fn guard_name(&self, name: &str, d: Decision) -> Decision {
+        if !METADATA_NAMES.contains(&name) || d.verdict != Verdict::Allow {
+            return d;
+        }
+        let exact = d.rule.is_some_and(|r| {
+            matches!(&self.rule(r).target, RuleTarget::Host(dest) if dest.host == HostPattern::Exact(name.to_string()))
+        });
+        if exact {
+            return d;
+        }
+        Decision::denied(Reason::SpecialAddress(SpecialRange::CloudMetadata), d.flags)
+    }
+
+    pub(super) fn apply_mode(&self, mut d: Decision) -> Decision {
+        if self.mode == Mode::Report {
+            d.flags.insert(Flags::REPORT);
+            if d.verdict == Verdict::Deny && !matches!(d.reason, Reason::SpecialAddress(_)) {
+                d.verdict = Verdict::WouldDeny;
+            }
+        }
+        d
+    }
+}

@@ -1,0 +1,194 @@
+//! The address guard: the addresses a name resolved to (or an IP literal)
+//! against CIDR rules and the special-purpose ranges, before anything is
+//! dialled. Pure: the shell resolves, this module judges, the shell dials
+//! exactly what it was given back.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::compiled::Policy;
+use super::decision::{Candidate, Decision, Matcher, Reason, Verdict};
+use super::net::special_range;
+use super::normalize::canonical_ip;
+use super::rank::HostSpec;
+use super::rule::{Action, RuleTarget};
+
+/// An address a destination resolved to, and whether it came from an
+/// operator's pin rather than from DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub addr: SocketAddr,
+    pub pinned: bool,
+}
+
+/// How a resolved address is being checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrContext {
+    /// The name was allowed by a host rule.
+    pub name_allowed: bool,
+    /// The address comes from an operator's pin, not from DNS.
+    pub pinned: bool,
+}
+
+/// The addresses that may be dialled, in order, and the decision that
+/// lets them through (the name's, or the CIDR rule's that admitted them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub targets: Vec<Resolved>,
+    pub decision: Decision,
+}
+
+/// Why no address may be dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every address is the proxy's own listener.
+    SelfLoop,
+    /// The policy refuses the destination; `by_address` when an address
+    /// (not the name) was what it refused.
+    Denied { decision: Decision, by_address: bool },
+}
+
+/// Whether dialling `addr` would reach one of the proxy's own listeners.
+pub fn is_self(listen: &[SocketAddr], addr: SocketAddr) -> bool {
+    listen.iter().any(|l| {
+        l.port() == addr.port()
+            && (l.ip() == addr.ip()
+                || (l.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+    })
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Whether a decision by name lets the request go on to its addresses:
+    /// it proceeds, or nothing named it and a `resolved` CIDR rule may
+    /// still admit it by address.
+    pub fn needs_addresses(&self, cand: &Candidate, by_name: &Decision) -> Result<(), Refusal> {
+        let literal = cand.host.as_name().is_none();
+        let cidr_may_admit = !literal && by_name.reason == Reason::NoMatch && self.has_resolved_cidrs;
+        if by_name.verdict.proceeds() || cidr_may_admit {
+            return Ok(());
+        }
+        Err(Refusal::Denied {
+            decision: *by_name,
+            by_address: literal,
+        })
+    }
+
+    /// Judges every address of a destination, in order: the proxy's own
+    /// listeners are never dialled; IP literals were judged by address
+    /// already; a name's addresses are checked against CIDR rules and the
+    /// special-purpose ranges. Returns the addresses that pass, in order.
+    pub fn decide_addresses(
+        &self,
+        cand: &Candidate,
+        by_name: Decision,
+        resolved: Vec<Resolved>,
+        own: &[SocketAddr],
+    ) -> Result<Checked, Refusal> {
+        let literal = cand.host.as_name().is_none();
+        if literal && !by_name.verdict.proceeds() {
+            return Err(Refusal::Denied {
+                decision: by_name,
+                by_address: true,
+            });
+        }
+        let mut targets = resolved;
+        targets.retain(|t| !is_self(own, t.addr));
+        if targets.is_empty() {
+            return Err(Refusal::SelfLoop);
+        }
+        if literal {
+            return Ok(Checked {
+                targets,
+                decision: by_name,
+            });
+        }
+        let name_allowed = by_name.verdict == Verdict::Allow;
+        let mut decision = by_name;
+        let mut refusal: Option<Decision> = None;
+        let mut ok = Vec::with_capacity(targets.len());
+        for t in targets {
+            let ctx = AddrContext {
+                name_allowed,
+                pinned: t.pinned,
+            };
+            let d = self.check_addr(t.addr.ip(), cand, ctx);
+            if !d.verdict.proceeds() {
+                refusal.get_or_insert(d);
+                continue;
+            }
+            // The first address that passes says how: by a CIDR rule for a
+            // name no host rule allowed, or as would-deny in report mode.
+            if ok.is_empty()
+                && ((d.rule.is_some() && !name_allowed) || (name_allowed && d.verdict == Verdict::WouldDeny))
+            {
+                decision = d;
+            }
+            ok.push(t);
+        }
+        if ok.is_empty() {
+            let d = refusal.unwrap_or(by_name);
+            return Err(Refusal::Denied {
+                decision: d,
+                by_address: d.reason != Reason::NoMatch,
+            });
+        }
+        Ok(Checked {
+            targets: ok,
+            decision,
+        })
+    }
+
+    /// Checks an address a name resolved to (or was pinned to) before it is
+    /// dialled. Deny CIDR rules always apply; an allow CIDR rule admits the
+    /// address if the name was allowed or the rule is marked `resolved`;
+    /// special-purpose addresses are refused unless so admitted or pinned.
+    pub fn check_addr(&self, ip: IpAddr, c: &Candidate, ctx: AddrContext) -> Decision {
+        let d = self.decide_ip(ip, c, ctx, true);
+        self.apply_mode(d)
+    }
+
+    /// An IP literal's decision: CIDR rules only (before the mode applies).
+    pub(super) fn decide_literal(&self, ip: IpAddr, c: &Candidate) -> Decision {
+        let ctx = AddrContext {
+            name_allowed: false,
+            pinned: false,
+        };
+        self.decide_ip(ip, c, ctx, false)
+    }
+
+    fn decide_ip(&self, ip: IpAddr, c: &Candidate, ctx: AddrContext, resolved: bool) -> Decision {
+        let ip = canonical_ip(ip);
+        let mut m = Matcher::default();
+        self.cidrs.for_each_match(ip, |idx| {
+            let rule = self.rule(idx);
+            let RuleTarget::Cidr { net, resolved: r } = rule.target else {
+                return;
+            };
+            if !resolved || r || ctx.name_allowed || rule.action == Action::Deny {
+                m.consider(
+                    rule,
+                    idx,
+                    HostSpec::network(net.prefix_len()),
+                    c.kind,
+                    c.port,
+                    None,
+                );
+            }
+        });
+        let mut d = m.finish();
+        if d.verdict == Verdict::Deny && d.reason != Reason::DenyRule {
+            if let (false, Some(range)) = (ctx.pinned, special_range(ip)) {
+                d.reason = Reason::SpecialAddress(range);
+            } else if ctx.name_allowed {
+                d = Decision {
+                    verdict: Verdict::Allow,
+                    rule: None,
+                    reason: Reason::Allowed,
+                    flags: d.flags,
+                };
+            }
+        }
+        d
+    }
+}

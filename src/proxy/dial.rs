@@ -1,0 +1,225 @@
+//! Step 5: dialling. One dialer for every kind of request: it tries each
+//! checked address in order, within the connect timeout each. Plain HTTP
+//! also keeps idle upstream connections per worker ([`Pool`]), keyed by the
+//! checked address, so a keep-alive request dials nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::respond::ProxyError;
+use crate::policy::Resolved;
+
+/// A request body on its way upstream.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// How long an idle upstream connection is kept.
+pub const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Idle connections kept per upstream address.
+pub const POOL_PER_ADDR: usize = 64;
+
+/// A dial that failed, with the last address tried.
+#[derive(Debug)]
+pub struct DialError {
+    pub error: ProxyError,
+    pub last: Option<Resolved>,
+}
+
+/// Dials the first of `targets` that answers, in order, within `timeout`
+/// each. Returns the stream and the address it reached.
+pub async fn dial(targets: &[Resolved], timeout: Duration) -> Result<(TcpStream, Resolved), DialError> {
+    let mut failed = DialError {
+        error: ProxyError::ConnectOther("no address".into()),
+        last: None,
+    };
+    for t in targets {
+        failed.last = Some(*t);
+        match tokio::time::timeout(timeout, TcpStream::connect(t.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok((s, *t));
+            }
+            Ok(Err(e)) => failed.error = ProxyError::from_connect(&e),
+            Err(_) => failed.error = ProxyError::ConnectTimeout,
+        }
+    }
+    Err(failed)
+}
+
+/// An HTTP/1.1 connection to an upstream address.
+pub struct Upstream {
+    pub sender: SendRequest<UpstreamBody>,
+    pub addr: SocketAddr,
+    /// Taken from the pool: it may have been closed by the server meanwhile.
+    pub reused: bool,
+}
+
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// Idle upstream HTTP/1.1 connections of one worker, by checked address.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    returns: AtomicU64,
+}
+
+impl Pool {
+    /// An idle connection to the first of `targets` that has one.
+    async fn checkout(&self, targets: &[Resolved], timeout: Duration) -> Option<(Upstream, Resolved)> {
+        for t in targets {
+            loop {
+                let idle = {
+                    let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                    m.get_mut(&t.addr).and_then(Vec::pop)
+                };
+                let Some(mut idle) = idle else { break };
+                if idle.sender.is_closed() || idle.since.elapsed() > POOL_IDLE {
+                    continue;
+                }
+                // Returned as soon as its last response ended: its connection
+                // may not have turned idle yet.
+                if !idle.sender.is_ready()
+                    && !matches!(
+                        tokio::time::timeout(timeout, idle.sender.ready()).await,
+                        Ok(Ok(()))
+                    )
+                {
+                    continue;
+                }
+                let up = Upstream {
+                    sender: idle.sender,
+                    addr: t.addr,
+                    reused: true,
+                };
+                return Some((up, *t));
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose response ended for the next request.
+    pub fn checkin(&self, up: Upstream) {
+        if up.sender.is_closed() {
+            return;
+        }
+        let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Now and then, drop what servers closed or what idled too long.
+        if self.returns.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
+            m.retain(|_, v| {
+                v.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= POOL_IDLE);
+                !v.is_empty()
+            });
+        }
+        let v = m.entry(up.addr).or_default();
+        if v.len() < POOL_PER_ADDR {
+            v.push(Idle {
+                sender: up.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A connection to one of `targets`: an idle one, or a new one dialled
+    /// in order. The connection task runs on the current worker.
+    pub async fn connect(
+        &self,
+        targets: &[Resolved],
+        timeout: Duration,
+    ) -> Result<(Upstream, Resolved), DialError> {
+        if let Some(found) = self.checkout(targets, timeout).await {
+            return Ok(found);
+        }
+        self.connect_new(targets, timeout).await
+    }
+
+    /// A new connection, never one from the pool.
+    pub async fn connect_new(
+        &self,
+        targets: &[Resolved],
+        timeout: Duration,
+    ) -> Result<(Upstream, Resolved), DialError> {
+        let (stream, t) = dial(targets, timeout).await?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| DialError {
+                error: ProxyError::ConnectOther(e.to_string()),
+                last: Some(t),
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with error");
+            }
+        });
+        let up = Upstream {
+            sender,
+            addr: t.addr,
+            reused: false,
+        };
+        Ok((up, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address on loopback where nothing listens.
+    async fn closed_port() -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    }
+
+    fn target(addr: SocketAddr) -> Resolved {
+        Resolved { addr, pinned: false }
+    }
+
+    #[tokio::test]
+    async fn each_checked_address_is_tried_in_order() {
+        let dead = closed_port().await;
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let (_, reached) = dial(&[target(dead), target(live_addr)], Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(reached.addr, live_addr);
+
+        let failed = dial(&[target(live_addr), target(dead)], Duration::from_secs(2)).await;
+        assert_eq!(failed.unwrap().1.addr, live_addr, "the first that answers wins");
+
+        let dead2 = closed_port().await;
+        let e = dial(&[target(dead), target(dead2)], Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(e.error, ProxyError::ConnectRefused), "{:?}", e.error);
+        assert_eq!(
+            e.last.map(|t| t.addr),
+            Some(dead2),
+            "the last address tried is reported"
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_http_dials_through_the_same_order() {
+        let dead = closed_port().await;
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let pool = Pool::default();
+        let (up, reached) = pool
+            .connect(&[target(dead), target(live_addr)], Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!((up.addr, reached.addr), (live_addr, live_addr));
+        assert!(!up.reused);
+    }
+}

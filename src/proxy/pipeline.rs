@@ -1,0 +1,171 @@
+//! The request pipeline: the steps every request walks, in order, whichever
+//! way it came in. Each step is one function with a typed result; the
+//! handlers ([`super::connect`], [`super::forward`]) only chain them and
+//! carry bytes.
+//!
+//! 1. [`admit`]: proxy authentication picks the user and their policy (the
+//!    source-network check and the connection cap run at accept, in
+//!    [`super::server`]);
+//! 2. [`connect_target`] / [`http_target`]: the request target, normalised;
+//! 3. [`decide`]: the policy's decision by name ([`Policy::decide`]);
+//! 4. [`check_addresses`]: resolve, then judge every address
+//!    ([`Policy::decide_addresses`]);
+//! 5. [`super::dial::dial`]: one dialer, each checked address in order;
+//! 6. forward ([`super::forward`]) or relay ([`super::relay`]);
+//! 7. [`refuse`] or [`Access::finish`]: the answer and the one access event.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderMap, Response, Uri};
+
+use super::respond::{Body, ProxyError};
+use super::Shared;
+use crate::access::Access;
+use crate::policy::{normalize_host, Candidate, Checked, Decision, Kind, Policy, Refusal};
+use crate::target::split_host_port;
+
+/// Who sent a request, and the policy that applies to them.
+pub struct Admitted {
+    pub policy: Arc<Policy>,
+    /// The authenticated user, when the proxy requires authentication.
+    pub user: Option<Arc<str>>,
+}
+
+/// Step 1: authenticates the request when the proxy requires it, and picks
+/// the policy that applies: the user's own, or the proxy's.
+pub fn admit(shared: &Shared, headers: &HeaderMap, client: IpAddr) -> Result<Admitted, ProxyError> {
+    let Some(a) = &shared.config.auth else {
+        return Ok(Admitted {
+            policy: shared.policy.load_full(),
+            user: None,
+        });
+    };
+    let p = a.check(headers, client).map_err(ProxyError::Auth)?;
+    Ok(Admitted {
+        policy: p.policy.unwrap_or_else(|| shared.policy.load_full()),
+        user: Some(p.user),
+    })
+}
+
+/// Step 2, CONNECT: `host:port`.
+pub fn connect_target(authority: &str) -> Result<Candidate, ProxyError> {
+    let (host, port) = split_host_port(authority)
+        .map_err(|_| ProxyError::BadRequest(format!("invalid CONNECT target {authority:?}")))?;
+    let port = port.ok_or_else(|| ProxyError::BadRequest("CONNECT target needs host:port".into()))?;
+    Candidate::new(Kind::Connect, host, port, None)
+        .map_err(|e| ProxyError::BadRequest(format!("invalid host {host:?}: {e}")))
+}
+
+/// Step 2, plain HTTP: an absolute-form `http://` URI. The request target
+/// decides; a `Host` header that names something else, or several `Host`
+/// headers, make the request ambiguous, and it is refused.
+pub fn http_target(uri: &Uri, headers: &HeaderMap) -> Result<Candidate, ProxyError> {
+    if uri.scheme_str() != Some("http") {
+        return Err(ProxyError::BadRequest(format!(
+            "unsupported scheme {:?}: send https through CONNECT",
+            uri.scheme_str().unwrap_or("")
+        )));
+    }
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let (host, port) = split_host_port(authority)
+        .map_err(|_| ProxyError::BadRequest(format!("invalid authority {authority:?}")))?;
+    let cand = Candidate::new(Kind::Http, host, port.unwrap_or(80), Some(uri.path()))
+        .map_err(|e| ProxyError::BadRequest(format!("invalid host {host:?}: {e}")))?;
+    check_host_header(headers, &cand)?;
+    Ok(cand)
+}
+
+fn check_host_header(headers: &HeaderMap, cand: &Candidate) -> Result<(), ProxyError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let Some(h) = hosts.next() else { return Ok(()) };
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("several Host headers".into()));
+    }
+    let bad = || ProxyError::BadRequest("the Host header disagrees with the request target".into());
+    let h = h.to_str().map_err(|_| bad())?;
+    let (host, port) = split_host_port(h).map_err(|_| bad())?;
+    let same_host = normalize_host(host).is_ok_and(|n| n == cand.host);
+    if !same_host || port.unwrap_or(80) != cand.port {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Step 3: the policy's decision by name (timed for the metrics).
+pub fn decide(shared: &Shared, policy: &Policy, cand: &Candidate) -> Decision {
+    let started = Instant::now();
+    let d = policy.decide(cand);
+    shared
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
+    d
+}
+
+/// Step 4: resolves the destination and judges every address; returns the
+/// addresses that may be dialled, in order, or the decision that refused.
+pub async fn check_addresses(
+    shared: &Shared,
+    policy: &Policy,
+    cand: &Candidate,
+    by_name: Decision,
+) -> Result<Checked, (ProxyError, Option<Decision>)> {
+    policy.needs_addresses(cand, &by_name).map_err(refusal)?;
+    let resolved = shared
+        .config
+        .resolver
+        .resolve(&cand.host, cand.port, policy.pins())
+        .await
+        .map_err(|e| (e, None))?;
+    policy
+        .decide_addresses(cand, by_name, resolved, &shared.config.listen)
+        .map_err(refusal)
+}
+
+fn refusal(r: Refusal) -> (ProxyError, Option<Decision>) {
+    match r {
+        Refusal::SelfLoop => (ProxyError::Loop, None),
+        Refusal::Denied { decision, by_address } => (
+            ProxyError::Denied {
+                reason: decision.reason,
+                by_address,
+            },
+            Some(decision),
+        ),
+    }
+}
+
+/// Steps 3 and 4 together, the event keeping the decision that counts: the
+/// one that let the request through, or the one that stopped it.
+pub async fn authorize(
+    shared: &Shared,
+    policy: &Policy,
+    cand: &Candidate,
+    ev: &mut Access,
+) -> Result<Checked, ProxyError> {
+    let by_name = decide(shared, policy, cand);
+    ev.decided(policy, &by_name);
+    match check_addresses(shared, policy, cand, by_name).await {
+        Ok(checked) => {
+            ev.decided(policy, &checked.decision);
+            Ok(checked)
+        }
+        Err((e, d)) => {
+            if let Some(d) = d {
+                ev.decided(policy, &d);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Step 7 for a request that does not go through: answers with the error
+/// and finishes the event. `target` names the request in the answer.
+pub fn refuse(mut ev: Access, target: &str, e: ProxyError) -> Response<Body> {
+    let resp = e.response(target);
+    ev.status(resp.status().as_u16());
+    ev.finish(Err(&e));
+    resp
+}

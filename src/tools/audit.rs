@@ -1,0 +1,78 @@
+//! `egressd audit`: what would the policy block, given HAR files or URL
+//! lists of real traffic?
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{bad_input, load, progress, read_lines};
+use crate::audit::render::{render, Format};
+use crate::audit::{self, har, Observation, Summary};
+use crate::policy::Policy;
+
+/// What `egressd audit` was asked.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Policy file; `None` for the built-in policy.
+    pub policy: Option<PathBuf>,
+    pub har: Vec<PathBuf>,
+    pub urls: Vec<PathBuf>,
+    /// Decide https URLs with their path instead of as a CONNECT.
+    pub with_paths: bool,
+    pub format: Format,
+}
+
+pub fn audit(args: AuditOptions) -> ExitCode {
+    let policy = match load(args.policy.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if args.har.is_empty() && args.urls.is_empty() {
+        return bad_input("nothing to audit: give --har FILE or --urls FILE");
+    }
+    let mut summary = Summary::default();
+    let connect = !args.with_paths;
+    for path in &args.har {
+        if let Err(e) = replay_har(&policy, path, connect, &mut summary) {
+            return bad_input(format!("{}: {e}", path.display()));
+        }
+    }
+    for path in &args.urls {
+        match read_lines(path) {
+            Ok(lines) => {
+                for l in lines {
+                    match Observation::parse(&l) {
+                        Some(o) => audit::audit(&policy, std::iter::once(o), connect, &mut summary),
+                        None => summary.unreadable += 1,
+                    }
+                }
+            }
+            Err(e) => return bad_input(format!("{}: {e}", path.display())),
+        }
+    }
+    summary.finish();
+    print!("{}", render(&summary, None, args.format));
+    ExitCode::SUCCESS
+}
+
+fn replay_har(policy: &Policy, path: &Path, connect: bool, summary: &mut Summary) -> Result<(), String> {
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let pb = progress(len);
+    let reader = BufReader::with_capacity(1 << 16, pb.wrap_read(f));
+    let mut unreadable = 0u64;
+    har::for_each_request(reader, |req| {
+        // data:, blob:, chrome-extension: and the like never reach a proxy.
+        if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
+            return;
+        }
+        match Observation::parse(&req.url) {
+            Some(o) => audit::audit(policy, std::iter::once(o), connect, summary),
+            None => unreadable += 1,
+        }
+    })
+    .map_err(|e| format!("not a readable HAR file: {e}"))?;
+    pb.finish_and_clear();
+    summary.unreadable += unreadable;
+    Ok(())
+}

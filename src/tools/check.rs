@@ -1,0 +1,190 @@
+//! `egressd check`: decide targets and say which rule decides.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::{bad_input, lines_of, load, read_lines, EXIT_DENIED};
+use crate::audit;
+use crate::policy::{Action, Candidate, Decision, Host, Kind, Policy, RuleTarget, Verdict};
+use crate::target::parse_target;
+
+/// What `egressd check` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Policy file; `None` for the built-in policy.
+    pub policy: Option<PathBuf>,
+    /// URLs, `host:port`, or `-` for stdin.
+    pub targets: Vec<String>,
+    /// A file of targets, one a line.
+    pub file: Option<PathBuf>,
+    pub explain: bool,
+    pub json: bool,
+}
+
+pub fn check(args: CheckOptions) -> ExitCode {
+    let policy = match load(args.policy.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut targets = Vec::new();
+    for t in &args.targets {
+        if t == "-" {
+            match lines_of(std::io::stdin().lock()) {
+                Ok(v) => targets.extend(v),
+                Err(e) => return bad_input(format!("stdin: {e}")),
+            }
+        } else {
+            targets.push(t.clone());
+        }
+    }
+    if let Some(f) = &args.file {
+        match read_lines(f) {
+            Ok(v) => targets.extend(v),
+            Err(e) => return bad_input(format!("{}: {e}", f.display())),
+        }
+    }
+    if targets.is_empty() {
+        return bad_input("no targets (give URLs, host:port, `-` for stdin, or --file)");
+    }
+    let mut cands = Vec::with_capacity(targets.len());
+    for t in &targets {
+        match parse_target(t) {
+            Ok(c) => cands.push(c),
+            Err(e) => return bad_input(e),
+        }
+    }
+    let mut any_denied = false;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (t, c) in targets.iter().zip(&cands) {
+        let d = policy.decide(c);
+        any_denied |= d.verdict != Verdict::Allow;
+        let _ = if args.json {
+            writeln!(out, "{}", check_json(&policy, t, c, &d, args.explain))
+        } else {
+            write!(out, "{}", check_text(&policy, t, c, &d, args.explain))
+        };
+    }
+    if any_denied {
+        ExitCode::from(EXIT_DENIED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn rule_label(policy: &Policy, d: &Decision) -> Option<String> {
+    d.rule.map(|r| {
+        let rule = policy.rule(r);
+        format!("{} ({}, line {})", rule.id, rule.pattern, rule.line)
+    })
+}
+
+fn check_text(policy: &Policy, target: &str, c: &Candidate, d: &Decision, explain: bool) -> String {
+    let mut s = format!("{:<10} {target}", d.verdict.as_str());
+    match rule_label(policy, d) {
+        Some(r) => s += &format!("  rule={r}"),
+        None => s += &format!("  reason={}: {}", d.reason.as_str(), d.reason.describe()),
+    }
+    if !d.flags.is_empty() {
+        s += &format!("  flags={}", d.flags.names().join(","));
+    }
+    s.push('\n');
+    if explain {
+        for line in explain_lines(policy, c) {
+            s += &format!("    {line}\n");
+        }
+    }
+    s
+}
+
+fn check_json(
+    policy: &Policy,
+    target: &str,
+    c: &Candidate,
+    d: &Decision,
+    explain: bool,
+) -> serde_json::Value {
+    let mut v = json!({
+        "target": target,
+        "kind": c.kind.as_str(),
+        "host": c.host.to_string(),
+        "port": c.port,
+        "path": c.path.as_ref().map(|p| p.path.clone()),
+        "decision": d.verdict.as_str(),
+        "reason": d.reason.as_str(),
+        "rule": d.rule.map(|r| policy.rule(r).id.to_string()),
+        "flags": d.flags.names(),
+        "policy_version": policy.version(),
+    });
+    if explain {
+        v["explain"] = json!(explain_lines(policy, c));
+    }
+    v
+}
+
+/// The normalised request, and every rule near it with why it did not match.
+fn explain_lines(policy: &Policy, c: &Candidate) -> Vec<String> {
+    let mut lines = vec![format!(
+        "normalised: {} {}:{}{}",
+        match c.kind {
+            Kind::Connect => "CONNECT",
+            Kind::Http => "http",
+            Kind::Https => "https",
+        },
+        c.host,
+        c.port,
+        c.path
+            .as_ref()
+            .map(|p| format!(
+                " path {}{}",
+                p.path,
+                if p.ambiguous { " (ambiguous)" } else { "" }
+            ))
+            .unwrap_or_else(|| " (path hidden by TLS)".into())
+    )];
+    let name = match &c.host {
+        Host::Name(n) => n.as_str(),
+        Host::Ip(_) => {
+            lines.push("IP literal: only cidr rules apply".into());
+            return lines;
+        }
+    };
+    let domain = audit::registrable_domain(name).unwrap_or(name);
+    for r in policy.rules() {
+        let RuleTarget::Host(d) = &r.target else { continue };
+        let host_match = d.host.is_match(name);
+        let same_domain = d.host.domain().ends_with(domain);
+        if !host_match && !same_domain {
+            continue;
+        }
+        let why = if !host_match {
+            format!("host {} does not match", d.host)
+        } else {
+            let single = Policy::from_rule(r);
+            let rd = single.decide(c);
+            if rd.verdict == Verdict::Allow || rd.rule.is_some() {
+                "matches".to_string()
+            } else {
+                rd.reason.describe()
+            }
+        };
+        lines.push(format!(
+            "{} rule {} ({}, line {}, ports {}): {why}",
+            match r.action {
+                Action::Allow => "allow",
+                Action::Deny => "deny",
+            },
+            r.id,
+            r.pattern,
+            r.line,
+            r.ports
+        ));
+    }
+    if lines.len() == 1 {
+        lines.push(format!("no rule names {domain} or a host under it"));
+    }
+    lines
+}

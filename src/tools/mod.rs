@@ -1,0 +1,63 @@
+//! The tools as commands: reading inputs, printing results and choosing
+//! exit codes around the pure [`crate::audit`] functions. Each command takes
+//! plain values (its `*Options`), not the command line's types.
+
+pub mod audit;
+pub mod cases;
+pub mod check;
+pub mod lint;
+pub mod report;
+pub mod test_policy;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::policy::Policy;
+
+pub const EXIT_DENIED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Output for scripts or for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Loads the policy a tool judges by (the built-in one for `None`), or
+/// says why not with the bad-input exit code.
+fn load(path: Option<&Path>) -> Result<Policy, ExitCode> {
+    Policy::load(path).map_err(bad_input)
+}
+
+pub(crate) fn bad_input(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("egressd: {msg}");
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+pub(crate) fn read_lines(path: &Path) -> std::io::Result<Vec<String>> {
+    let f = std::fs::File::open(path)?;
+    lines_of(BufReader::new(f))
+}
+
+pub(crate) fn lines_of(r: impl BufRead) -> std::io::Result<Vec<String>> {
+    let mut v = Vec::new();
+    for line in r.lines() {
+        let line = line?;
+        let t = line.trim();
+        if !t.is_empty() && !t.starts_with('#') {
+            v.push(t.to_string());
+        }
+    }
+    Ok(v)
+}
+
+/// A progress bar on stderr sized to a file; hidden when stderr is not a terminal.
+pub(crate) fn progress(len: u64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}") {
+        pb.set_style(style);
+    }
+    pb
+}

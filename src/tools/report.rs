@@ -1,0 +1,173 @@
+//! `egressd report`: the completeness summary from egressd's own access
+//! logs, and what a candidate policy would change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::{bad_input, load};
+use crate::audit::render::{render, Extras, Format};
+use crate::audit::{self, har, logs, Observation, Summary};
+use crate::policy::{Policy, Verdict};
+
+/// What `egressd report` was asked.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// Policy the logs are judged by; `None` for the built-in policy.
+    pub policy: Option<PathBuf>,
+    /// Access-log files (plain or gzipped); `-` or none for stdin.
+    pub logs: Vec<String>,
+    pub har: Vec<PathBuf>,
+    /// A second policy to compare with.
+    pub candidate: Option<PathBuf>,
+    pub format: Format,
+}
+
+pub fn report(args: ReportOptions) -> ExitCode {
+    let policy = match load(args.policy.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let candidate = match &args.candidate {
+        Some(c) => match load(Some(c)) {
+            Ok(p) => Some(p),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let mut observations: Vec<Observation> = Vec::new();
+    let sources: Vec<String> = if args.logs.is_empty() && args.har.is_empty() {
+        vec!["-".into()]
+    } else {
+        args.logs.clone()
+    };
+    let mut unreadable = 0;
+    for src in &sources {
+        let r = match logs::open(src) {
+            Ok(r) => r,
+            Err(e) => return bad_input(format!("{src}: {e}")),
+        };
+        for line in r.lines() {
+            match line {
+                Ok(l) => match logs::parse_line(&l) {
+                    Some(o) => observations.push(o),
+                    None if l.contains(crate::access::TARGET) => unreadable += 1,
+                    None => {}
+                },
+                Err(e) => return bad_input(format!("{src}: {e}")),
+            }
+        }
+    }
+    for path in &args.har {
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => return bad_input(format!("{}: {e}", path.display())),
+        };
+        let r = har::for_each_request(BufReader::new(f), |req| {
+            if let Some(o) = Observation::parse(&req.url) {
+                observations.extend(o.as_connect().or(Some(o)));
+            }
+        });
+        if let Err(e) = r {
+            return bad_input(format!("{}: not a readable HAR file: {e}", path.display()));
+        }
+    }
+
+    let mut summary = Summary::default();
+    summary.unreadable = unreadable;
+    let mut by_client: HashMap<String, u64> = HashMap::new();
+    let mut by_hour: BTreeMap<i64, u64> = BTreeMap::new();
+    for o in &observations {
+        let d = policy.decide(&o.candidate);
+        summary.add(o, &d);
+        if d.verdict != Verdict::Allow {
+            if let Some(c) = &o.client {
+                *by_client.entry(c.clone()).or_default() += 1;
+            }
+            if let Some(h) = o.time {
+                *by_hour.entry(h).or_default() += 1;
+            }
+        }
+    }
+    let mut extras = Extras {
+        denied_by_client: by_client.into_iter().collect(),
+        denied_by_hour: by_hour
+            .into_iter()
+            .map(|(h, n)| (logs::hour_label(h), n))
+            .collect(),
+        unused_rules: Vec::new(),
+    };
+    extras
+        .denied_by_client
+        .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for (i, r) in policy.rules().iter().enumerate() {
+        if !summary.rule_hits.contains_key(&crate::policy::RuleIdx(i as u32)) {
+            extras
+                .unused_rules
+                .push(format!("{} ({}, line {})", r.id, r.pattern, r.line));
+        }
+    }
+    summary.finish();
+    print!("{}", render(&summary, Some(&extras), args.format));
+
+    if let Some(cand) = candidate {
+        print!("{}", diff(&policy, &cand, &observations, args.format));
+    }
+    ExitCode::SUCCESS
+}
+
+/// What `candidate` would newly deny or newly allow, by destination.
+fn diff(current: &Policy, candidate: &Policy, obs: &[Observation], format: Format) -> String {
+    let mut newly_denied: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut newly_allowed: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for o in obs {
+        let a = current.decide(&o.candidate).verdict == Verdict::Allow;
+        let b = candidate.decide(&o.candidate).verdict == Verdict::Allow;
+        let bucket = match (a, b) {
+            (true, false) => &mut newly_denied,
+            (false, true) => &mut newly_allowed,
+            _ => continue,
+        };
+        let e = bucket
+            .entry(audit::destination(&o.candidate))
+            .or_insert((0, o.target.clone()));
+        e.0 += 1;
+    }
+    let sorted = |m: BTreeMap<String, (u64, String)>| {
+        let mut v: Vec<(String, u64, String)> = m.into_iter().map(|(k, (n, ex))| (k, n, ex)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    };
+    let (denied, allowed) = (sorted(newly_denied), sorted(newly_allowed));
+    match format {
+        Format::Json => {
+            let list = |v: &[(String, u64, String)]| {
+                v.iter()
+                    .map(|(d, n, ex)| json!({"destination": d, "requests": n, "example": ex}))
+                    .collect::<Vec<_>>()
+            };
+            let mut s = serde_json::to_string_pretty(&json!({
+                "candidate": candidate.origin(),
+                "candidate_version": candidate.version(),
+                "newly_denied": list(&denied),
+                "newly_allowed": list(&allowed),
+            }))
+            .unwrap_or_default();
+            s.push('\n');
+            s
+        }
+        Format::Text | Format::Markdown => {
+            let mut s = format!("\nCandidate {} ({}):\n", candidate.origin(), candidate.version());
+            for (title, v) in [("newly denied", &denied), ("newly allowed", &allowed)] {
+                s += &format!("  {title}: {}\n", v.len());
+                for (d, n, ex) in v {
+                    s += &format!("    {n:>7}  {d}  e.g. {ex}\n");
+                }
+            }
+            s
+        }
+    }
+}
