@@ -1,6 +1,8 @@
-//! Targets as people and tools write them: `http://host/path`,
-//! `https://host:8443/path`, `CONNECT host:port` or bare `host:port`.
-//! Used by `check`, policy test cases and the audit tools.
+//! Targets as people, tools and clients write them: `http://host/path`,
+//! `https://host:8443/path`, `CONNECT host:port` or bare `host:port`. The
+//! one reader of destinations: the proxy ([`candidate`], [`connect_candidate`])
+//! and the tools (`check`, policy cases, audits: [`parse_target`]) share it,
+//! so they cannot read one target two ways.
 
 use crate::policy::{Candidate, HostError, Kind};
 
@@ -15,6 +17,14 @@ pub enum TargetError {
     Port(String),
     #[error("{0:?}: invalid host: {1}")]
     Host(String, HostError),
+    #[error("{0:?}: a backslash in the authority (browsers read the host before it)")]
+    Backslash(String),
+    #[error("{0:?}: credentials (userinfo) in the request target")]
+    Userinfo(String),
+    #[error("{0:?}: CONNECT takes host:port only (no scheme, path or credentials)")]
+    ConnectForm(String),
+    #[error("{0:?}: CONNECT target needs host:port")]
+    ConnectPort(String),
 }
 
 /// A malformed `host:port`.
@@ -52,10 +62,52 @@ pub fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), Authority
     Ok((host, port))
 }
 
-/// Parses a target into a normalised [`Candidate`].
+/// The destination of a request of `kind` to `authority` (`host[:port]`,
+/// no userinfo) and `path`: a CONNECT needs its port; http and https take
+/// their default one. A backslash anywhere in the authority is refused:
+/// WHATWG URL parsers (browsers) end the host at it, others do not.
+pub fn candidate(kind: Kind, authority: &str, path: Option<&str>) -> Result<Candidate, TargetError> {
+    if authority.contains('\\') {
+        return Err(TargetError::Backslash(authority.to_string()));
+    }
+    if authority.contains('@') {
+        return Err(TargetError::Userinfo(authority.to_string()));
+    }
+    let (host, port) = split_host_port(authority).map_err(|_| TargetError::Port(authority.to_string()))?;
+    let port = match (port, kind) {
+        (Some(p), _) => p,
+        (None, Kind::Connect) => return Err(TargetError::ConnectPort(authority.to_string())),
+        (None, k) => k.default_port(),
+    };
+    Candidate::new(kind, host, port, path).map_err(|e| TargetError::Host(authority.to_string(), e))
+}
+
+/// A CONNECT request target, which must be in authority-form (RFC 9110
+/// 9.3.6): `host:port`, nothing else.
+pub fn connect_candidate(uri: &http::Uri) -> Result<Candidate, TargetError> {
+    let shown = || uri.to_string();
+    let authority = match (uri.scheme(), uri.path_and_query(), uri.authority()) {
+        (None, None, Some(a)) => a.as_str(),
+        _ => return Err(TargetError::ConnectForm(shown())),
+    };
+    if authority.contains('@') {
+        return Err(TargetError::ConnectForm(shown()));
+    }
+    candidate(Kind::Connect, authority, None)
+}
+
+/// Parses a target into a normalised [`Candidate`]. Credentials in a URL
+/// (`https://user:pw@host/`) are not part of the destination and are
+/// skipped; the request a client sends must not carry them.
 pub fn parse_target(s: &str) -> Result<Candidate, TargetError> {
     let s = s.trim();
     let syntax = || TargetError::Syntax(s.to_string());
+    let with = |e: TargetError| match e {
+        TargetError::Host(_, h) => TargetError::Host(s.to_string(), h),
+        TargetError::Port(_) => TargetError::Port(s.to_string()),
+        TargetError::Backslash(_) => TargetError::Backslash(s.to_string()),
+        other => other,
+    };
     if let Some((scheme, rest)) = s.split_once("://") {
         let kind = match scheme.to_ascii_lowercase().as_str() {
             "http" => Kind::Http,
@@ -64,12 +116,12 @@ pub fn parse_target(s: &str) -> Result<Candidate, TargetError> {
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(end);
-        // Credentials in a URL are not part of the destination.
+        if authority.contains('\\') {
+            return Err(TargetError::Backslash(s.to_string()));
+        }
         let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-        let (host, port) = split_host_port(authority).map_err(|_| TargetError::Port(s.to_string()))?;
         let path = if path.starts_with('/') { path } else { "/" };
-        return Candidate::new(kind, host, port.unwrap_or(kind.default_port()), Some(path))
-            .map_err(|e| TargetError::Host(s.to_string(), e));
+        return candidate(kind, authority, Some(path)).map_err(with);
     }
     let authority = s
         .strip_prefix("CONNECT ")
@@ -79,15 +131,31 @@ pub fn parse_target(s: &str) -> Result<Candidate, TargetError> {
     if authority.is_empty() || authority.contains(['/', ' ']) {
         return Err(syntax());
     }
-    let (host, port) = split_host_port(authority).map_err(|_| TargetError::Port(s.to_string()))?;
-    let port = port.ok_or_else(syntax)?;
-    Candidate::new(Kind::Connect, host, port, None).map_err(|e| TargetError::Host(s.to_string(), e))
+    candidate(Kind::Connect, authority, None).map_err(|e| match e {
+        TargetError::ConnectPort(_) => syntax(),
+        e => with(e),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::Host;
+
+    #[test]
+    fn connect_takes_authority_form_only() {
+        let uri = |s: &str| s.parse::<http::Uri>().unwrap();
+        assert!(connect_candidate(&uri("a.example.com:443")).is_ok());
+        for bad in [
+            "http://a.example.com:443/",
+            "https://a.example.com:443",
+            "a.example.com",
+            "/x",
+        ] {
+            assert!(connect_candidate(&uri(bad)).is_err(), "{bad}");
+        }
+        assert!(candidate(Kind::Http, "user@a.example.com", Some("/")).is_err());
+    }
 
     #[test]
     fn targets() {
@@ -104,6 +172,8 @@ mod tests {
         assert!(parse_target("sftp.example.com:22").is_ok());
         for bad in [
             "example.com",
+            "http://evil.example\\@good.example/x",
+            "https://a\\b.example/",
             "ftp://x",
             "http://x:0/",
             "http://x:99999/",

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::compiled::Policy;
 use super::decision::{Candidate, Decision, Matcher, Reason, Verdict};
-use super::net::special_range;
+use super::net::{embedded_v4, special_range};
 use super::normalize::canonical_ip;
 use super::rank::HostSpec;
 use super::rule::{Action, RuleTarget};
@@ -48,12 +48,23 @@ pub enum Refusal {
 }
 
 /// Whether dialling `addr` would reach one of the proxy's own listeners.
+/// Addresses are compared in one spelling, every IPv4 embedding the guard
+/// knows unwrapped (`::ffff:127.0.0.1` is `127.0.0.1`), so that no
+/// spelling of its own address sends the proxy back to itself.
 pub fn is_self(listen: &[SocketAddr], addr: SocketAddr) -> bool {
+    let a = unwrapped(addr.ip());
     listen.iter().any(|l| {
+        let own = unwrapped(l.ip());
         l.port() == addr.port()
-            && (l.ip() == addr.ip()
-                || (l.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+            && (own == a || (own.is_unspecified() && (a.is_loopback() || a.is_unspecified())))
     })
+}
+
+fn unwrapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 // === impl Policy ===
@@ -190,5 +201,42 @@ impl Policy {
             }
         }
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_s_own_address_in_every_spelling() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let own = [
+            sa("10.0.0.5:3128"),
+            sa("[::ffff:127.0.0.1]:8080"),
+            sa("0.0.0.0:9000"),
+        ];
+        for spelling in [
+            "10.0.0.5:3128",
+            "[::ffff:10.0.0.5]:3128",
+            "[::ffff:a00:5]:3128",
+            "[64:ff9b::a00:5]:3128",
+            "[2002:a00:5::]:3128",
+            "127.0.0.1:8080",
+            "[::ffff:127.0.0.1]:8080",
+            "127.0.0.9:9000",
+            "[::1]:9000",
+            "[::ffff:127.0.0.2]:9000",
+        ] {
+            assert!(is_self(&own, sa(spelling)), "{spelling}");
+        }
+        for other in [
+            "10.0.0.5:3129",
+            "10.0.0.6:3128",
+            "[::ffff:10.0.0.6]:3128",
+            "127.0.0.2:8080",
+        ] {
+            assert!(!is_self(&own, sa(other)), "{other}");
+        }
     }
 }

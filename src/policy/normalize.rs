@@ -11,7 +11,8 @@
 //!   (`127.1`, `0x7f.0.0.1`, `2130706433`), so that no spelling of an address
 //!   reaches the resolver as a "name"; a host whose last label is numeric but
 //!   is not a valid address is refused;
-//! - ASCII is case-folded; non-ASCII names are converted to punycode (UTS 46);
+//! - ASCII is case-folded; non-ASCII names are converted to punycode (UTS 46),
+//!   and punycode labels (`xn--`) must decode and pass UTS 46's checks;
 //! - what remains must be a DNS name: labels of 1 to 63 characters from
 //!   `a-z 0-9 - _`, 253 characters in all.
 //!
@@ -23,7 +24,9 @@
 //! - the path is *ambiguous* when servers disagree on what it names: it holds
 //!   an encoded slash or backslash (`%2F`, `%5C`), a raw backslash, an encoded
 //!   NUL or percent (`%00`, `%25`: double encoding), a bad escape, an empty
-//!   segment (`//`), or a dot-segment hidden behind `;` parameters (`..;x`).
+//!   segment (`//`), a dot-segment hidden behind `;` parameters (`..;x`), or
+//!   bytes that, decoded, are not valid UTF-8 (overlong forms such as
+//!   `%c0%ae` for `.`, surrogates).
 //!   An ambiguous path never matches an allow rule with a path and always
 //!   matches a deny rule with a path, so no spelling escapes a prefix.
 //! - `;` parameters stay part of their segment for allow rules; deny rules
@@ -111,6 +114,15 @@ pub fn normalize_host(raw: &str) -> Result<Host, HostError> {
     };
     if let Some(ip) = parse_ipv4_like(&name)? {
         return Ok(Host::Ip(IpAddr::V4(ip)));
+    }
+    // Punycode must decode, and pass UTS 46's checks, as browsers require:
+    // `xn--0ca24w` is not a name anyone can register or a browser visit.
+    if name.starts_with("xn--") || name.contains(".xn--") {
+        let checked = idna::domain_to_ascii_cow(name.as_bytes(), idna::AsciiDenyList::URL)
+            .map_err(|_| HostError::Idna)?;
+        if checked != name {
+            return Err(HostError::Idna);
+        }
     }
     validate_name(&name)?;
     Ok(Host::Name(name.into_owned()))
@@ -240,11 +252,48 @@ fn hex_val(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// Whether the path, with every percent-escape decoded, is valid UTF-8
+/// (which rules out overlong encodings and surrogates). Paths of plain
+/// ASCII with no escape of a byte above 0x7f are, without decoding.
+fn decodes_to_utf8(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let high = |i: usize| b.get(i + 1).copied().and_then(hex_val).is_some_and(|h| h >= 8);
+    if !b
+        .iter()
+        .enumerate()
+        .any(|(i, &c)| c >= 0x80 || (c == b'%' && high(i)))
+    {
+        return true;
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let pair = (
+            b.get(i + 1).copied().and_then(hex_val),
+            b.get(i + 2).copied().and_then(hex_val),
+        );
+        match (b[i], pair) {
+            (b'%', (Some(h), Some(l))) => {
+                out.push(h * 16 + l);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&out).is_ok()
+}
+
 /// Normalises the path part of a request target (anything from `?` on is
 /// dropped). See the module documentation for the rules.
 pub fn normalize_path(raw: &str) -> NormPath {
     let raw = raw.split(['?', '#']).next().unwrap_or("");
-    let mut ambiguous = false;
+    // Bytes beyond ASCII, raw or escaped, must spell valid UTF-8: an
+    // overlong form (`%c0%ae` for `.`) or a surrogate means something else
+    // to a lenient server than to the matcher.
+    let mut ambiguous = !decodes_to_utf8(raw);
     let mut has_params = false;
 
     // 1. Percent-decoding of unreserved characters, into segments.
@@ -409,6 +458,17 @@ mod tests {
         assert_eq!(normalize_host("1.2.3.4.5"), Err(HostError::BadIpv4));
         assert_eq!(normalize_host("example.123"), Err(HostError::BadIpv4));
         assert_eq!(normalize_host("4294967296"), Err(HostError::BadIpv4));
+        // Punycode that does not decode, or fails UTS 46, is no name.
+        assert_eq!(normalize_host("xn--bcher-kva.com"), Ok(name("xn--bcher-kva.com")));
+        assert_eq!(normalize_host("XN--Bcher-KVA.com"), Ok(name("xn--bcher-kva.com")));
+        for bad in [
+            "xn--0ca24w",
+            "xn--0ca24w.example.com",
+            "a.xn--zz.com",
+            "xn--abc-.com",
+        ] {
+            assert_eq!(normalize_host(bad), Err(HostError::Idna), "{bad}");
+        }
         // A name that merely contains digits is a name.
         assert_eq!(normalize_host("123.example"), Ok(name("123.example")));
     }
@@ -443,8 +503,19 @@ mod tests {
             "/recaptcha/..;/admin",
             "/recaptcha/%zz",
             "/a%00b",
+            // Overlong UTF-8 for `.` (lenient servers decode them as `..`),
+            // a surrogate, a lone continuation byte, raw invalid bytes.
+            "/recaptcha/%c0%ae%c0%ae/search",
+            "/recaptcha/%e0%80%ae%e0%80%ae/search",
+            "/recaptcha/%C0%AE./search",
+            "/a/%ed%a0%80",
+            "/a/%80",
         ] {
             assert!(normalize_path(s).ambiguous, "{s}");
+        }
+        // Well-formed UTF-8, escaped or not, is not ambiguous.
+        for s in ["/caf%C3%A9", "/café", "/%E2%82%AC/x"] {
+            assert!(!normalize_path(s).ambiguous, "{s}");
         }
     }
 

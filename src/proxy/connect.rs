@@ -20,9 +20,9 @@ use crate::access::{Access, EventKind};
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
     let mut ev = shared.access(client, EventKind::Connect, &Method::CONNECT);
-    let raw = req.uri().authority().map_or("", |a| a.as_str()).to_string();
-    ev.raw_target(&raw, None);
-    match open(&shared, &req, client, &raw, &mut ev).await {
+    let raw = req.uri().to_string();
+    ev.raw_target(req.uri().authority().map_or(&raw, |a| a.as_str()), None);
+    match open(&shared, &req, client, &mut ev).await {
         Ok(tunnel) => {
             ev.status(200);
             spawn_relay(&shared, req, tunnel, ev);
@@ -47,13 +47,12 @@ async fn open(
     shared: &Arc<Shared>,
     req: &Request<Incoming>,
     client: SocketAddr,
-    raw: &str,
     ev: &mut Access,
 ) -> Result<Tunnel, ProxyError> {
     let admitted = pipeline::admit(shared, req.headers(), client.ip())?;
     ev.admitted(admitted.user.clone(), &admitted.policy);
     let policy = &admitted.policy;
-    let cand = pipeline::connect_target(raw)?;
+    let cand = pipeline::connect_target(req.uri())?;
     ev.target(&cand);
     let slot = shared
         .tunnel_slot(client.ip())

@@ -37,6 +37,7 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
     "proxy-authorization",
     "proxy-authenticate",
 ];
@@ -66,18 +67,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The one upgrade passed on: `websocket`. Its path was decided and it
+/// carries no further HTTP requests. Any other token, `h2c` above all
+/// (whose HTTP/2 connection would carry requests no rule ever saw), is
+/// dropped with the rest of the hop-by-hop fields.
 fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let conn_upgrade = headers
-        .get_all(header::CONNECTION)
+    let tokens = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+    };
+    let conn_upgrade = tokens(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if conn_upgrade {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
+        .any(|t| t.eq_ignore_ascii_case("upgrade"));
+    let websocket = tokens(header::UPGRADE)
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case("websocket"));
+    (conn_upgrade && websocket).then(|| HeaderValue::from_static("websocket"))
 }
 
 pub async fn handle(
@@ -227,13 +237,17 @@ fn respond(shared: &Arc<Shared>, pool: &Arc<Pool>, sent: Sent, mut ev: Access) -
     } = sent;
     ev.status(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            ev.bytes(up.load(Ordering::Relaxed), 0);
-            spawn_upgraded(shared, client_upgrade, upstream_upgrade, ev);
-            let (parts, _) = resp.into_parts();
-            return Response::from_parts(parts, empty());
-        }
+        // A switch nobody asked for would hand the client a connection to
+        // the origin that the proxy no longer reads.
+        let Some(client_upgrade) = client_upgrade else {
+            let e = ProxyError::UpstreamResponse("the upstream switched protocols unasked".into());
+            return refuse(ev, "", e);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        ev.bytes(up.load(Ordering::Relaxed), 0);
+        spawn_upgraded(shared, client_upgrade, upstream_upgrade, ev);
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, empty());
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);

@@ -24,7 +24,7 @@ use super::respond::{Body, ProxyError};
 use super::Shared;
 use crate::access::Access;
 use crate::policy::{normalize_host, Candidate, Checked, Decision, Kind, Policy, Refusal};
-use crate::target::split_host_port;
+use crate::target::{self, split_host_port};
 
 /// Who sent a request, and the policy that applies to them.
 pub struct Admitted {
@@ -49,18 +49,15 @@ pub fn admit(shared: &Shared, headers: &HeaderMap, client: IpAddr) -> Result<Adm
     })
 }
 
-/// Step 2, CONNECT: `host:port`.
-pub fn connect_target(authority: &str) -> Result<Candidate, ProxyError> {
-    let (host, port) = split_host_port(authority)
-        .map_err(|_| ProxyError::BadRequest(format!("invalid CONNECT target {authority:?}")))?;
-    let port = port.ok_or_else(|| ProxyError::BadRequest("CONNECT target needs host:port".into()))?;
-    Candidate::new(Kind::Connect, host, port, None)
-        .map_err(|e| ProxyError::BadRequest(format!("invalid host {host:?}: {e}")))
+/// Step 2, CONNECT: authority-form `host:port` only.
+pub fn connect_target(uri: &Uri) -> Result<Candidate, ProxyError> {
+    target::connect_candidate(uri).map_err(|e| ProxyError::BadRequest(e.to_string()))
 }
 
-/// Step 2, plain HTTP: an absolute-form `http://` URI. The request target
-/// decides; a `Host` header that names something else, or several `Host`
-/// headers, make the request ambiguous, and it is refused.
+/// Step 2, plain HTTP: an absolute-form `http://` URI, read by the same
+/// parser as `check`'s. The request target decides; a `Host` header that
+/// names something else, or several `Host` headers, make the request
+/// ambiguous, and it is refused.
 pub fn http_target(uri: &Uri, headers: &HeaderMap) -> Result<Candidate, ProxyError> {
     if uri.scheme_str() != Some("http") {
         return Err(ProxyError::BadRequest(format!(
@@ -69,10 +66,8 @@ pub fn http_target(uri: &Uri, headers: &HeaderMap) -> Result<Candidate, ProxyErr
         )));
     }
     let authority = uri.authority().map_or("", |a| a.as_str());
-    let (host, port) = split_host_port(authority)
-        .map_err(|_| ProxyError::BadRequest(format!("invalid authority {authority:?}")))?;
-    let cand = Candidate::new(Kind::Http, host, port.unwrap_or(80), Some(uri.path()))
-        .map_err(|e| ProxyError::BadRequest(format!("invalid host {host:?}: {e}")))?;
+    let cand = target::candidate(Kind::Http, authority, Some(uri.path()))
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     check_host_header(headers, &cand)?;
     Ok(cand)
 }
