@@ -234,6 +234,8 @@ pub struct Record<'a> {
     #[serde(borrow, default)]
     pub client: Option<std::borrow::Cow<'a, str>>,
     pub kind: EventKind,
+    #[serde(borrow, default)]
+    pub method: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     pub host: std::borrow::Cow<'a, str>,
     pub port: u16,

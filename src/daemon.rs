@@ -119,6 +119,7 @@ pub async fn run(
         },
         None => None,
     };
+    tokio::spawn(turn_days(shared.clone()));
     let server = proxy::server::serve_workers(shared.clone(), listeners.by_worker)?;
     shared.ready.store(true, Ordering::Relaxed);
 
@@ -133,6 +134,23 @@ pub async fn run(
     drain(&shared, config.drain).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// At each midnight (UTC), moves rule expiry on a day, until the proxy is cut.
+async fn turn_days(shared: Arc<Shared>) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let to_midnight = Duration::from_secs(86_400 - now.as_secs() % 86_400);
+        tokio::select! {
+            _ = shared.cut.cancelled() => return,
+            _ = tokio::time::sleep(to_midnight) => {}
+        }
+        let day = crate::load::today();
+        shared.set_today(day);
+        tracing::info!(day = %day, "a new day: rules past their expiry no longer match");
+    }
 }
 
 /// Waits for connections and tunnels to end, for at most `grace`, then

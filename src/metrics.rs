@@ -47,6 +47,11 @@ pub struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -62,6 +67,7 @@ pub struct Metrics {
     pub policy: Family<PolicyLabels, Gauge>,
     pub policy_loaded: Gauge<f64, AtomicU64>,
     pub reloads: Family<ResultLabels, Counter>,
+    pub rule_expiry: Family<RuleLabels, Gauge<f64, AtomicU64>>,
     /// The `rule` label of decisions no rule made.
     no_rule: Arc<str>,
 }
@@ -154,8 +160,15 @@ impl Metrics {
             "Policy reloads, by result (ok, error)",
             reloads.clone(),
         );
+        let rule_expiry = Family::<RuleLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "rule_expiry_timestamp_seconds",
+            "When each rule with `expires` stops matching (Unix time, end of its last day)",
+            rule_expiry.clone(),
+        );
         Metrics {
             registry,
+            rule_expiry,
             requests,
             denials,
             upstream_errors,
@@ -198,6 +211,16 @@ impl Metrics {
             self.bytes
                 .get_or_create(&DirectionLabels { direction: "down" })
                 .inc_by(a.bytes_down);
+        }
+    }
+
+    /// The expiry times of the loaded policy's rules (and no others).
+    pub fn set_rule_expiries(&self, rules: impl Iterator<Item = (Arc<str>, u64)>) {
+        self.rule_expiry.clear();
+        for (rule, at) in rules {
+            self.rule_expiry
+                .get_or_create(&RuleLabels { rule })
+                .set(at as f64);
         }
     }
 

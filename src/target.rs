@@ -101,6 +101,16 @@ pub fn connect_candidate(uri: &http::Uri) -> Result<Candidate, TargetError> {
 /// skipped; the request a client sends must not carry them.
 pub fn parse_target(s: &str) -> Result<Candidate, TargetError> {
     let s = s.trim();
+    // `POST https://host/path`: a method, then a URL.
+    if let Some((method, url)) = s.split_once(' ') {
+        let is_method = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+        let url = url.trim_start();
+        if is_method && method != "CONNECT" && url.contains("://") {
+            let m = http::Method::from_bytes(method.as_bytes())
+                .map_err(|_| TargetError::Syntax(s.to_string()))?;
+            return parse_target(url).map(|c| c.with_method(m));
+        }
+    }
     let syntax = || TargetError::Syntax(s.to_string());
     let with = |e: TargetError| match e {
         TargetError::Host(_, h) => TargetError::Host(s.to_string(), h),
@@ -164,6 +174,12 @@ mod tests {
         assert_eq!(c.host, Host::Name("www.google.com".into()));
         assert_eq!(c.port, 8443);
         assert_eq!(c.path.unwrap().path, "/x");
+        let c = parse_target("POST https://example.com/x").unwrap();
+        assert_eq!((c.kind, c.method.as_str()), (Kind::Https, "POST"));
+        assert_eq!(
+            parse_target("https://example.com/x").unwrap().method,
+            http::Method::GET
+        );
         let c = parse_target("http://example.com").unwrap();
         assert_eq!((c.port, c.path.unwrap().path.as_str()), (80, "/"));
         let c = parse_target("CONNECT [::1]:443").unwrap();

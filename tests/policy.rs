@@ -382,8 +382,27 @@ mod properties {
                     format!("/{}", s.join("/"))
                 }
             });
-        let ports = prop::sample::select(&["", "ports = [80]", "ports = [443, 8443]"][..]);
-        let on_connect = prop::sample::select(&["", "on_connect = \"allow\"", "on_connect = \"deny\""][..]);
+        let ports = prop::sample::select(
+            &[
+                "",
+                "ports = [80]",
+                "ports = [443, 8443]",
+                "ports = [\"8000-8999\", 443]",
+                "ports = \"any\"",
+            ][..],
+        );
+        // Options of the rule: staged, expiring, plain HTTP with methods.
+        let on_connect = prop::sample::select(
+            &[
+                "",
+                "on_connect = \"allow\"",
+                "on_connect = \"deny\"",
+                "mode = \"report\"",
+                "expires = 2000-01-01",
+                "expires = 2999-01-01",
+            ][..],
+        );
+        let scheme = prop::sample::select(&["", "", "http://", "https://"][..]);
         let cidr = (
             prop::sample::select(&["10.0.0.0", "10.1.0.0", "162.247.216.0", "0.0.0.0", "fd00::"][..]),
             0..4u8,
@@ -398,9 +417,10 @@ mod properties {
                 ipnet::IpNet::new(ip, len).unwrap().trunc().to_string()
             });
         prop_oneof![
-            4 => (host, path, ports.clone(), on_connect).prop_map(|(h, p, ports, oc)| {
+            4 => (scheme, host, path, ports.clone(), on_connect, any::<bool>()).prop_map(|(sc, h, p, ports, oc, m)| {
                 let sep = |s: &str| if s.is_empty() { String::new() } else { format!(", {s}") };
-                format!("{{ host = \"{h}{p}\"{}{} }}", sep(ports), sep(oc))
+                let methods = if m && sc == "http://" { ", methods = [\"GET\"]" } else { "" };
+                format!("{{ host = \"{sc}{h}{p}\"{}{}{methods} }}", sep(ports), sep(oc))
             }),
             1 => (cidr, ports, any::<bool>()).prop_map(|(c, ports, r)| {
                 let sep = if ports.is_empty() { String::new() } else { format!(", {ports}") };
@@ -435,10 +455,11 @@ mod properties {
         ];
         let path =
             prop::collection::vec(prop::sample::select(SEGS), 0..5).prop_map(|s| format!("/{}", s.join("/")));
-        let port = prop::sample::select(&[80u16, 443, 8443, 22][..]);
-        (0..3u8, host, port, path).prop_map(|(k, h, port, p)| match k {
+        let port = prop::sample::select(&[80u16, 443, 8443, 22, 8080][..]);
+        (0..4u8, host, port, path).prop_map(|(k, h, port, p)| match k {
             0 => format!("CONNECT {h}:{port}"),
             1 => format!("http://{h}:{port}{p}"),
+            2 => format!("POST http://{h}:{port}{p}"),
             _ => format!("https://{h}:{port}{p}"),
         })
     }
@@ -453,6 +474,8 @@ mod properties {
                 // Generated rules may be invalid (e.g. a glob that is not one).
                 Err(_) => return Ok(()),
             };
+            // Rules that expired by the day the policy is judged on, too.
+            p.set_today(Day::from_ymd(2026, 12, 2).unwrap());
             for r in &reqs {
                 let Ok(c) = parse_target(r) else { continue };
                 prop_assert_eq!(p.decide(&c), p.decide_naive(&c), "{}\n{}", r, src);
@@ -482,7 +505,7 @@ mod properties {
                         .map(|(a, pinned)| Resolved { addr: std::net::SocketAddr::new(a.parse().unwrap(), c.port), pinned: *pinned })
                         .collect(),
                 };
-                let ctx = |t: &Resolved| AddrContext { name_allowed: by_name.verdict == Verdict::Allow, pinned: t.pinned };
+                let ctx = |t: &Resolved| AddrContext { name_allowed: by_name.name_allowed(), pinned: t.pinned };
                 let passes = |t: &Resolved| {
                     !is_self(&own, t.addr)
                         && (c.host.as_name().is_none() || p.check_addr(t.addr.ip(), &c, ctx(t)).verdict.proceeds())
@@ -527,4 +550,103 @@ mod properties {
             }
         }
     }
+}
+
+fn reason(p: &Policy, target: &str) -> &'static str {
+    decide(p, target).reason.as_str()
+}
+
+#[test]
+fn a_scheme_restricts_the_kind_of_request() {
+    let p = policy(
+        r#"allow = ["http://plain.example.com:8080", "https://tls.example.com", "both.example.com", "https://alt.example.com:8443"]"#,
+    );
+    assert_eq!(verdict(&p, "http://plain.example.com:8080/x"), "allow");
+    assert_eq!(verdict(&p, "CONNECT plain.example.com:8080"), "deny");
+    assert_eq!(reason(&p, "CONNECT plain.example.com:8080"), "kind_not_allowed");
+    assert_eq!(verdict(&p, "CONNECT tls.example.com:443"), "allow");
+    assert_eq!(verdict(&p, "https://tls.example.com/x"), "allow");
+    assert_eq!(reason(&p, "http://tls.example.com/"), "kind_not_allowed");
+    assert_eq!(verdict(&p, "http://both.example.com/"), "allow");
+    assert_eq!(verdict(&p, "CONNECT both.example.com:443"), "allow");
+    assert_eq!(verdict(&p, "CONNECT alt.example.com:8443"), "allow");
+    assert_eq!(reason(&p, "CONNECT alt.example.com:443"), "port_not_allowed");
+    assert_eq!(reason(&p, "http://alt.example.com:8443/"), "kind_not_allowed");
+}
+
+#[test]
+fn port_ranges_and_any() {
+    let p = policy(
+        r#"allow = [
+  { host = "dev.example.com", ports = [443, "8000-8999"] },
+  { host = "lab.example.com", ports = "any" },
+]"#,
+    );
+    assert_eq!(verdict(&p, "CONNECT dev.example.com:8000"), "allow");
+    assert_eq!(verdict(&p, "CONNECT dev.example.com:8999"), "allow");
+    assert_eq!(verdict(&p, "http://dev.example.com:8500/"), "allow");
+    assert_eq!(reason(&p, "CONNECT dev.example.com:9000"), "port_not_allowed");
+    assert_eq!(reason(&p, "CONNECT dev.example.com:80"), "port_not_allowed");
+    assert_eq!(verdict(&p, "CONNECT lab.example.com:22"), "allow");
+    assert_eq!(verdict(&p, "http://lab.example.com:1/"), "allow");
+    assert_eq!(p.rules()[0].ports.to_string(), "443,8000-8999");
+}
+
+#[test]
+fn methods_restrict_plain_http() {
+    let p = policy(r#"allow = [{ host = "http://api.example.com/v1", methods = ["GET", "HEAD"] }]"#);
+    assert_eq!(verdict(&p, "http://api.example.com/v1/x"), "allow");
+    assert_eq!(verdict(&p, "HEAD http://api.example.com/v1/x"), "allow");
+    assert_eq!(verdict(&p, "POST http://api.example.com/v1/x"), "deny");
+    assert_eq!(
+        reason(&p, "POST http://api.example.com/v1/x"),
+        "method_not_allowed"
+    );
+    assert_eq!(reason(&p, "GET http://api.example.com/v2"), "path_not_allowed");
+}
+
+#[test]
+fn staged_rules_say_what_they_would_change() {
+    let p = policy(
+        r#"
+allow = ["*.example.com", { host = "new.example.org", mode = "report", name = "trial" }]
+deny = [{ host = "uploads.example.com", mode = "report", name = "uploads-off" }]
+"#,
+    );
+    // A staged deny rule: the request goes on, logged as would-deny by it.
+    let d = decide(&p, "CONNECT uploads.example.com:443");
+    assert_eq!((d.verdict, d.verdict.proceeds()), (Verdict::WouldDeny, true));
+    assert_eq!(p.rule(d.rule.unwrap()).id.as_ref(), "uploads-off");
+    assert!(d.flags.names().contains(&"staged_rule"));
+    // A staged allow rule: refused, logged as would-allow by it.
+    let d = decide(&p, "CONNECT new.example.org:443");
+    assert_eq!((d.verdict, d.verdict.proceeds()), (Verdict::WouldAllow, false));
+    assert_eq!(p.rule(d.rule.unwrap()).id.as_ref(), "trial");
+    assert_eq!(d.reason, Reason::NoMatch);
+    // Everything else is decided as without them.
+    assert_eq!(verdict(&p, "CONNECT www.example.com:443"), "allow");
+    assert_eq!(verdict(&p, "CONNECT other.example.net:443"), "deny");
+}
+
+#[test]
+fn expired_rules_no_longer_match() {
+    let p = policy(
+        r#"allow = [{ host = "temp.example.com", expires = 2027-03-31, name = "temp" }, "keep.example.com"]"#,
+    );
+    assert_eq!(
+        p.rules()[0].expires.map(|d| d.to_string()).as_deref(),
+        Some("2027-03-31")
+    );
+    // Without a day the core knows nothing has expired.
+    assert_eq!(verdict(&p, "CONNECT temp.example.com:443"), "allow");
+    p.set_today(Day::from_ymd(2027, 3, 31).unwrap());
+    assert_eq!(
+        verdict(&p, "CONNECT temp.example.com:443"),
+        "allow",
+        "the last day still matches"
+    );
+    p.set_today(Day::from_ymd(2027, 4, 1).unwrap());
+    assert_eq!(verdict(&p, "CONNECT temp.example.com:443"), "deny");
+    assert_eq!(reason(&p, "CONNECT temp.example.com:443"), "rule_expired");
+    assert_eq!(verdict(&p, "CONNECT keep.example.com:443"), "allow");
 }

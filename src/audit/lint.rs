@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::policy::net::special_nets;
-use crate::policy::{Action, HostPattern, OnConnect, PathPattern, Policy, Ports, Rule, RuleTarget};
+use crate::policy::{Action, HostPattern, Kinds, OnConnect, PathPattern, Policy, Ports, Rule, RuleTarget};
 
 /// One finding, tied to a rule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -50,16 +50,32 @@ fn path_covers(broad: &PathPattern, narrow: &PathPattern) -> bool {
 }
 
 fn ports_cover(broad: &Ports, narrow: &Ports) -> bool {
-    match (broad, narrow) {
-        (Ports::Default, Ports::Default) => true,
-        (Ports::List(a), Ports::List(b)) => b.iter().all(|p| a.contains(p)),
-        _ => false,
-    }
+    broad.covers(narrow)
+}
+
+/// Whether `broad` applies to every request kind, method and day that
+/// `narrow` does, staged or not alike.
+fn applies_as_widely(broad: &Rule, narrow: &Rule) -> bool {
+    let kinds = broad.kinds == Kinds::Any || broad.kinds == narrow.kinds;
+    let methods = match (&broad.methods, &narrow.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => b.iter().all(|m| a.contains(m)),
+    };
+    let days = match (broad.expires, narrow.expires) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => a >= b,
+    };
+    kinds && methods && days && broad.staged == narrow.staged
 }
 
 fn covers(broad: &Rule, narrow: &Rule) -> bool {
     // A broad rule with a path covers only rules treated alike on CONNECT.
     if broad.action != narrow.action || (broad.on_connect != narrow.on_connect && !broad.path().is_any()) {
+        return false;
+    }
+    if !applies_as_widely(broad, narrow) {
         return false;
     }
     match (&broad.target, &narrow.target) {
@@ -162,7 +178,11 @@ fn finding(r: &Rule, kind: &'static str, message: String) -> Finding {
     }
 }
 
-/// Lints a compiled policy. Findings are ordered by line.
+/// Rules expiring within this many days are pointed out.
+pub const EXPIRY_WARNING_DAYS: u32 = 14;
+
+/// Lints a compiled policy (expiry as of the policy's day). Findings are
+/// ordered by line.
 pub fn lint(policy: &Policy) -> Vec<Finding> {
     let rules = policy.rules();
     let mut out = Vec::new();
@@ -209,7 +229,7 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
                         out.push(finding(r, "ineffective-deny", "no allow rule matches what this deny rule matches; default deny already refuses it".into()));
                     }
                 }
-                if r.action == Action::Allow && !d.path.is_any() {
+                if r.action == Action::Allow && !d.path.is_any() && r.kinds != Kinds::Http {
                     let what = match r.on_connect {
                         OnConnect::AllowHost => {
                             "CONNECT to this host is allowed for every path (flagged path_not_enforced)"
@@ -256,22 +276,51 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
             }
         }
         if r.action == Action::Allow {
-            if let Ports::List(ports) = &r.ports {
-                let odd: Vec<String> = ports
-                    .iter()
-                    .filter(|p| **p != 80 && **p != 443)
-                    .map(u16::to_string)
-                    .collect();
-                if !odd.is_empty() {
+            let odd: Vec<String> = r
+                .ports
+                .ranges()
+                .iter()
+                .filter(|&&(a, b)| !(a == b && (a == 80 || a == 443)))
+                .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                .collect();
+            if !odd.is_empty() {
+                out.push(finding(
+                    r,
+                    "unusual-port",
+                    format!(
+                        "port(s) {} beyond 80/443: check they are intended",
+                        odd.join(", ")
+                    ),
+                ));
+            }
+            // `host:8080` without a scheme allows an opaque tunnel there too.
+            if let RuleTarget::Host(d) = &r.target {
+                if let (None, Some(p)) = (d.scheme, d.port.filter(|&p| p != 443)) {
                     out.push(finding(
                         r,
-                        "unusual-port",
+                        "connect-port",
                         format!(
-                            "port(s) {} beyond 80/443: check they are intended",
-                            odd.join(", ")
+                            "{}:{p} also allows CONNECT tunnels to port {p}: write http://{0}:{p} for plain HTTP only, or https://{0}:{p} if tunnels are meant",
+                            d.host
                         ),
                     ));
                 }
+            }
+        }
+        if let (Some(end), Some(today)) = (r.expires, policy.today()) {
+            if today > end {
+                out.push(finding(
+                    r,
+                    "expired",
+                    format!("expired on {end}: it no longer matches"),
+                ));
+            } else if end.0 - today.0 <= EXPIRY_WARNING_DAYS {
+                let days = end.0 - today.0;
+                out.push(finding(
+                    r,
+                    "expiring",
+                    format!("expires on {end}, in {days} day(s): renew it or let it go"),
+                ));
             }
         }
     }
@@ -356,5 +405,32 @@ deny = ["*.example.net", ".example.com", "x.example.org"]
         assert!(has("ineffective-deny", "*.example.net"), "{k:?}");
         assert!(!k.iter().any(|(_, p)| p == ".example.com"), "{k:?}");
         assert!(!k.iter().any(|(_, p)| p == "x.example.org"), "{k:?}");
+    }
+
+    #[test]
+    fn implicit_tunnel_ports_and_expiry() {
+        let p = Policy::from_toml(
+            r#"
+allow = [
+  "internal.example.com:8080",
+  "http://plain.example.com:8080",
+  "https://tls.example.com:8443",
+  { host = "soon.example.com", expires = 2027-03-31 },
+  { host = "gone.example.com", expires = 2027-01-01 },
+  { host = "later.example.com", expires = 2028-01-01 },
+]
+"#,
+            "lint.toml",
+        )
+        .unwrap();
+        p.set_today(crate::policy::Day::from_ymd(2027, 3, 20).unwrap());
+        let k: Vec<(&str, String)> = lint(&p).into_iter().map(|f| (f.kind, f.pattern)).collect();
+        let has = |kind: &str, pat: &str| k.iter().any(|(a, b)| *a == kind && b == pat);
+        assert!(has("connect-port", "internal.example.com:8080"), "{k:?}");
+        assert!(!has("connect-port", "http://plain.example.com:8080"), "{k:?}");
+        assert!(!has("connect-port", "https://tls.example.com:8443"), "{k:?}");
+        assert!(has("expiring", "soon.example.com"), "{k:?}");
+        assert!(has("expired", "gone.example.com"), "{k:?}");
+        assert!(!k.iter().any(|(_, b)| b == "later.example.com"), "{k:?}");
     }
 }

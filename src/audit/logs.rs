@@ -32,6 +32,9 @@ pub fn parse_line(line: &str) -> Option<Observation> {
         EventKind::Http => format!("http://{}:{}{}", r.host, r.port, r.path.as_deref().unwrap_or("/")),
     };
     let mut o = Observation::parse(&target)?;
+    if let Some(m) = r.method.as_deref() {
+        o = o.with_method(m);
+    }
     o.client = r
         .client
         .as_deref()
@@ -116,6 +119,11 @@ mod tests {
                     Candidate::new(Kind::Http, "WWW.example.com", 8080, Some("/a/../b")),
                 ),
                 (
+                    EventKind::Http,
+                    http::Method::PUT,
+                    Candidate::new(Kind::Http, "www.example.com", 80, Some("/up")),
+                ),
+                (
                     EventKind::Connect,
                     http::Method::CONNECT,
                     Candidate::new(Kind::Connect, "[::1]", 443, None),
@@ -137,11 +145,13 @@ mod tests {
         });
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let read: Vec<Observation> = out.lines().filter_map(parse_line).collect();
-        assert_eq!(read.len(), 2, "{out}");
+        assert_eq!(read.len(), 3, "{out}");
+        assert_eq!(read[1].candidate.method, http::Method::PUT);
         assert_eq!(read[0].target, "http://www.example.com:8080/b");
+        assert_eq!(read[0].candidate.method, http::Method::GET);
         assert_eq!(read[0].client.as_deref(), Some("10.1.2.3"));
         assert!(read[0].time.is_some());
-        assert_eq!(read[1].target, "CONNECT [::1]:443");
+        assert_eq!(read[2].target, "CONNECT [::1]:443");
     }
 
     #[test]

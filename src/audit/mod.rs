@@ -36,6 +36,14 @@ impl Observation {
         })
     }
 
+    /// The same request with its method (from a HAR file or a log line).
+    pub fn with_method(mut self, method: &str) -> Observation {
+        if let Ok(m) = http::Method::from_bytes(method.as_bytes()) {
+            self.candidate = self.candidate.with_method(m);
+        }
+        self
+    }
+
     /// The CONNECT a browser behind a proxy sends for an https URL.
     pub fn as_connect(&self) -> Option<Observation> {
         if self.candidate.kind != Kind::Https {
@@ -79,6 +87,8 @@ pub struct Summary {
     pub denied: u64,
     /// Denied in enforce mode, or would-deny in report mode.
     pub would_deny: u64,
+    /// Refused, but a staged allow rule would let them through.
+    pub would_allow: u64,
     pub path_not_enforced: u64,
     /// Inputs that could not be read as a request.
     pub unreadable: u64,
@@ -131,6 +141,12 @@ impl Summary {
         }
         match d.verdict {
             Verdict::Allow => self.allowed += 1,
+            // Refused today; a staged rule already covers it, so no
+            // suggestion is needed.
+            Verdict::WouldAllow => {
+                self.denied += 1;
+                self.would_allow += 1;
+            }
             Verdict::Deny | Verdict::WouldDeny => {
                 if d.verdict == Verdict::Deny {
                     self.denied += 1;

@@ -49,6 +49,13 @@ fn text(s: &Summary, extras: Option<&Extras>) -> String {
     let _ = writeln!(o, "destinations:       {}", s.destinations);
     let _ = writeln!(o, "allowed:            {}", s.allowed);
     let _ = writeln!(o, "denied:             {}", s.denied);
+    if s.would_allow > 0 {
+        let _ = writeln!(
+            o,
+            "would allow:        {} (refused; a staged rule would let them through)",
+            s.would_allow
+        );
+    }
     if s.would_deny > 0 {
         let _ = writeln!(o, "would deny:         {}", s.would_deny);
     }

@@ -11,11 +11,13 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use super::compiled::Policy;
-use super::file::{LineIndex, PolicyFile, RuleEntry, RuleTable};
+use super::file::{LineIndex, PolicyFile, PortItem, PortsSpec, RuleEntry, RuleTable};
 use super::net::CidrTable;
-use super::pattern::{Destination, PathPattern, PatternError};
+use super::pattern::{Destination, PathPattern, PatternError, Scheme};
 use super::pin::Pin;
-use super::rule::{parse_word, Action, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget, SniMode};
+use super::rule::{
+    parse_word, Action, Day, Kinds, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget, SniMode,
+};
 use super::trie::HostTrie;
 
 /// One error in a policy file: where, which rule, why.
@@ -211,7 +213,7 @@ impl PolicyBuilder {
         for (i, r) in self.rules.iter().enumerate() {
             let idx = RuleIdx(i as u32);
             match &r.target {
-                RuleTarget::Host(d) => hosts.insert(&d.host, &d.path, r.action, idx),
+                RuleTarget::Host(d) => hosts.insert(&d.host, &d.path, r.action, r.staged, idx),
                 RuleTarget::Cidr { net, resolved } => {
                     has_resolved_cidrs |= *resolved && r.action == Action::Allow;
                     cidrs.insert(*net, idx);
@@ -220,11 +222,14 @@ impl PolicyBuilder {
         }
         let digest = Sha256::digest(self.source.as_bytes());
         let version: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let has_staged = self.rules.iter().any(|r| r.staged);
         Policy {
+            has_staged,
             rules: self.rules,
             hosts,
             cidrs,
             has_resolved_cidrs,
+            today: std::sync::atomic::AtomicU32::new(u32::MAX),
             mode: self.mode,
             on_connect: self.on_connect,
             sni: self.sni,
@@ -327,19 +332,19 @@ fn compile_entry(
     }
     let ports = match &t.ports {
         None => None,
-        Some(list) if list.is_empty() => return Err(fail("ports is empty".into())),
-        Some(list) => {
-            let mut v = Vec::with_capacity(list.len());
-            for &p in list {
-                if !(1..=65535).contains(&p) {
-                    return Err(fail(format!("invalid port {p} (must be 1-65535)")));
-                }
-                v.push(p as u16);
-            }
-            v.sort_unstable();
-            v.dedup();
-            Some(v.into_boxed_slice())
-        }
+        Some(spec) => Some(parse_ports(spec).map_err(fail)?),
+    };
+    let methods = match &t.methods {
+        None => None,
+        Some(list) => Some(parse_methods(list).map_err(fail)?),
+    };
+    let staged = match &t.mode {
+        None => false,
+        Some(m) => parse_word::<Mode>("mode", m).map_err(|e| fail(format!("mode: {e}")))? == Mode::Report,
+    };
+    let expires = match &t.expires {
+        None => None,
+        Some(d) => Some(parse_day(d).map_err(fail)?),
     };
     let on_connect = match &t.on_connect {
         None => policy_on_connect,
@@ -364,10 +369,18 @@ fn compile_entry(
             (Some(_), Some(_)) => {
                 return Err(fail_at(h, "port given both in the pattern and in `ports`".into()));
             }
-            (Some(l), None) => Ports::List(l.clone()),
-            (None, Some(p)) => Ports::List(Box::new([p])),
+            (Some(l), None) => l.clone(),
+            (None, Some(p)) => Ports::from_ranges(vec![(p, p)]),
             (None, None) => Ports::Default,
         };
+        let kinds = match dest.scheme {
+            None => Kinds::Any,
+            Some(Scheme::Http) => Kinds::Http,
+            Some(Scheme::Https) => Kinds::Tls,
+        };
+        if methods.is_some() && kinds != Kinds::Http {
+            return Err(fail_at(h, METHODS_ON_CONNECT.into()));
+        }
         let glob = match &dest.path {
             PathPattern::Glob(g) => Some(
                 globset::GlobBuilder::new(g)
@@ -384,6 +397,10 @@ fn compile_entry(
             action,
             target: RuleTarget::Host(dest),
             ports: rule_ports,
+            kinds,
+            methods: methods.clone(),
+            staged,
+            expires,
             on_connect,
             tls_only: t.tls_only,
             comment: t.comment.clone(),
@@ -391,6 +408,9 @@ fn compile_entry(
             pattern: pattern.clone(),
             glob,
         });
+    }
+    if methods.is_some() && !cidrs.is_empty() {
+        return Err(fail(METHODS_ON_CONNECT.into()));
     }
     for c in &cidrs {
         let (text, line) = (&c.0, c.1);
@@ -411,7 +431,11 @@ fn compile_entry(
                 net,
                 resolved: t.resolved,
             },
-            ports: ports.clone().map_or(Ports::Default, Ports::List),
+            ports: ports.clone().unwrap_or(Ports::Default),
+            kinds: Kinds::Any,
+            methods: None,
+            staged,
+            expires,
             on_connect,
             tls_only: t.tls_only,
             comment: t.comment.clone(),
@@ -421,4 +445,85 @@ fn compile_entry(
         });
     }
     Ok(())
+}
+
+const METHODS_ON_CONNECT: &str = "methods cannot be seen inside a CONNECT tunnel: \
+    write the host as http://HOST to apply the rule to plain HTTP only";
+
+/// `ports = [443, "8000-8999"]` or `ports = "any"`.
+fn parse_ports(spec: &PortsSpec) -> Result<Ports, String> {
+    let list = match spec {
+        PortsSpec::Word(w) if w == "any" => return Ok(Ports::any()),
+        PortsSpec::Word(w) => return Err(format!("ports: {w:?} is not a list of ports or \"any\"")),
+        PortsSpec::List(l) => l,
+    };
+    if list.is_empty() {
+        return Err("ports is empty".into());
+    }
+    let mut ranges = Vec::with_capacity(list.len());
+    for item in list {
+        ranges.push(match item {
+            PortItem::Port(p) => {
+                let p = u16::try_from(*p)
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| format!("invalid port {p} (must be 1-65535)"))?;
+                (p, p)
+            }
+            PortItem::Range(r) => parse_range(r)?,
+        });
+    }
+    Ok(Ports::from_ranges(ranges))
+}
+
+/// `"A-B"`, both ends included.
+fn parse_range(r: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("invalid port range {r:?} (write \"A-B\", e.g. \"8000-8999\")");
+    let (a, b) = r.split_once('-').ok_or_else(bad)?;
+    let num = |s: &str| -> Result<u32, String> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse().map_err(|_| bad())
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    if a > b {
+        return Err(format!("port range {r:?} is reversed"));
+    }
+    if a == 0 || b > 65535 {
+        return Err(format!("port range {r:?} is beyond 1-65535"));
+    }
+    Ok((a as u16, b as u16))
+}
+
+/// `methods = ["GET", "HEAD"]`: upper-case tokens, as requests send them.
+fn parse_methods(list: &[String]) -> Result<Box<[http::Method]>, String> {
+    if list.is_empty() {
+        return Err("methods is empty".into());
+    }
+    let mut v = Vec::with_capacity(list.len());
+    for m in list {
+        if m.is_empty()
+            || !m
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+        {
+            return Err(format!("method {m:?}: methods are upper-case tokens (GET, POST)"));
+        }
+        if m == "CONNECT" {
+            return Err(METHODS_ON_CONNECT.into());
+        }
+        v.push(http::Method::from_bytes(m.as_bytes()).map_err(|e| format!("method {m:?}: {e}"))?);
+    }
+    Ok(v.into_boxed_slice())
+}
+
+/// `expires = 2027-03-31`: a date, without a time.
+fn parse_day(d: &toml::value::Datetime) -> Result<Day, String> {
+    let bad = || format!("expires: {d} is not a date (write e.g. expires = 2027-03-31)");
+    match (d.date, d.time, d.offset) {
+        (Some(date), None, None) => Day::from_ymd(date.year as i32, date.month, date.day).ok_or_else(bad),
+        _ => Err(bad()),
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::net::CidrTable;
 use super::pin::Pin;
-use super::rule::{Mode, OnConnect, Rule, RuleIdx, SniMode};
+use super::rule::{Day, Mode, OnConnect, Rule, RuleIdx, SniMode};
 use super::trie::HostTrie;
 
 /// A compiled policy. Cheap to share behind an `Arc`; never mutated.
@@ -16,6 +16,11 @@ pub struct Policy {
     pub(super) hosts: HostTrie,
     pub(super) cidrs: CidrTable,
     pub(super) has_resolved_cidrs: bool,
+    /// Some rule is staged (`mode = "report"` on the rule).
+    pub(super) has_staged: bool,
+    /// The day rule expiry is judged by, set by the caller (the core has no
+    /// clock); `u32::MAX` until set: nothing has expired.
+    pub(super) today: std::sync::atomic::AtomicU32,
     pub(super) mode: Mode,
     pub(super) on_connect: OnConnect,
     pub(super) sni: SniMode,
@@ -69,6 +74,20 @@ impl Policy {
     pub fn has_resolved_cidrs(&self) -> bool {
         self.has_resolved_cidrs
     }
+    /// The day expiry is judged by, when one was set.
+    pub fn today(&self) -> Option<Day> {
+        match self.today.load(std::sync::atomic::Ordering::Relaxed) {
+            u32::MAX => None,
+            d => Some(Day(d)),
+        }
+    }
+
+    /// Sets the day (UTC) rule expiry is judged by: at load, and as each
+    /// day begins.
+    pub fn set_today(&self, day: Day) {
+        self.today.store(day.0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Size of the compiled index, for reports.
     pub fn node_count(&self) -> usize {
         self.hosts.node_count()

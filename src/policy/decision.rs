@@ -9,7 +9,8 @@ use super::net::{SpecialRange, METADATA_NAMES};
 use super::normalize::{self, normalize_host, normalize_path, Host, HostError, NormPath};
 use super::pattern::HostPattern;
 use super::rank::{HostSpec, Specificity};
-use super::rule::{Action, Kind, Mode, OnConnect, Rule, RuleIdx, RuleTarget};
+use super::rule::{Action, Day, Kind, Mode, OnConnect, Rule, RuleIdx, RuleTarget};
+use super::trie::PathTable;
 
 /// A request, normalised once, as every matcher sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub struct Candidate {
     pub port: u16,
     /// `None` for CONNECT.
     pub path: Option<NormPath>,
+    /// The request method (`GET` unless said otherwise; `CONNECT` for tunnels).
+    pub method: http::Method,
 }
 
 impl Candidate {
@@ -32,7 +35,19 @@ impl Candidate {
                 Kind::Connect => None,
                 _ => Some(normalize_path(path.unwrap_or("/"))),
             },
+            method: match kind {
+                Kind::Connect => http::Method::CONNECT,
+                _ => http::Method::GET,
+            },
         })
+    }
+
+    /// The same request with another method (plain HTTP and HTTPS).
+    pub fn with_method(mut self, method: http::Method) -> Candidate {
+        if self.kind != Kind::Connect {
+            self.method = method;
+        }
+        self
     }
 }
 
@@ -41,8 +56,11 @@ impl Candidate {
 pub enum Verdict {
     Allow,
     Deny,
-    /// Report mode: denied by the policy, let through and logged.
+    /// Report mode (or a staged deny rule): denied by the policy, let
+    /// through and logged.
     WouldDeny,
+    /// A staged allow rule would let it through; it is refused.
+    WouldAllow,
 }
 
 impl Verdict {
@@ -51,12 +69,13 @@ impl Verdict {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
             Verdict::WouldDeny => "would-deny",
+            Verdict::WouldAllow => "would-allow",
         }
     }
 
     /// Whether the request goes on.
     pub fn proceeds(self) -> bool {
-        !matches!(self, Verdict::Deny)
+        matches!(self, Verdict::Allow | Verdict::WouldDeny)
     }
 }
 
@@ -73,6 +92,12 @@ pub enum Reason {
     PathNotAllowed,
     /// The host is allowed on other ports only.
     PortNotAllowed,
+    /// The host is allowed for another kind of request only (plain HTTP or TLS).
+    KindNotAllowed,
+    /// The host is allowed for other methods only.
+    MethodNotAllowed,
+    /// The rule that matched has expired.
+    RuleExpired,
     /// No rule names the destination.
     NoMatch,
     /// The address is special-purpose and no CIDR rule allows it.
@@ -87,6 +112,9 @@ impl Reason {
             Reason::PathRuleOnConnect => "path_rule_on_connect",
             Reason::PathNotAllowed => "path_not_allowed",
             Reason::PortNotAllowed => "port_not_allowed",
+            Reason::KindNotAllowed => "kind_not_allowed",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::RuleExpired => "rule_expired",
             Reason::NoMatch => "no_matching_rule",
             Reason::SpecialAddress(_) => "special_address",
         }
@@ -102,6 +130,11 @@ impl Reason {
             }
             Reason::PathNotAllowed => "this path is not allowed for the host".into(),
             Reason::PortNotAllowed => "this port is not allowed for the host".into(),
+            Reason::KindNotAllowed => {
+                "the host is allowed for the other kind of request only (plain HTTP or TLS)".into()
+            }
+            Reason::MethodNotAllowed => "this method is not allowed for the host".into(),
+            Reason::RuleExpired => "the rule that allowed this has expired".into(),
             Reason::NoMatch => "no rule allows this destination".into(),
             Reason::SpecialAddress(r) => {
                 format!("{} address refused (allow it with a cidr rule)", r.as_str())
@@ -119,6 +152,8 @@ impl Flags {
     pub const PATH_NOT_ENFORCED: Flags = Flags(1);
     /// Decided in report mode.
     pub const REPORT: Flags = Flags(2);
+    /// A staged rule (`mode = "report"` on the rule) changed the verdict.
+    pub const STAGED: Flags = Flags(4);
 
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
@@ -138,6 +173,9 @@ impl Flags {
         if self.contains(Flags::REPORT) {
             v.push("report_mode");
         }
+        if self.contains(Flags::STAGED) {
+            v.push("staged_rule");
+        }
         v
     }
 }
@@ -153,6 +191,15 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether the enforced rules allowed the name: an allow, or a staged
+    /// deny rule's would-deny (which changes nothing).
+    pub fn name_allowed(&self) -> bool {
+        self.verdict == Verdict::Allow
+            || (self.verdict == Verdict::WouldDeny
+                && self.flags.contains(Flags::STAGED)
+                && self.reason == Reason::DenyRule)
+    }
+
     /// Default deny: no rule decided.
     pub const fn denied(reason: Reason, flags: Flags) -> Decision {
         Decision {
@@ -165,9 +212,18 @@ impl Decision {
 }
 
 /// Keeps the best candidates while rules are considered one by one. Used by
-/// the compiled lookup and by the reference scan alike.
-#[derive(Default)]
+/// the compiled lookup and by the reference scan alike. With staged rules,
+/// two picks run side by side: without them (what is enforced) and with
+/// them (what they would change).
 pub struct Matcher {
+    live: Pick,
+    staged: Option<Box<Pick>>,
+    today: Option<Day>,
+}
+
+/// The best rules of one set, and what the near misses say.
+#[derive(Default)]
+struct Pick {
     best_deny: Option<(Specificity, Reverse<RuleIdx>)>,
     /// Enforced (path seen) before flagged, then by rank, then file order.
     best_allow: Option<(bool, Specificity, Reverse<RuleIdx>)>,
@@ -175,37 +231,87 @@ pub struct Matcher {
     host_allowed_with_path: bool,
     path_on_connect: bool,
     unenforced_deny: bool,
+    kind_refused: bool,
+    method_refused: bool,
+    expired: bool,
 }
 
 impl Matcher {
+    /// A matcher for `policy`'s rules as of its day.
+    pub fn new(policy: &Policy) -> Matcher {
+        Matcher {
+            live: Pick::default(),
+            staged: policy.has_staged.then(Box::default),
+            today: policy.today(),
+        }
+    }
+
     /// Notes that the host matched a table with these properties (the
     /// compiled path, for rules its path trie skipped).
-    pub(super) fn note_table(&mut self, has_allow: bool, has_allow_path: bool, kind: Kind) {
-        self.host_allowed |= has_allow;
-        self.host_allowed_with_path |= has_allow_path && kind != Kind::Connect;
+    pub(super) fn note_table(&mut self, t: &PathTable, kind: Kind) {
+        let seen_path = kind != Kind::Connect;
+        self.live.host_allowed |= t.has_live_allow;
+        self.live.host_allowed_with_path |= t.has_live_allow_path && seen_path;
+        if let Some(p) = self.staged.as_deref_mut() {
+            p.host_allowed |= t.has_allow;
+            p.host_allowed_with_path |= t.has_allow_path && seen_path;
+        }
     }
 
     /// Considers one rule whose host (or network) matches the candidate
     /// with the given specificity.
-    pub fn consider(
-        &mut self,
-        rule: &Rule,
-        idx: RuleIdx,
-        host: HostSpec,
-        kind: Kind,
-        port: u16,
-        path: Option<&NormPath>,
-    ) {
+    pub fn consider(&mut self, rule: &Rule, idx: RuleIdx, host: HostSpec, c: &Candidate) {
+        if !rule.staged {
+            self.live.consider(rule, idx, host, c, self.today);
+        }
+        if let Some(p) = self.staged.as_deref_mut() {
+            p.consider(rule, idx, host, c, self.today);
+        }
+    }
+
+    /// The decision these considerations lead to (before the mode applies).
+    pub fn finish(self) -> Decision {
+        let live = self.live.finish();
+        let Some(with_staged) = self.staged.map(|p| p.finish()) else {
+            return live;
+        };
+        let mut flags = live.flags;
+        flags.insert(Flags::STAGED);
+        match (live.verdict, with_staged.verdict) {
+            (Verdict::Allow, Verdict::Deny) if with_staged.rule.is_some() => Decision {
+                verdict: Verdict::WouldDeny,
+                rule: with_staged.rule,
+                reason: Reason::DenyRule,
+                flags,
+            },
+            (Verdict::Deny, Verdict::Allow) => Decision {
+                verdict: Verdict::WouldAllow,
+                rule: with_staged.rule,
+                reason: live.reason,
+                flags,
+            },
+            _ => live,
+        }
+    }
+}
+
+impl Pick {
+    fn consider(&mut self, rule: &Rule, idx: RuleIdx, host: HostSpec, c: &Candidate, today: Option<Day>) {
         let allow = rule.action == Action::Allow;
         let has_path = !rule.path().is_any();
+        let kind = c.kind;
         if allow {
             self.host_allowed = true;
             self.host_allowed_with_path |= has_path && kind != Kind::Connect;
         }
-        if !rule.port_ok(kind, port) {
+        if !rule.kinds.allows(kind) {
+            self.kind_refused |= allow;
             return;
         }
-        let flagged = match path {
+        if !rule.port_ok(kind, c.port) {
+            return;
+        }
+        let flagged = match &c.path {
             None if has_path => {
                 if !allow {
                     self.unenforced_deny = true;
@@ -225,6 +331,14 @@ impl Matcher {
                 false
             }
         };
+        if !rule.method_ok(kind, &c.method) {
+            self.method_refused |= allow;
+            return;
+        }
+        if rule.expired(today) {
+            self.expired = true;
+            return;
+        }
         let rank = rule.specificity(host);
         if allow {
             let key = (!flagged, rank, Reverse(idx));
@@ -239,8 +353,7 @@ impl Matcher {
         }
     }
 
-    /// The decision these considerations lead to (before the mode applies).
-    pub fn finish(self) -> Decision {
+    fn finish(self) -> Decision {
         let mut flags = Flags::default();
         if let Some((_, Reverse(r))) = self.best_deny {
             return Decision {
@@ -261,10 +374,16 @@ impl Matcher {
                 flags,
             };
         }
-        let reason = if self.path_on_connect {
+        let reason = if self.expired {
+            Reason::RuleExpired
+        } else if self.path_on_connect {
             Reason::PathRuleOnConnect
+        } else if self.method_refused {
+            Reason::MethodNotAllowed
         } else if self.host_allowed_with_path {
             Reason::PathNotAllowed
+        } else if self.kind_refused {
+            Reason::KindNotAllowed
         } else if self.host_allowed {
             Reason::PortNotAllowed
         } else {
@@ -282,13 +401,12 @@ impl Policy {
         let d = match &c.host {
             Host::Ip(ip) => self.decide_literal(*ip, c),
             Host::Name(name) => {
-                let mut m = Matcher::default();
+                let mut m = Matcher::new(self);
                 self.hosts.for_each_table(name, |reached| {
                     let t = reached.table;
                     let hs = reached.host_spec;
-                    m.note_table(t.has_allow, t.has_allow_path, c.kind);
-                    let mut consider =
-                        |idx: RuleIdx| m.consider(self.rule(idx), idx, hs, c.kind, c.port, c.path.as_ref());
+                    m.note_table(t, c.kind);
+                    let mut consider = |idx: RuleIdx| m.consider(self.rule(idx), idx, hs, c);
                     match &c.path {
                         // CONNECT, or a path that no prefix rule may vouch for.
                         None => {
@@ -321,18 +439,11 @@ impl Policy {
         let d = match &c.host {
             Host::Ip(ip) => self.decide_literal(*ip, c),
             Host::Name(name) => {
-                let mut m = Matcher::default();
+                let mut m = Matcher::new(self);
                 for (i, r) in self.rules.iter().enumerate() {
                     if let RuleTarget::Host(d) = &r.target {
                         if d.host.is_match(name) {
-                            m.consider(
-                                r,
-                                RuleIdx(i as u32),
-                                HostSpec::of(&d.host, name),
-                                c.kind,
-                                c.port,
-                                c.path.as_ref(),
-                            );
+                            m.consider(r, RuleIdx(i as u32), HostSpec::of(&d.host, name), c);
                         }
                     }
                 }
@@ -357,10 +468,17 @@ impl Policy {
         Decision::denied(Reason::SpecialAddress(SpecialRange::CloudMetadata), d.flags)
     }
 
+    /// Report mode lets everything through but the address guard: a
+    /// denial becomes would-deny (a staged allow rule too, since the
+    /// request goes on either way).
     pub(super) fn apply_mode(&self, mut d: Decision) -> Decision {
         if self.mode == Mode::Report {
             d.flags.insert(Flags::REPORT);
-            if d.verdict == Verdict::Deny && !matches!(d.reason, Reason::SpecialAddress(_)) {
+            let guarded = matches!(d.reason, Reason::SpecialAddress(_));
+            if d.verdict == Verdict::WouldAllow {
+                d.rule = None;
+            }
+            if matches!(d.verdict, Verdict::Deny | Verdict::WouldAllow) && !guarded {
                 d.verdict = Verdict::WouldDeny;
             }
         }

@@ -60,8 +60,14 @@ pub struct RuleTable {
     #[serde(default)]
     pub cidrs: Vec<Spanned<String>>,
     /// Ports; replaces the default ports (and conflicts with a port written
-    /// in the pattern).
-    pub ports: Option<Vec<i64>>,
+    /// in the pattern): a list of ports and `"A-B"` ranges, or `"any"`.
+    pub ports: Option<PortsSpec>,
+    /// Plain HTTP methods the rule applies to.
+    pub methods: Option<Vec<String>>,
+    /// `"report"`: stage the rule (log what it would change, change nothing).
+    pub mode: Option<String>,
+    /// The last day the rule matches (a TOML date, UTC).
+    pub expires: Option<toml::value::Datetime>,
     /// CIDR rules only: also allow names whose resolved address is inside.
     #[serde(default)]
     pub resolved: bool,
@@ -70,6 +76,22 @@ pub struct RuleTable {
     /// Tunnels this rule allows must carry TLS (a ClientHello first).
     #[serde(default)]
     pub tls_only: bool,
+}
+
+/// `ports = [443, "8000-8999"]` or `ports = "any"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PortsSpec {
+    Word(String),
+    List(Vec<PortItem>),
+}
+
+/// One entry of a ports list: a port, or a range `"A-B"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PortItem {
+    Port(i64),
+    Range(String),
 }
 
 impl<'de> Deserialize<'de> for RuleEntry {

@@ -114,7 +114,7 @@ impl Policy {
                 decision: by_name,
             });
         }
-        let name_allowed = by_name.verdict == Verdict::Allow;
+        let name_allowed = by_name.name_allowed();
         let mut decision = by_name;
         let mut refusal: Option<Decision> = None;
         let mut ok = Vec::with_capacity(targets.len());
@@ -170,25 +170,19 @@ impl Policy {
 
     fn decide_ip(&self, ip: IpAddr, c: &Candidate, ctx: AddrContext, resolved: bool) -> Decision {
         let ip = canonical_ip(ip);
-        let mut m = Matcher::default();
+        let mut m = Matcher::new(self);
         self.cidrs.for_each_match(ip, |idx| {
             let rule = self.rule(idx);
             let RuleTarget::Cidr { net, resolved: r } = rule.target else {
                 return;
             };
             if !resolved || r || ctx.name_allowed || rule.action == Action::Deny {
-                m.consider(
-                    rule,
-                    idx,
-                    HostSpec::network(net.prefix_len()),
-                    c.kind,
-                    c.port,
-                    None,
-                );
+                m.consider(rule, idx, HostSpec::network(net.prefix_len()), c);
             }
         });
         let mut d = m.finish();
-        if d.verdict == Verdict::Deny && d.reason != Reason::DenyRule {
+        let refused = matches!(d.verdict, Verdict::Deny | Verdict::WouldAllow);
+        if refused && d.reason != Reason::DenyRule {
             if let (false, Some(range)) = (ctx.pinned, special_range(ip)) {
                 d.reason = Reason::SpecialAddress(range);
             } else if ctx.name_allowed {

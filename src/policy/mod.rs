@@ -50,7 +50,9 @@ pub use decision::{Candidate, Decision, Flags, Matcher, Reason, Verdict};
 pub use guard::{is_self, AddrContext, Checked, Refusal, Resolved};
 pub use net::{special_range, SpecialRange};
 pub use normalize::{normalize_host, normalize_path, Host, HostError, NormPath};
-pub use pattern::{Destination, HostPattern, PathPattern, PatternError};
+pub use pattern::{Destination, HostPattern, PathPattern, PatternError, Scheme};
 pub use pin::Pin;
 pub use rank::{HostSpec, PathSpec, Specificity};
-pub use rule::{parse_word, Action, Kind, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget, SniMode};
+pub use rule::{
+    parse_word, Action, Day, Kind, Kinds, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget, SniMode,
+};

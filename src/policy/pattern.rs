@@ -103,10 +103,19 @@ impl fmt::Display for PathPattern {
     }
 }
 
-/// A parsed destination pattern: host, optional port, path.
+/// The scheme a pattern was written with: it restricts the request kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// A parsed destination pattern: scheme, host, optional port, path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
+    pub scheme: Option<Scheme>,
     pub host: HostPattern,
+    /// The port written in the pattern, if any.
     pub port: Option<u16>,
     pub path: PathPattern,
 }
@@ -223,10 +232,10 @@ impl FromStr for Destination {
         if s.is_empty() {
             return Err(PatternError::Empty);
         }
-        let (scheme_port, rest) = match s.split_once("://") {
+        let (scheme, rest) = match s.split_once("://") {
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
-                "http" => (Some(80), rest),
-                "https" => (Some(443), rest),
+                "http" => (Some(Scheme::Http), rest),
+                "https" => (Some(Scheme::Https), rest),
                 other => return Err(PatternError::Scheme(other.to_string())),
             },
             None => (None, s),
@@ -245,8 +254,9 @@ impl FromStr for Destination {
             return Err(PatternError::IpAsHost(host.to_string()));
         }
         Ok(Destination {
+            scheme,
             host: parse_host_pattern(host)?,
-            port: port.or(scheme_port),
+            port,
             path: parse_path_pattern(path)?,
         })
     }
@@ -254,6 +264,11 @@ impl FromStr for Destination {
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scheme {
+            Some(Scheme::Http) => f.write_str("http://")?,
+            Some(Scheme::Https) => f.write_str("https://")?,
+            None => {}
+        }
         write!(f, "{}", self.host)?;
         if let Some(p) = self.port {
             write!(f, ":{p}")?;
@@ -297,7 +312,14 @@ mod tests {
         );
         assert_eq!(d("sftp.example.com:22").port, Some(22));
         assert_eq!(d("a.example.com:8443/x").port, Some(8443));
-        assert_eq!(d("https://a.example.com/x").port, Some(443));
+        // A scheme restricts the kind of request; the port stays the kind's default.
+        let https = d("https://a.example.com/x");
+        assert_eq!((https.scheme, https.port), (Some(Scheme::Https), None));
+        assert_eq!(d("http://a.example.com:8080").scheme, Some(Scheme::Http));
+        assert_eq!(
+            d("https://a.example.com:8443").to_string(),
+            "https://a.example.com:8443"
+        );
         assert_eq!(
             d("WWW.Example.COM.").host,
             HostPattern::Exact("www.example.com".into())

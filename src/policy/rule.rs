@@ -148,18 +148,131 @@ pub enum Ports {
     /// The request kind's default port (80 for http, 443 for https and
     /// CONNECT); for deny rules, every port.
     Default,
-    List(Box<[u16]>),
+    /// Inclusive ranges, sorted and merged; `1-65535` is `"any"`.
+    Set(Box<[(u16, u16)]>),
+}
+
+impl Ports {
+    /// Every port.
+    pub fn any() -> Ports {
+        Ports::Set(Box::new([(1, u16::MAX)]))
+    }
+
+    /// The set of these ranges (sorted, overlapping ones merged).
+    pub fn from_ranges(mut v: Vec<(u16, u16)>) -> Ports {
+        v.sort_unstable();
+        let mut merged: Vec<(u16, u16)> = Vec::with_capacity(v.len());
+        for (a, b) in v {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        Ports::Set(merged.into_boxed_slice())
+    }
+
+    /// Whether an explicit set holds `port` (`Default` holds none here:
+    /// its meaning depends on the request kind).
+    pub fn contains(&self, port: u16) -> bool {
+        match self {
+            Ports::Default => false,
+            Ports::Set(r) => r.iter().any(|&(a, b)| (a..=b).contains(&port)),
+        }
+    }
+
+    /// Whether every port of `other` is in this set.
+    pub fn covers(&self, other: &Ports) -> bool {
+        match (self, other) {
+            (Ports::Default, Ports::Default) => true,
+            (Ports::Set(a), Ports::Set(b)) => b
+                .iter()
+                .all(|&(lo, hi)| a.iter().any(|&(x, y)| x <= lo && hi <= y)),
+            _ => false,
+        }
+    }
+
+    /// The ranges of an explicit set.
+    pub fn ranges(&self) -> &[(u16, u16)] {
+        match self {
+            Ports::Default => &[],
+            Ports::Set(r) => r,
+        }
+    }
 }
 
 impl fmt::Display for Ports {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Ports::Default => f.write_str("default"),
-            Ports::List(l) => {
-                let v: Vec<String> = l.iter().map(u16::to_string).collect();
+            Ports::Set(r) if **r == [(1, u16::MAX)] => f.write_str("any"),
+            Ports::Set(r) => {
+                let v: Vec<String> = r
+                    .iter()
+                    .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                    .collect();
                 f.write_str(&v.join(","))
             }
         }
+    }
+}
+
+/// The kinds of request a rule applies to, from the pattern's scheme:
+/// `http://host` plain HTTP only, `https://host` TLS only (CONNECT, and
+/// HTTPS decided with its path), a bare `host` both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kinds {
+    Any,
+    Http,
+    Tls,
+}
+
+impl Kinds {
+    pub fn allows(self, kind: Kind) -> bool {
+        match self {
+            Kinds::Any => true,
+            Kinds::Http => kind == Kind::Http,
+            Kinds::Tls => kind != Kind::Http,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kinds::Any => "http and tls",
+            Kinds::Http => "http only",
+            Kinds::Tls => "tls only",
+        }
+    }
+}
+
+/// A calendar day (UTC), as days since 1970-01-01.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day(pub u32);
+
+impl Day {
+    /// The day of a date, if it is one and not before 1970.
+    pub fn from_ymd(year: i32, month: u8, day: u8) -> Option<Day> {
+        let month = time::Month::try_from(month).ok()?;
+        let d = time::Date::from_calendar_date(year, month, day).ok()?;
+        let epoch = time::Date::from_calendar_date(1970, time::Month::January, 1).ok()?;
+        u32::try_from((d - epoch).whole_days()).ok().map(Day)
+    }
+
+    /// The day of a Unix time.
+    pub fn from_unix(secs: u64) -> Day {
+        Day((secs / 86_400).min(u32::MAX as u64) as u32)
+    }
+
+    /// Unix time at the end of this day (when a rule expiring on it stops).
+    pub fn end_unix(self) -> u64 {
+        (self.0 as u64 + 1) * 86_400
+    }
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let epoch = time::Date::from_calendar_date(1970, time::Month::January, 1).map_err(|_| fmt::Error)?;
+        let d = epoch + time::Duration::days(self.0 as i64);
+        write!(f, "{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
     }
 }
 
@@ -178,6 +291,15 @@ pub struct Rule {
     pub action: Action,
     pub target: RuleTarget,
     pub ports: Ports,
+    /// Plain HTTP, TLS, or both (from the pattern's scheme).
+    pub kinds: Kinds,
+    /// Plain HTTP (and inspected HTTPS) methods this rule applies to; all
+    /// when `None`.
+    pub methods: Option<Box<[http::Method]>>,
+    /// `mode = "report"`: the rule only says what it would change.
+    pub staged: bool,
+    /// The last day (UTC) the rule matches.
+    pub expires: Option<Day>,
     pub on_connect: OnConnect,
     /// Tunnels allowed by this rule must start with a TLS ClientHello.
     pub tls_only: bool,
@@ -192,8 +314,22 @@ impl Rule {
     pub(super) fn port_ok(&self, kind: Kind, port: u16) -> bool {
         match &self.ports {
             Ports::Default => self.action == Action::Deny || port == kind.default_port(),
-            Ports::List(l) => l.contains(&port),
+            set => set.contains(port),
         }
+    }
+
+    /// Whether the rule applies to requests with this method (CONNECT
+    /// carries none the proxy can see).
+    pub(super) fn method_ok(&self, kind: Kind, method: &http::Method) -> bool {
+        match &self.methods {
+            Some(list) if kind != Kind::Connect => list.contains(method),
+            _ => true,
+        }
+    }
+
+    /// Whether the rule no longer matches on `today`.
+    pub fn expired(&self, today: Option<Day>) -> bool {
+        matches!((self.expires, today), (Some(e), Some(t)) if t > e)
     }
 
     pub fn path(&self) -> &PathPattern {
@@ -229,6 +365,25 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_sets_merge_and_cover() {
+        let p = Ports::from_ranges(vec![(8000, 8999), (443, 443), (8500, 9100), (444, 444)]);
+        assert_eq!(p.to_string(), "443-444,8000-9100");
+        assert!(p.contains(8080) && p.contains(443) && !p.contains(80));
+        assert!(Ports::any().covers(&p));
+        assert!(!p.covers(&Ports::any()));
+        assert_eq!(Ports::any().to_string(), "any");
+    }
+
+    #[test]
+    fn days() {
+        let d = Day::from_ymd(2027, 3, 31).unwrap();
+        assert_eq!(d.to_string(), "2027-03-31");
+        assert_eq!(Day::from_unix(d.end_unix() - 1), d);
+        assert_eq!(Day::from_unix(d.end_unix()), Day(d.0 + 1));
+        assert!(Day::from_ymd(2027, 2, 30).is_none());
+    }
 
     #[test]
     fn words_parse_with_the_expected_set_named() {

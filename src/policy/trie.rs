@@ -98,6 +98,9 @@ pub struct PathTable {
     pub has_allow: bool,
     /// Some allow rule with a path lives here.
     pub has_allow_path: bool,
+    /// The same, counting rules that are not staged only.
+    pub has_live_allow: bool,
+    pub has_live_allow_path: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +176,8 @@ impl HostTrie {
             with_path: Vec::new(),
             has_allow: false,
             has_allow_path: false,
+            has_live_allow: false,
+            has_live_allow_path: false,
         });
         if exact {
             self.host_nodes[node].exact = t as u32;
@@ -182,9 +187,11 @@ impl HostTrie {
         t
     }
 
-    fn insert_path(&mut self, t: usize, path: &PathPattern, action: Action, rule: RuleIdx) {
+    fn insert_path(&mut self, t: usize, path: &PathPattern, action: Action, staged: bool, rule: RuleIdx) {
         let allow = action == Action::Allow;
+        let live = allow && !staged;
         self.tables[t].has_allow |= allow;
+        self.tables[t].has_live_allow |= live;
         match path {
             PathPattern::Any => self.tables[t].any.push(rule),
             PathPattern::Glob(_) => {
@@ -192,6 +199,7 @@ impl HostTrie {
                 table.globs.push(rule);
                 table.with_path.push(rule);
                 table.has_allow_path |= allow;
+                table.has_live_allow_path |= live;
             }
             PathPattern::Prefix(segs) => {
                 if self.tables[t].root == NONE {
@@ -210,26 +218,34 @@ impl HostTrie {
                 let table = &mut self.tables[t];
                 table.with_path.push(rule);
                 table.has_allow_path |= allow;
+                table.has_live_allow_path |= live;
             }
         }
     }
 
-    pub fn insert(&mut self, host: &HostPattern, path: &PathPattern, action: Action, rule: RuleIdx) {
+    pub fn insert(
+        &mut self,
+        host: &HostPattern,
+        path: &PathPattern,
+        action: Action,
+        staged: bool,
+        rule: RuleIdx,
+    ) {
         let node = self.host_node_for(host.domain());
         match host {
             HostPattern::Exact(_) => {
                 let t = self.table_for(node, true);
-                self.insert_path(t, path, action, rule);
+                self.insert_path(t, path, action, staged, rule);
             }
             HostPattern::Subdomains(_) => {
                 let t = self.table_for(node, false);
-                self.insert_path(t, path, action, rule);
+                self.insert_path(t, path, action, staged, rule);
             }
             HostPattern::ApexAndSubdomains(_) => {
                 let t = self.table_for(node, true);
-                self.insert_path(t, path, action, rule);
+                self.insert_path(t, path, action, staged, rule);
                 let t = self.table_for(node, false);
-                self.insert_path(t, path, action, rule);
+                self.insert_path(t, path, action, staged, rule);
             }
         }
     }

@@ -136,6 +136,15 @@ impl Authenticator {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Calls `f` with each user policy loaded.
+    pub fn for_each_policy(&self, mut f: impl FnMut(&Policy)) {
+        for u in self.users.load().by_name.values() {
+            if let Some(p) = &u.policy {
+                f(p);
+            }
+        }
+    }
 }
 
 /// Reads a credentials file and compiles the policies it names.

@@ -128,7 +128,7 @@ async fn forward(
 ) -> Result<Sent, ProxyError> {
     let admitted = pipeline::admit(shared, req.headers(), client.ip())?;
     ev.admitted(admitted.user.clone(), &admitted.policy);
-    let cand = pipeline::http_target(req.uri(), req.headers())?;
+    let cand = pipeline::http_target(req.method(), req.uri(), req.headers())?;
     ev.target(&cand);
     let checked = pipeline::authorize(shared, &admitted.policy, &cand, ev).await?;
 

@@ -178,6 +178,13 @@ impl Shared {
     /// they loaded.
     pub fn store_policy(&self, policy: Policy) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        policy.set_today(crate::policy::Day::from_unix(now.as_secs()));
+        self.metrics.set_rule_expiries(
+            policy
+                .rules()
+                .iter()
+                .filter_map(|r| r.expires.map(|d| (r.id.clone(), d.end_unix()))),
+        );
         self.metrics.set_policy(
             policy.version(),
             policy.origin(),
@@ -186,6 +193,14 @@ impl Shared {
         );
         self.loaded_at.store(now.as_millis() as u64, Ordering::Relaxed);
         self.policy.store(Arc::new(policy));
+    }
+
+    /// Moves rule expiry on to `day`, in the proxy's policy and the users'.
+    pub fn set_today(&self, day: crate::policy::Day) {
+        self.policy.load().set_today(day);
+        if let Some(a) = &self.config.auth {
+            a.for_each_policy(|p| p.set_today(day));
+        }
     }
 
     /// Starts the access event of a request (under the proxy's policy until

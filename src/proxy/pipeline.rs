@@ -58,7 +58,7 @@ pub fn connect_target(uri: &Uri) -> Result<Candidate, ProxyError> {
 /// parser as `check`'s. The request target decides; a `Host` header that
 /// names something else, or several `Host` headers, make the request
 /// ambiguous, and it is refused.
-pub fn http_target(uri: &Uri, headers: &HeaderMap) -> Result<Candidate, ProxyError> {
+pub fn http_target(method: &http::Method, uri: &Uri, headers: &HeaderMap) -> Result<Candidate, ProxyError> {
     if uri.scheme_str() != Some("http") {
         return Err(ProxyError::BadRequest(format!(
             "unsupported scheme {:?}: send https through CONNECT",
@@ -67,7 +67,8 @@ pub fn http_target(uri: &Uri, headers: &HeaderMap) -> Result<Candidate, ProxyErr
     }
     let authority = uri.authority().map_or("", |a| a.as_str());
     let cand = target::candidate(Kind::Http, authority, Some(uri.path()))
-        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?
+        .with_method(method.clone());
     check_host_header(headers, &cand)?;
     Ok(cand)
 }

@@ -66,7 +66,7 @@ fn replay_har(policy: &Policy, path: &Path, connect: bool, summary: &mut Summary
         if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
             return;
         }
-        match Observation::parse(&req.url) {
+        match Observation::parse(&req.url).map(|o| o.with_method(&req.method)) {
             Some(o) => audit::audit(policy, std::iter::once(o), connect, summary),
             None => unreadable += 1,
         }

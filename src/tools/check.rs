@@ -110,6 +110,7 @@ fn check_json(
     let mut v = json!({
         "target": target,
         "kind": c.kind.as_str(),
+        "method": c.method.as_str(),
         "host": c.host.to_string(),
         "port": c.port,
         "path": c.path.as_ref().map(|p| p.path.clone()),
@@ -125,14 +126,30 @@ fn check_json(
     v
 }
 
+/// A rule's methods, expiry and staging, as `check --explain` shows them.
+fn rule_terms(r: &crate::policy::Rule) -> String {
+    let mut s = String::new();
+    if let Some(m) = &r.methods {
+        let names: Vec<&str> = m.iter().map(|m| m.as_str()).collect();
+        s += &format!(", methods {}", names.join(","));
+    }
+    if let Some(d) = r.expires {
+        s += &format!(", expires {d}");
+    }
+    if r.staged {
+        s += ", staged (mode = report)";
+    }
+    s
+}
+
 /// The normalised request, and every rule near it with why it did not match.
 fn explain_lines(policy: &Policy, c: &Candidate) -> Vec<String> {
     let mut lines = vec![format!(
         "normalised: {} {}:{}{}",
         match c.kind {
-            Kind::Connect => "CONNECT",
-            Kind::Http => "http",
-            Kind::Https => "https",
+            Kind::Connect => "CONNECT".to_string(),
+            Kind::Http => format!("{} http", c.method),
+            Kind::Https => format!("{} https", c.method),
         },
         c.host,
         c.port,
@@ -164,6 +181,9 @@ fn explain_lines(policy: &Policy, c: &Candidate) -> Vec<String> {
             format!("host {} does not match", d.host)
         } else {
             let single = Policy::from_rule(r);
+            if let Some(day) = policy.today() {
+                single.set_today(day);
+            }
             let rd = single.decide(c);
             if rd.verdict == Verdict::Allow || rd.rule.is_some() {
                 "matches".to_string()
@@ -172,7 +192,7 @@ fn explain_lines(policy: &Policy, c: &Candidate) -> Vec<String> {
             }
         };
         lines.push(format!(
-            "{} rule {} ({}, line {}, ports {}): {why}",
+            "{} rule {} ({}, line {}, {}, ports {}{}): {why}",
             match r.action {
                 Action::Allow => "allow",
                 Action::Deny => "deny",
@@ -180,7 +200,9 @@ fn explain_lines(policy: &Policy, c: &Candidate) -> Vec<String> {
             r.id,
             r.pattern,
             r.line,
-            r.ports
+            r.kinds.as_str(),
+            r.ports,
+            rule_terms(r),
         ));
     }
     if lines.len() == 1 {

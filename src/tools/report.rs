@@ -67,7 +67,7 @@ pub fn report(args: ReportOptions) -> ExitCode {
             Err(e) => return bad_input(format!("{}: {e}", path.display())),
         };
         let r = har::for_each_request(BufReader::new(f), |req| {
-            if let Some(o) = Observation::parse(&req.url) {
+            if let Some(o) = Observation::parse(&req.url).map(|o| o.with_method(&req.method)) {
                 observations.extend(o.as_connect().or(Some(o)));
             }
         });
