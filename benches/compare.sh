@@ -4,6 +4,9 @@
 #   bash benches/compare.sh                 # ROUNDS=3 DURATION=5 by default
 #   ROUNDS=2 DURATION=3 bash benches/compare.sh
 #   SCENARIOS="keepalive idle" bash benches/compare.sh    # a subset
+#   EGRESSD_BASELINE=/path/to/old/egressd bash benches/compare.sh
+#       # also runs an earlier build ("egressd-base") in the same rounds, for
+#       # before/after figures measured side by side
 #
 # Installs the peers and tools from Debian's packages if missing (squid,
 # tinyproxy, nginx, wrk, openssl), builds egressd and the load generator,
@@ -23,9 +26,12 @@ RATE=${RATE:-4000}
 SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk latency idle start"}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
-O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130
+O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130 P_BASE=13131
+BASELINE=${EGRESSD_BASELINE:-}
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "EGRESSD_BASELINE=$BASELINE is not executable" >&2; exit 1; fi
+TARGETS="direct egressd ${BASELINE:+egressd-base} squid tinyproxy"
 # Something else answering on these ports would be measured instead.
-for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY; do
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port 127.0.0.1:$p is in use; stop what listens there first" >&2
     exit 1
@@ -104,6 +110,13 @@ start_egressd() {
   pids+=($!)
   EGRESSD_PID=$!
 }
+start_base() {
+  EGRESSD_LOG=warn "$BASELINE" run --policy "$work/policy.toml" --listen 127.0.0.1:$P_BASE --admin off \
+    --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
+    --max-tunnels-per-client 100000 > "$work/egressd-base.log" 2>&1 &
+  pids+=($!)
+  BASE_PID=$!
+}
 printf '127.0.0.1 origin.test\n' > "$work/hosts"
 cat > "$work/squid.conf" <<EOF
 http_port 127.0.0.1:$P_SQUID
@@ -148,6 +161,7 @@ printf '^127\\.0\\.0\\.1$\n' > "$work/tiny-filter"
 made_run_squid=0
 if [ ! -d /run/squid ]; then mkdir -p /run/squid && chown proxy:proxy /run/squid && made_run_squid=1; fi
 start_egressd
+[ -n "$BASELINE" ] && start_base
 squid -f "$work/squid.conf" --foreground -s > "$work/squid.out" 2>&1 &
 pids+=($!)
 SQUID_PID=$!
@@ -159,7 +173,7 @@ wait_port() {
   for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
   echo "port $1 did not open" >&2; return 1
 }
-for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY; do wait_port "$p"; done
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY ${BASELINE:+$P_BASE}; do wait_port "$p"; done
 sleep 1
 
 # === measuring ===
@@ -188,8 +202,8 @@ HZ=$(getconf CLK_TCK)
 us_per() { awk -v d="$1" -v hz="$HZ" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }'; }
 s_per_gib() { awk -v d="$1" -v hz="$HZ" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }'; }
 
-proxy_addr() { case $1 in egressd) echo $P_EGRESSD;; squid) echo $P_SQUID;; tinyproxy) echo $P_TINY;; esac; }
-proxy_pid() { case $1 in egressd) echo "$EGRESSD_PID";; squid) echo "$SQUID_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
+proxy_addr() { case $1 in egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; squid) echo $P_SQUID;; tinyproxy) echo $P_TINY;; esac; }
+proxy_pid() { case $1 in egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; squid) echo "$SQUID_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
 origin_host() { [ "$1" = tinyproxy ] && echo 127.0.0.1 || echo origin.test; }
 
 cat > "$work/request.lua" <<'EOF'
@@ -223,7 +237,7 @@ record() { # scenario target round value unit cpu_per p99
 scenario_http() { # name close
   local name=$1 close=$2 r t
   for r in $(seq 1 "$ROUNDS"); do
-    for t in direct egressd squid tinyproxy; do
+    for t in $TARGETS; do
       local host url pid c0 c1 res rps p99 reqs cpu_per=""
       [ "$name" = denied ] && [ "$t" = direct ] && continue
       host=$(origin_host "$t"):$O_HTTP
@@ -245,7 +259,7 @@ scenario_http() { # name close
 scenario_loadgen() { # name mode extra...
   local name=$1 mode=$2 r t
   for r in $(seq 1 "$ROUNDS"); do
-    for t in direct egressd squid tinyproxy; do
+    for t in $TARGETS; do
       local pid c0 c1 out v cpu_per="" args=()
       pid=$(proxy_pid "$t")
       if [ "$t" = direct ]; then
@@ -290,7 +304,7 @@ command -v jq >/dev/null || { apt-get install -y -qq jq >/dev/null; }
 scenario_latency() {
   local r t
   for r in $(seq 1 "$ROUNDS"); do
-    for t in direct egressd squid tinyproxy; do
+    for t in $TARGETS; do
       local args=() out
       if [ "$t" = direct ]; then
         args=(--target 127.0.0.1:$O_HTTP --host origin.test)
@@ -354,11 +368,11 @@ def med(s, t, key="value"):
     v = [float(r[key]) for r in rows if r["scenario"] == s and r["target"] == t and r[key] not in ("", None)]
     return statistics.median(v) if v else None
 print()
-print(f"{'scenario':<16}{'target':<11}{'median':>12} {'unit':<11}{'x direct':>9}{'x squid':>9}{'cpu us/req':>12}{'p99 ms':>9}")
+print(f"{'scenario':<16}{'target':<14}{'median':>12} {'unit':<11}{'x direct':>9}{'x squid':>9}{'cpu us/req':>12}{'p99 ms':>9}")
 for s in dict.fromkeys(r["scenario"] for r in rows):
     unit = next(r["unit"] for r in rows if r["scenario"] == s)
     d, sq = med(s, "direct"), med(s, "squid")
-    for t in ["direct", "egressd", "squid", "tinyproxy"]:
+    for t in ["direct", "egressd", "egressd-base", "squid", "tinyproxy"]:
         v = med(s, t)
         if v is None:
             continue
@@ -366,7 +380,7 @@ for s in dict.fromkeys(r["scenario"] for r in rows):
         rs = f"{v / sq:.2f}" if sq else ""
         cpu = med(s, t, "proxy_cpu_us_per_req")
         p99 = med(s, t, "p99_ms")
-        print(f"{s:<16}{t:<11}{v:>12.1f} {unit:<11}{rd:>9}{rs:>9}{(f'{cpu:.1f}' if cpu is not None else ''):>12}{(f'{p99:.2f}' if p99 else ''):>9}")
+        print(f"{s:<16}{t:<14}{v:>12.1f} {unit:<11}{rd:>9}{rs:>9}{(f'{cpu:.1f}' if cpu is not None else ''):>12}{(f'{p99:.2f}' if p99 else ''):>9}")
 PY
 echo
 echo "CSV: benches/results/compare-$stamp.csv (cpu column: us per request, or CPU-s per GiB for bulk)"
