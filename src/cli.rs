@@ -50,6 +50,40 @@ pub enum Command {
     Lint(LintArgs),
     /// Hash a password (read from stdin) for the --auth credentials file.
     HashPassword,
+    /// The local certificate authority for TLS inspection.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create DIR/ca.pem and DIR/ca.key (ECDSA P-256; the key mode 0600).
+    Init(CaInitArgs),
+    /// Show the CA's subject, fingerprint and validity, and how to trust it.
+    Show(CaDirArg),
+}
+
+#[derive(Debug, Args)]
+pub struct CaInitArgs {
+    /// Directory for ca.pem and ca.key (created if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Days the CA is valid.
+    #[arg(long, default_value_t = crate::ca::DEFAULT_CA_DAYS)]
+    pub days: u32,
+    /// Replace an existing CA.
+    #[arg(long)]
+    pub force: bool,
+    /// Limit the CA to these domains (X.509 name constraints), so a stolen key cannot sign for others. Repeatable.
+    #[arg(long, num_args = 1..)]
+    pub permit: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CaDirArg {
+    /// Directory holding ca.pem and ca.key.
+    #[arg(long)]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +317,37 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             format: a.format,
         }),
         Command::HashPassword => hash_password(),
+        Command::Ca(c) => ca(c),
+    }
+}
+
+fn ca(c: CaCommand) -> ExitCode {
+    let shown = match &c {
+        CaCommand::Init(a) => crate::ca::init(&crate::ca::InitOptions {
+            dir: a.dir.clone(),
+            days: a.days,
+            force: a.force,
+            permit: a.permit.clone(),
+        })
+        .map(|ca| (ca, a.dir.clone(), true)),
+        CaCommand::Show(a) => crate::ca::load(&a.dir).map(|ca| (ca, a.dir.clone(), false)),
+    };
+    match shown {
+        Ok((ca, dir, created)) => {
+            if created {
+                println!(
+                    "created {} and {} (key mode 0600)\n",
+                    dir.join(crate::ca::CERT_FILE).display(),
+                    dir.join(crate::ca::KEY_FILE).display()
+                );
+            }
+            print!("{}", ca.describe(&dir));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("egressd: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -47,6 +47,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod ca;
 pub mod cli;
 pub mod daemon;
 pub mod load;

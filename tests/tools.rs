@@ -347,3 +347,61 @@ fn test_policy_runs_the_shipped_cases() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("FAIL"));
 }
+
+#[test]
+fn ca_init_and_show() {
+    let d = tmpdir("ca");
+    let dir = d.join("ca");
+    let dir_s = dir.to_str().unwrap();
+    let o = run(&[
+        "ca",
+        "init",
+        "--dir",
+        dir_s,
+        "--permit",
+        "qualtrics.com",
+        "--days",
+        "365",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let pem = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    // Never overwritten by accident.
+    let o = run(&["ca", "init", "--dir", dir_s]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+    let o = run(&["ca", "show", "--dir", dir_s]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    for want in [
+        "sha-256:",
+        "qualtrics.com",
+        "update-ca-certificates",
+        "certutil",
+        "NODE_EXTRA_CA_CERTS",
+        "keytool",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(!out.contains("PRIVATE KEY"), "{out}");
+    // A key others can read is refused, naming the file and the fix.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("ca.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = run(&["ca", "show", "--dir", dir_s]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ca.key") && err.contains("chmod 600"), "{err}");
+    }
+}
