@@ -40,11 +40,11 @@ pub enum Command {
     Run(RunArgs),
     /// Check a policy and run its expected cases (POLICY.tests.toml beside it).
     TestPolicy(TestPolicyArgs),
-    /// Decide targets (URLs or host:port) and say which rule decides. Exit 0 if all are allowed, 1 if any is denied, 2 on bad input.
+    /// Decide targets (URLs or host:port) and say which rule decides. Exit 0 if all are allowed, 1 if any is denied, 2 if any is malformed (each still gets its own result line).
     Check(CheckArgs),
-    /// What would the policy block? Replays HAR files or URL lists.
+    /// What would the policy block? Replays HAR files or URL lists. Exit 1 if anything would be denied, 2 on bad input.
     Audit(AuditArgs),
-    /// Summarise egressd access logs; compare with a candidate policy.
+    /// Summarise egressd access logs; compare with a candidate policy. Exit 1 if anything would be denied, 2 on bad input.
     Report(ReportArgs),
     /// Validate a policy and warn about rules that deserve a second look.
     Lint(LintArgs),
@@ -91,9 +91,9 @@ pub struct CheckArgs {
     /// Policy file. Default: the built-in policy.
     #[arg(long, env = "EGRESSD_POLICY")]
     pub policy: Option<PathBuf>,
-    /// Targets: https://host/path, http://host/path, host:port (CONNECT). `-` reads stdin, one a line.
+    /// Targets: https://host/path, http://host/path, host:port (CONNECT), optionally after a method (POST https://...). `-` reads stdin, one a line; blank lines and lines starting with # are skipped.
     pub targets: Vec<String>,
-    /// Read targets from a file, one a line (# comments allowed).
+    /// Read targets from a file, one a line (blank lines and # comments skipped).
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// Show the normalised request and the near rules that did not match.
@@ -119,6 +119,9 @@ pub struct AuditArgs {
     pub with_paths: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub format: crate::audit::render::Format,
+    /// Exit 0 even when something would be denied (default: 1, as `check`).
+    #[arg(long)]
+    pub exit_zero: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +139,9 @@ pub struct ReportArgs {
     pub candidate: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: crate::audit::render::Format,
+    /// Exit 0 even when something would be denied (default: 1, as `check`).
+    #[arg(long)]
+    pub exit_zero: bool,
 }
 
 #[derive(Debug, Args)]
@@ -303,6 +309,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             urls: a.urls,
             with_paths: a.with_paths,
             format: a.format,
+            exit_zero: a.exit_zero,
         }),
         Command::Report(a) => tools::report::report(tools::report::ReportOptions {
             policy: a.policy,
@@ -310,6 +317,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             har: a.har,
             candidate: a.candidate,
             format: a.format,
+            exit_zero: a.exit_zero,
         }),
         Command::Lint(a) => tools::lint::lint(tools::lint::LintOptions {
             policy: a.policy,

@@ -128,7 +128,10 @@ async fn a_backslash_in_the_authority_is_refused_by_proxy_and_check() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("backslash"));
+    // The malformed target is a result of its own, on stdout.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "error");
+    assert!(v["error"].as_str().unwrap().contains("backslash"), "{v}");
 }
 
 #[tokio::test]

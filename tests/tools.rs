@@ -108,6 +108,38 @@ fn check_exit_codes_and_formats() {
 
     let o = run(&["check", "ftp://example.com/"]);
     assert_eq!(o.status.code(), Some(2));
+    // A malformed target is a result of its own; the others are decided.
+    let o = run(&[
+        "check",
+        "--format",
+        "json",
+        "unpkg.com:443",
+        "ftp://example.com/",
+        "example.org:443",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let results: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decisions: Vec<&str> = results.iter().map(|v| v["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["allow", "error", "deny"]);
+    assert!(
+        results[1]["error"].as_str().unwrap().contains("scheme"),
+        "{}",
+        results[1]
+    );
+    let o = run(&["check", "unpkg.com:443", "not a target"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stdout(&o)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("error      not a target"),
+        "{}",
+        stdout(&o)
+    );
     let o = run(&["check"]);
     assert_eq!(o.status.code(), Some(2));
 
@@ -133,8 +165,13 @@ fn check_exit_codes_and_formats() {
 fn audit_of_a_chrome_har() {
     let dir = tmpdir("har");
     let har = write(&dir, "survey.har", &sample_har());
+    // Requests the policy would deny fail the audit, as they fail `check`;
+    // --exit-zero is for those who only want the report.
     let o = run(&["audit", "--har", har.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(1));
+    let quiet = run(&["audit", "--har", har.to_str().unwrap(), "--exit-zero"]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert_eq!(stdout(&quiet), stdout(&o));
     let out = stdout(&o);
     // 12 http(s) entries; the data: URL never reaches a proxy.
     assert!(out.contains("requests:           12"), "{out}");
@@ -220,7 +257,11 @@ fn audit_streams_a_large_har() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the generated HAR holds denied requests"
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["requests"], 10_000);
     assert_eq!(v["denied"], 1_000);
@@ -245,7 +286,13 @@ fn report_on_access_logs_plain_gzipped_and_with_a_candidate() {
     let dir = tmpdir("report");
     let log = write(&dir, "access.log", LOG);
     let o = run(&["report", log.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(1), "the log holds would-deny requests");
+    assert_eq!(
+        run(&["report", log.to_str().unwrap(), "--exit-zero"])
+            .status
+            .code(),
+        Some(0)
+    );
     let out = stdout(&o);
     assert!(out.contains("requests:           4"), "{out}");
     assert!(out.contains("      2  fonts.gstatic.com"), "{out}");

@@ -20,6 +20,8 @@ pub struct AuditOptions {
     /// Decide https URLs with their path instead of as a CONNECT.
     pub with_paths: bool,
     pub format: Format,
+    /// Exit 0 even when something would be denied.
+    pub exit_zero: bool,
 }
 
 pub fn audit(args: AuditOptions) -> ExitCode {
@@ -52,7 +54,7 @@ pub fn audit(args: AuditOptions) -> ExitCode {
     }
     summary.finish();
     print!("{}", render(&summary, None, args.format));
-    ExitCode::SUCCESS
+    super::denied_exit(&summary, args.exit_zero)
 }
 
 fn replay_har(policy: &Policy, path: &Path, connect: bool, summary: &mut Summary) -> Result<(), String> {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::{bad_input, lines_of, load, read_lines, EXIT_DENIED};
+use super::{bad_input, lines_of, load, read_lines, EXIT_BAD_INPUT, EXIT_DENIED};
 use crate::audit;
 use crate::policy::{Action, Candidate, Decision, Host, Kind, Policy, RuleTarget, Verdict};
 use crate::target::parse_target;
@@ -49,26 +49,39 @@ pub fn check(args: CheckOptions) -> ExitCode {
     if targets.is_empty() {
         return bad_input("no targets (give URLs, host:port, `-` for stdin, or --file)");
     }
-    let mut cands = Vec::with_capacity(targets.len());
-    for t in &targets {
-        match parse_target(t) {
-            Ok(c) => cands.push(c),
-            Err(e) => return bad_input(e),
-        }
-    }
-    let mut any_denied = false;
+    // Every target gets its own result: a malformed one does not hide the
+    // others' answers. Exit 2 if any was malformed, else 1 if any was denied.
+    let (mut any_denied, mut any_bad) = (false, false);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for (t, c) in targets.iter().zip(&cands) {
-        let d = policy.decide(c);
+    for t in &targets {
+        let c = match parse_target(t) {
+            Ok(c) => c,
+            Err(e) => {
+                any_bad = true;
+                let _ = if args.json {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"target": t, "decision": "error", "error": e.to_string()})
+                    )
+                } else {
+                    writeln!(out, "{:<10} {t}  error={e}", "error")
+                };
+                continue;
+            }
+        };
+        let d = policy.decide(&c);
         any_denied |= d.verdict != Verdict::Allow;
         let _ = if args.json {
-            writeln!(out, "{}", check_json(&policy, t, c, &d, args.explain))
+            writeln!(out, "{}", check_json(&policy, t, &c, &d, args.explain))
         } else {
-            write!(out, "{}", check_text(&policy, t, c, &d, args.explain))
+            write!(out, "{}", check_text(&policy, t, &c, &d, args.explain))
         };
     }
-    if any_denied {
+    if any_bad {
+        ExitCode::from(EXIT_BAD_INPUT)
+    } else if any_denied {
         ExitCode::from(EXIT_DENIED)
     } else {
         ExitCode::SUCCESS

@@ -25,6 +25,16 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The exit code of a completeness report: 1 when anything was (or would
+/// be) denied, as `check` answers, unless `--exit-zero`.
+fn denied_exit(summary: &crate::audit::Summary, exit_zero: bool) -> ExitCode {
+    if !exit_zero && summary.denied + summary.would_deny > 0 {
+        ExitCode::from(EXIT_DENIED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// Loads the policy a tool judges by (the built-in one for `None`), or
 /// says why not with the bad-input exit code.
 fn load(path: Option<&Path>) -> Result<Policy, ExitCode> {

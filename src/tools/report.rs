@@ -24,6 +24,8 @@ pub struct ReportOptions {
     /// A second policy to compare with.
     pub candidate: Option<PathBuf>,
     pub format: Format,
+    /// Exit 0 even when something would be denied.
+    pub exit_zero: bool,
 }
 
 pub fn report(args: ReportOptions) -> ExitCode {
@@ -116,7 +118,7 @@ pub fn report(args: ReportOptions) -> ExitCode {
     if let Some(cand) = candidate {
         print!("{}", diff(&policy, &cand, &observations, args.format));
     }
-    ExitCode::SUCCESS
+    super::denied_exit(&summary, args.exit_zero)
 }
 
 /// What `candidate` would newly deny or newly allow, by destination.
