@@ -29,6 +29,8 @@ pub enum EventKind {
     Connect,
     /// An absolute-form plain HTTP request (and its upgrade, if any).
     Http,
+    /// A request inside an inspected TLS tunnel.
+    Inspected,
 }
 
 impl EventKind {
@@ -36,6 +38,7 @@ impl EventKind {
         match self {
             EventKind::Connect => "connect",
             EventKind::Http => "http",
+            EventKind::Inspected => "inspected",
         }
     }
 }

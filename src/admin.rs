@@ -99,6 +99,15 @@ fn route(shared: &Shared, config: &AdminConfig, req: Request<Incoming>) -> Respo
             });
             text(StatusCode::OK, "application/json", format!("{body:#}\n"))
         }
+        "/ca.pem" => match shared.inspector.load_full() {
+            // The certificate only: the key never leaves the process.
+            Some(i) => text(StatusCode::OK, "application/x-pem-file", i.ca_pem().to_string()),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "no CA loaded (egressd run --ca DIR)\n".into(),
+            ),
+        },
         "/proxy.pac" => text(
             StatusCode::OK,
             "application/x-ns-proxy-autoconfig",
@@ -107,7 +116,7 @@ fn route(shared: &Shared, config: &AdminConfig, req: Request<Incoming>) -> Respo
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: /healthz /readyz /metrics /policy /proxy.pac\n".into(),
+            "not found: /healthz /readyz /metrics /policy /proxy.pac /ca.pem\n".into(),
         ),
     }
 }

@@ -224,6 +224,12 @@ pub struct RunArgs {
     /// Worker threads, each with its own runtime and listening socket. Default: one per core.
     #[arg(long, env = "EGRESSD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Inspect TLS where path rules need it, with the CA in this directory (egressd ca init); SIGHUP rereads it.
+    #[arg(long, env = "EGRESSD_CA")]
+    pub ca: Option<PathBuf>,
+    /// Extra root certificates (PEM) for verifying origins inside inspected tunnels, beside the system roots. Repeatable.
+    #[arg(long = "upstream-ca", env = "EGRESSD_UPSTREAM_CA", value_delimiter = ',')]
+    pub upstream_ca: Vec<PathBuf>,
     /// Do not watch the policy file for changes (SIGHUP still reloads).
     #[arg(long, env = "EGRESSD_NO_WATCH")]
     pub no_watch: bool,
@@ -396,6 +402,8 @@ fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
         config.clients = args.allow_client.clone();
     }
     config.resolver = Resolver::new(args.resolve.clone(), args.dns, args.dns_timeout);
+    config.ca_dir = args.ca.clone();
+    config.upstream_ca = args.upstream_ca.clone();
     if let Some(path) = &args.auth {
         let a = crate::proxy::auth::Authenticator::load(path).map_err(|e| anyhow::anyhow!(e))?;
         config.auth = Some(Arc::new(a));

@@ -95,6 +95,13 @@ pub async fn run(
         );
     }
     let shared = Shared::new(policy, config.proxy);
+    // A CA that does not load stops the start: inspection was asked for.
+    if let Some(fp) = shared
+        .load_inspector()
+        .map_err(|e| anyhow::anyhow!("--ca: {e}"))?
+    {
+        tracing::info!(ca_sha256 = %fp, inspect = ?shared.policy.load().inspect(), "TLS inspection enabled");
+    }
     if let Some(l) = listeners.admin {
         let admin = AdminConfig {
             pac_proxy: config

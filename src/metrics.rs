@@ -68,6 +68,8 @@ pub struct Metrics {
     pub policy_loaded: Gauge<f64, AtomicU64>,
     pub reloads: Family<ResultLabels, Counter>,
     pub rule_expiry: Family<RuleLabels, Gauge<f64, AtomicU64>>,
+    pub inspection_leaves: Family<ResultLabels, Counter>,
+    pub inspection_rejected: Counter,
     /// The `rule` label of decisions no rule made.
     no_rule: Arc<str>,
 }
@@ -166,9 +168,23 @@ impl Metrics {
             "When each rule with `expires` stops matching (Unix time, end of its last day)",
             rule_expiry.clone(),
         );
+        let inspection_leaves = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "inspection_leaves",
+            "Leaf certificates for inspected tunnels: signed, or taken from the cache",
+            inspection_leaves.clone(),
+        );
+        let inspection_rejected = Counter::default();
+        registry.register(
+            "inspection_client_rejections",
+            "Inspected tunnels whose client refused egressd's certificate",
+            inspection_rejected.clone(),
+        );
         Metrics {
             registry,
             rule_expiry,
+            inspection_leaves,
+            inspection_rejected,
             requests,
             denials,
             upstream_errors,
@@ -212,6 +228,14 @@ impl Metrics {
                 .get_or_create(&DirectionLabels { direction: "down" })
                 .inc_by(a.bytes_down);
         }
+    }
+
+    /// A leaf certificate used for an inspected tunnel.
+    pub fn count_leaf(&self, signed: bool) {
+        let result = if signed { "signed" } else { "cached" };
+        self.inspection_leaves
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// The expiry times of the loaded policy's rules (and no others).

@@ -129,8 +129,22 @@ pub fn on_sighup(shared: Arc<Shared>, reloader: Option<Arc<Reloader>>) {
             if let Some(auth) = shared.config.auth.clone() {
                 reload_users(auth).await;
             }
+            if shared.config.ca_dir.is_some() {
+                reload_ca(shared.clone()).await;
+            }
         }
     });
+}
+
+/// Rereads the CA and upstream roots off the request path; a CA that does
+/// not load leaves the old one (and its certificates) serving.
+async fn reload_ca(shared: Arc<Shared>) {
+    let s = shared.clone();
+    match tokio::task::spawn_blocking(move || s.load_inspector()).await {
+        Ok(Ok(fp)) => tracing::info!(ca_sha256 = ?fp, "CA reloaded"),
+        Ok(Err(e)) => tracing::error!(error = %e, "CA not reloaded; the loaded one stays"),
+        Err(e) => tracing::error!(error = %e, "CA not reloaded; the loaded one stays"),
+    }
 }
 
 /// Rereads the credentials file (`--auth`) off the request path; a file

@@ -650,3 +650,32 @@ fn expired_rules_no_longer_match() {
     assert_eq!(reason(&p, "CONNECT temp.example.com:443"), "rule_expired");
     assert_eq!(verdict(&p, "CONNECT keep.example.com:443"), "allow");
 }
+
+#[test]
+fn which_tunnels_are_inspected() {
+    let p = policy(
+        r#"
+allow = ["www.google.com/recaptcha", "unpkg.com", { host = "pinned.example.com/api", inspect = false }]
+"#,
+    );
+    let c = |t: &str| parse_target(t).unwrap();
+    // Only path rules name the host: without a CA the tunnel is refused
+    // (path_rules_on_connect = "deny"); with one it is inspected.
+    let (d, inspect) = p.decide_tunnel(&c("CONNECT www.google.com:443"), false);
+    assert_eq!((d.verdict, inspect), (Verdict::Deny, false));
+    let (d, inspect) = p.decide_tunnel(&c("CONNECT www.google.com:443"), true);
+    assert_eq!((d.verdict, inspect), (Verdict::Allow, true));
+    assert!(d.flags.names().contains(&"inspected"));
+    // A host no path rule decides is spliced.
+    assert!(!p.decide_tunnel(&c("CONNECT unpkg.com:443"), true).1);
+    // A rule may exempt its hosts.
+    assert!(!p.decide_tunnel(&c("CONNECT pinned.example.com:443"), true).1);
+    let all = policy("inspect = \"all\"\nallow = [\"unpkg.com\"]");
+    assert!(all.decide_tunnel(&c("CONNECT unpkg.com:443"), true).1);
+    assert!(
+        !all.decide_tunnel(&c("CONNECT other.example.com:443"), true).1,
+        "denied tunnels are not inspected"
+    );
+    let none = policy("inspect = \"none\"\nallow = [\"www.google.com/recaptcha\"]");
+    assert!(!none.decide_tunnel(&c("CONNECT www.google.com:443"), true).1);
+}

@@ -452,3 +452,30 @@ fn ca_init_and_show() {
         assert!(err.contains("ca.key") && err.contains("chmod 600"), "{err}");
     }
 }
+
+#[test]
+fn run_refuses_a_ca_key_others_can_read() {
+    let d = tmpdir("run-ca");
+    let dir = d.join("ca");
+    let o = run(&["ca", "init", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("ca.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = run(&[
+            "run",
+            "--ca",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--log-format",
+            "json",
+        ]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ca.key") && err.contains("chmod 600"), "{err}");
+    }
+}

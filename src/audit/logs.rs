@@ -30,6 +30,12 @@ pub fn parse_line(line: &str) -> Option<Observation> {
     let target = match r.kind {
         EventKind::Connect => format!("CONNECT {}:{}", r.host, r.port),
         EventKind::Http => format!("http://{}:{}{}", r.host, r.port, r.path.as_deref().unwrap_or("/")),
+        EventKind::Inspected => format!(
+            "https://{}:{}{}",
+            r.host,
+            r.port,
+            r.path.as_deref().unwrap_or("/")
+        ),
     };
     let mut o = Observation::parse(&target)?;
     if let Some(m) = r.method.as_deref() {

@@ -16,7 +16,7 @@ use super::net::CidrTable;
 use super::pattern::{Destination, PathPattern, PatternError, Scheme};
 use super::pin::Pin;
 use super::rule::{
-    parse_word, Action, Day, Kinds, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget, SniMode,
+    parse_word, Action, Day, Inspect, Kinds, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget, SniMode,
 };
 use super::trie::HostTrie;
 
@@ -65,6 +65,7 @@ pub struct PolicyBuilder {
     mode: Mode,
     on_connect: OnConnect,
     sni: SniMode,
+    inspect: Inspect,
     pins: Vec<Pin>,
     source: String,
     origin: String,
@@ -78,6 +79,7 @@ impl PolicyBuilder {
             mode: Mode::Enforce,
             on_connect: OnConnect::Deny,
             sni: SniMode::Enforce,
+            inspect: Inspect::Paths,
             pins: Vec::new(),
             source: String::new(),
             origin: origin.to_string(),
@@ -121,6 +123,8 @@ impl PolicyBuilder {
         let mode = word(&file.mode, "mode", "mode", &lines, &mut bad_words).unwrap_or(Mode::Enforce);
         let sni =
             word(&file.tunnel_sni, "tunnel_sni", "value", &lines, &mut bad_words).unwrap_or(SniMode::Enforce);
+        let inspect =
+            word(&file.inspect, "inspect", "value", &lines, &mut bad_words).unwrap_or(Inspect::Paths);
         let on_connect = word(
             &file.path_rules_on_connect,
             "path_rules_on_connect",
@@ -181,6 +185,7 @@ impl PolicyBuilder {
             mode,
             on_connect,
             sni,
+            inspect,
             pins,
             source: src.to_string(),
             origin: origin.to_string(),
@@ -233,6 +238,7 @@ impl PolicyBuilder {
             mode: self.mode,
             on_connect: self.on_connect,
             sni: self.sni,
+            inspect: self.inspect,
             pins: self.pins,
             version: format!("sha256:{version}").into(),
             origin: self.origin,
@@ -403,6 +409,7 @@ fn compile_entry(
             expires,
             on_connect,
             tls_only: t.tls_only,
+            inspect: t.inspect.unwrap_or(true),
             comment: t.comment.clone(),
             line,
             pattern: pattern.clone(),
@@ -438,6 +445,7 @@ fn compile_entry(
             expires,
             on_connect,
             tls_only: t.tls_only,
+            inspect: t.inspect.unwrap_or(true),
             comment: t.comment.clone(),
             line,
             pattern: text.clone(),

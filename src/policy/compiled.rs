@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::net::CidrTable;
 use super::pin::Pin;
-use super::rule::{Day, Mode, OnConnect, Rule, RuleIdx, SniMode};
+use super::rule::{Day, Inspect, Mode, OnConnect, Rule, RuleIdx, SniMode};
 use super::trie::HostTrie;
 
 /// A compiled policy. Cheap to share behind an `Arc`; never mutated.
@@ -24,6 +24,7 @@ pub struct Policy {
     pub(super) mode: Mode,
     pub(super) on_connect: OnConnect,
     pub(super) sni: SniMode,
+    pub(super) inspect: Inspect,
     pub(super) pins: Vec<Pin>,
     pub(super) version: Arc<str>,
     pub(super) origin: String,
@@ -45,6 +46,9 @@ impl Policy {
     }
     pub fn tunnel_sni(&self) -> SniMode {
         self.sni
+    }
+    pub fn inspect(&self) -> Inspect {
+        self.inspect
     }
     /// A hash of the policy source: `sha256:` and 12 hex digits.
     pub fn version(&self) -> &str {

@@ -9,7 +9,7 @@ use super::net::{SpecialRange, METADATA_NAMES};
 use super::normalize::{self, normalize_host, normalize_path, Host, HostError, NormPath};
 use super::pattern::HostPattern;
 use super::rank::{HostSpec, Specificity};
-use super::rule::{Action, Day, Kind, Mode, OnConnect, Rule, RuleIdx, RuleTarget};
+use super::rule::{Action, Day, Inspect, Kind, Mode, OnConnect, Rule, RuleIdx, RuleTarget};
 use super::trie::PathTable;
 
 /// A request, normalised once, as every matcher sees it.
@@ -154,12 +154,17 @@ impl Flags {
     pub const REPORT: Flags = Flags(2);
     /// A staged rule (`mode = "report"` on the rule) changed the verdict.
     pub const STAGED: Flags = Flags(4);
+    /// The tunnel is inspected: each request inside is decided on its own.
+    pub const INSPECTED: Flags = Flags(8);
 
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
     }
     pub fn insert(&mut self, other: Flags) {
         self.0 |= other.0;
+    }
+    pub fn remove(&mut self, other: Flags) {
+        self.0 &= !other.0;
     }
     pub fn is_empty(self) -> bool {
         self.0 == 0
@@ -175,6 +180,9 @@ impl Flags {
         }
         if self.contains(Flags::STAGED) {
             v.push("staged_rule");
+        }
+        if self.contains(Flags::INSPECTED) {
+            v.push("inspected");
         }
         v
     }
@@ -431,6 +439,54 @@ impl Policy {
             }
         };
         self.apply_mode(d)
+    }
+
+    /// Decides a CONNECT tunnel, and whether to inspect it when a CA is
+    /// loaded (`can_inspect`): with `inspect = "paths"`, when path rules
+    /// decide its host (so the path must be seen), with `"all"` whenever it
+    /// is allowed; never for a rule with `inspect = false`. An inspected
+    /// tunnel is allowed (its requests are decided one by one), even where
+    /// only path rules name the host.
+    pub fn decide_tunnel(&self, c: &Candidate, can_inspect: bool) -> (Decision, bool) {
+        let mut d = self.decide(c);
+        if !can_inspect || c.kind != Kind::Connect || self.inspect == Inspect::None {
+            return (d, false);
+        }
+        let exempt = match d.rule {
+            Some(r) => !self.rule(r).inspect,
+            // Refused because only path rules name the host: inspected if
+            // one of them may be.
+            None => !self.path_rules_inspectable(&c.host),
+        };
+        if exempt {
+            return (d, false);
+        }
+        let path_decided =
+            d.flags.contains(Flags::PATH_NOT_ENFORCED) || d.reason == Reason::PathRuleOnConnect;
+        let inspect = path_decided || (self.inspect == Inspect::All && d.verdict.proceeds());
+        if !inspect {
+            return (d, false);
+        }
+        d.flags.remove(Flags::PATH_NOT_ENFORCED);
+        d.flags.insert(Flags::INSPECTED);
+        if d.reason == Reason::PathRuleOnConnect {
+            d.verdict = Verdict::Allow;
+            d.reason = Reason::Allowed;
+        }
+        (d, true)
+    }
+
+    /// Whether some allow rule with a path for `host` may be inspected.
+    fn path_rules_inspectable(&self, host: &Host) -> bool {
+        let Host::Name(name) = host else { return false };
+        let mut any = false;
+        self.hosts.for_each_table(name, |reached| {
+            any |= reached.table.with_path.iter().any(|&r| {
+                let rule = self.rule(r);
+                rule.action == Action::Allow && rule.inspect
+            });
+        });
+        any
     }
 
     /// Reference matcher: tests every rule in turn. Slow; for tests and for

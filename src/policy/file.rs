@@ -24,6 +24,10 @@ pub struct PolicyFile {
     /// CONNECT target: `enforce` (close them, default), `log`, or `off`.
     #[serde(default)]
     pub tunnel_sni: Option<Spanned<String>>,
+    /// Which allowed CONNECT tunnels a loaded CA inspects: `paths`
+    /// (default: those whose host path rules decide), `all`, or `none`.
+    #[serde(default)]
+    pub inspect: Option<Spanned<String>>,
     /// Optional human description.
     #[serde(default)]
     pub description: Option<String>,
@@ -76,6 +80,8 @@ pub struct RuleTable {
     /// Tunnels this rule allows must carry TLS (a ClientHello first).
     #[serde(default)]
     pub tls_only: bool,
+    /// `false` exempts the rule's hosts from TLS inspection (pinned apps, mTLS).
+    pub inspect: Option<bool>,
 }
 
 /// `ports = [443, "8000-8999"]` or `ports = "any"`.

@@ -72,6 +72,18 @@ pub enum SniMode {
     Off,
 }
 
+/// Which allowed CONNECT tunnels are inspected when a CA is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Inspect {
+    /// Those whose host path rules decide: the path must be seen.
+    Paths,
+    /// Every allowed tunnel.
+    All,
+    /// None.
+    None,
+}
+
 /// Reads one word of a closed set, as the enum's serde derive spells them,
 /// with an error that names what was expected: `unknown mode "block"
 /// (enforce or report)`. The one parser of every such enum.
@@ -303,6 +315,8 @@ pub struct Rule {
     pub on_connect: OnConnect,
     /// Tunnels allowed by this rule must start with a TLS ClientHello.
     pub tls_only: bool,
+    /// The rule's hosts may be inspected (`inspect = false` exempts them).
+    pub inspect: bool,
     pub comment: Option<String>,
     pub line: usize,
     /// The pattern as written.

@@ -6,13 +6,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::respond::ProxyError;
@@ -54,12 +55,44 @@ pub async fn dial(targets: &[Resolved], timeout: Duration) -> Result<(TcpStream,
     Err(failed)
 }
 
+/// How requests reach an upstream address: plain TCP, or TLS verified
+/// for the name the client asked for (inspected tunnels).
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Tls(Arc<TlsOrigin>),
+}
+
+/// A TLS origin: the name its certificate must carry, and how to verify it.
+pub struct TlsOrigin {
+    pub name: ServerName<'static>,
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+impl Transport {
+    fn key(&self, addr: SocketAddr) -> Key {
+        match self {
+            Transport::Plain => (addr, None),
+            Transport::Tls(t) => (addr, Some(t.name.clone())),
+        }
+    }
+}
+
+/// Pooled connections are told apart by address and TLS name.
+type Key = (SocketAddr, Option<ServerName<'static>>);
+
 /// An HTTP/1.1 connection to an upstream address.
 pub struct Upstream {
     pub sender: SendRequest<UpstreamBody>,
-    pub addr: SocketAddr,
+    key: Key,
     /// Taken from the pool: it may have been closed by the server meanwhile.
     pub reused: bool,
+}
+
+impl Upstream {
+    pub fn addr(&self) -> SocketAddr {
+        self.key.0
+    }
 }
 
 struct Idle {
@@ -70,18 +103,24 @@ struct Idle {
 /// Idle upstream HTTP/1.1 connections of one worker, by checked address.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
     returns: AtomicU64,
 }
 
 impl Pool {
     /// An idle connection to the first of `targets` that has one.
-    async fn checkout(&self, targets: &[Resolved], timeout: Duration) -> Option<(Upstream, Resolved)> {
+    async fn checkout(
+        &self,
+        targets: &[Resolved],
+        timeout: Duration,
+        transport: &Transport,
+    ) -> Option<(Upstream, Resolved)> {
         for t in targets {
+            let key = transport.key(t.addr);
             loop {
                 let idle = {
                     let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                    m.get_mut(&t.addr).and_then(Vec::pop)
+                    m.get_mut(&key).and_then(Vec::pop)
                 };
                 let Some(mut idle) = idle else { break };
                 if idle.sender.is_closed() || idle.since.elapsed() > POOL_IDLE {
@@ -99,7 +138,7 @@ impl Pool {
                 }
                 let up = Upstream {
                     sender: idle.sender,
-                    addr: t.addr,
+                    key,
                     reused: true,
                 };
                 return Some((up, *t));
@@ -121,7 +160,7 @@ impl Pool {
                 !v.is_empty()
             });
         }
-        let v = m.entry(up.addr).or_default();
+        let v = m.entry(up.key).or_default();
         if v.len() < POOL_PER_ADDR {
             v.push(Idle {
                 sender: up.sender,
@@ -136,11 +175,12 @@ impl Pool {
         &self,
         targets: &[Resolved],
         timeout: Duration,
+        transport: &Transport,
     ) -> Result<(Upstream, Resolved), DialError> {
-        if let Some(found) = self.checkout(targets, timeout).await {
+        if let Some(found) = self.checkout(targets, timeout, transport).await {
             return Ok(found);
         }
-        self.connect_new(targets, timeout).await
+        self.connect_new(targets, timeout, transport).await
     }
 
     /// A new connection, never one from the pool.
@@ -148,26 +188,44 @@ impl Pool {
         &self,
         targets: &[Resolved],
         timeout: Duration,
+        transport: &Transport,
     ) -> Result<(Upstream, Resolved), DialError> {
         let (stream, t) = dial(targets, timeout).await?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| DialError {
-                error: ProxyError::ConnectOther(e.to_string()),
-                last: Some(t),
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with error");
+        let failed = |error| DialError { error, last: Some(t) };
+        let sender = match transport {
+            Transport::Plain => handshake(TokioIo::new(stream)).await.map_err(failed)?,
+            Transport::Tls(origin) => {
+                let connector = tokio_rustls::TlsConnector::from(origin.config.clone());
+                let tls = tokio::time::timeout(timeout, connector.connect(origin.name.clone(), stream))
+                    .await
+                    .map_err(|_| failed(ProxyError::ConnectTimeout))?
+                    .map_err(|e| failed(ProxyError::from_tls(&e)))?;
+                handshake(TokioIo::new(tls)).await.map_err(failed)?
             }
-        });
+        };
         let up = Upstream {
             sender,
-            addr: t.addr,
+            key: transport.key(t.addr),
             reused: false,
         };
         Ok((up, t))
     }
+}
+
+/// An HTTP/1.1 client connection over `io`, driven on the current worker.
+async fn handshake<T>(io: T) -> Result<SendRequest<UpstreamBody>, ProxyError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io)
+        .await
+        .map_err(|e| ProxyError::ConnectOther(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with error");
+        }
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]
@@ -216,10 +274,14 @@ mod tests {
         let live_addr = live.local_addr().unwrap();
         let pool = Pool::default();
         let (up, reached) = pool
-            .connect(&[target(dead), target(live_addr)], Duration::from_secs(2))
+            .connect(
+                &[target(dead), target(live_addr)],
+                Duration::from_secs(2),
+                &Transport::Plain,
+            )
             .await
             .unwrap();
-        assert_eq!((up.addr, reached.addr), (live_addr, live_addr));
+        assert_eq!((up.addr(), reached.addr), (live_addr, live_addr));
         assert!(!up.reused);
     }
 }

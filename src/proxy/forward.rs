@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
-use super::dial::{Pool, Upstream, UpstreamBody};
+use super::dial::{Pool, Transport, Upstream, UpstreamBody};
 use super::hello::FirstCheck;
 use super::pipeline::{self, refuse};
 use super::relay::relay;
@@ -110,7 +110,7 @@ pub async fn handle(
 }
 
 /// A request that reached upstream and got a response head.
-struct Sent {
+pub(super) struct Sent {
     resp: Response<Incoming>,
     upstream: Upstream,
     /// Request body bytes sent so far.
@@ -118,11 +118,11 @@ struct Sent {
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
-/// Steps 1 to 5, then the request upstream.
+/// Steps 1 to 4 for an absolute-form request, then the exchange.
 async fn forward(
     shared: &Shared,
     pool: &Pool,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     client: SocketAddr,
     ev: &mut Access,
 ) -> Result<Sent, ProxyError> {
@@ -131,11 +131,35 @@ async fn forward(
     let cand = pipeline::http_target(req.method(), req.uri(), req.headers())?;
     ev.target(&cand);
     let checked = pipeline::authorize(shared, &admitted.policy, &cand, ev).await?;
+    let authority = req.uri().authority().map_or(String::new(), |a| a.to_string());
+    exchange(
+        shared,
+        pool,
+        req,
+        &checked.targets,
+        &Transport::Plain,
+        &authority,
+        ev,
+    )
+    .await
+}
 
+/// Steps 5 and 6 for a request that was decided: in origin-form, `Host`
+/// naming `authority`, to the first of `targets` that answers, over
+/// `transport`.
+pub(super) async fn exchange(
+    shared: &Shared,
+    pool: &Pool,
+    mut req: Request<Incoming>,
+    targets: &[Resolved],
+    transport: &Transport,
+    authority: &str,
+    ev: &mut Access,
+) -> Result<Sent, ProxyError> {
     let upgrade = wants_upgrade(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    to_origin_form(&mut parts, upgrade);
+    to_origin_form(&mut parts, authority, upgrade);
     let up = Arc::new(AtomicU64::new(0));
     let body = Metered {
         inner: body,
@@ -143,15 +167,8 @@ async fn forward(
     }
     .boxed_unsync();
     let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
-    match send(
-        pool,
-        &checked.targets,
-        Request::from_parts(parts, body),
-        timeouts,
-        ev,
-    )
-    .await
-    {
+    let request = Request::from_parts(parts, body);
+    match send(pool, targets, request, transport, timeouts, ev).await {
         Ok((resp, upstream)) => Ok(Sent {
             resp,
             upstream,
@@ -167,11 +184,10 @@ async fn forward(
 
 /// The upstream request: origin-form, `Host` from the request target (a
 /// `Host` that disagreed was refused), hop-by-hop fields removed.
-fn to_origin_form(parts: &mut http::request::Parts, upgrade: Option<HeaderValue>) {
+fn to_origin_form(parts: &mut http::request::Parts, authority: &str, upgrade: Option<HeaderValue>) {
     strip_hop_by_hop(&mut parts.headers);
     // The proxy answers `Expect: 100-continue` itself when it reads the body.
     parts.headers.remove(header::EXPECT);
-    let authority = parts.uri.authority().map_or("", |a| a.as_str());
     if parts.headers.get(header::HOST).map(|h| h.as_bytes()) != Some(authority.as_bytes()) {
         if let Ok(h) = HeaderValue::from_str(authority) {
             parts.headers.insert(header::HOST, h);
@@ -195,15 +211,16 @@ async fn send(
     pool: &Pool,
     targets: &[Resolved],
     mut request: Request<UpstreamBody>,
+    transport: &Transport,
     (connect_timeout, response_timeout): (Duration, Duration),
     ev: &mut Access,
 ) -> Result<(Response<Incoming>, Upstream), ProxyError> {
     let mut fresh = false;
     loop {
         let got = if fresh {
-            pool.connect_new(targets, connect_timeout).await
+            pool.connect_new(targets, connect_timeout, transport).await
         } else {
-            pool.connect(targets, connect_timeout).await
+            pool.connect(targets, connect_timeout, transport).await
         };
         let (mut upstream, dialled) = got.map_err(|f| {
             if let Some(t) = f.last {
@@ -228,7 +245,7 @@ async fn send(
 
 /// Step 6 on the way back: the response streams to the client; its end
 /// finishes the event and returns the connection to the pool.
-fn respond(shared: &Arc<Shared>, pool: &Arc<Pool>, sent: Sent, mut ev: Access) -> Response<Body> {
+pub(super) fn respond(shared: &Arc<Shared>, pool: &Arc<Pool>, sent: Sent, mut ev: Access) -> Response<Body> {
     let Sent {
         mut resp,
         upstream,

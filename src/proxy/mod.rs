@@ -31,6 +31,8 @@ pub mod connect;
 // Step 6.
 pub mod relay;
 // Step 6.
+pub mod inspect;
+// Step 6.
 pub mod hello;
 // Every exit.
 pub mod respond;
@@ -81,6 +83,10 @@ pub struct ProxyConfig {
     /// Proxy authentication, when required.
     pub auth: Option<Arc<auth::Authenticator>>,
     pub resolver: Resolver,
+    /// The CA directory for TLS inspection (`--ca`), reread on SIGHUP.
+    pub ca_dir: Option<std::path::PathBuf>,
+    /// Extra roots for verifying origins inside inspected tunnels.
+    pub upstream_ca: Vec<std::path::PathBuf>,
 }
 
 impl ProxyConfig {
@@ -99,6 +105,8 @@ impl ProxyConfig {
             clients: default_clients(),
             auth: None,
             resolver: Resolver::new(Vec::new(), DnsMode::System, DEFAULT_DNS_TIMEOUT),
+            ca_dir: None,
+            upstream_ca: Vec::new(),
         }
     }
 
@@ -131,6 +139,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Cancelled when the drain period is over: cuts the remaining tunnels.
     pub cut: CancellationToken,
+    /// TLS inspection, when a CA is loaded (swapped whole on reload).
+    pub inspector: arc_swap::ArcSwapOption<inspect::Inspector>,
     /// Open tunnels per client address.
     tunnels_by_client: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -169,6 +179,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             cut: CancellationToken::new(),
             tunnels_by_client: Mutex::new(HashMap::new()),
+            inspector: arc_swap::ArcSwapOption::empty(),
         });
         shared.store_policy(policy);
         shared
@@ -193,6 +204,18 @@ impl Shared {
         );
         self.loaded_at.store(now.as_millis() as u64, Ordering::Relaxed);
         self.policy.store(Arc::new(policy));
+    }
+
+    /// Loads (or reloads) the CA and upstream roots for TLS inspection,
+    /// when `--ca` was given. On error the loaded ones stay.
+    pub fn load_inspector(&self) -> Result<Option<String>, String> {
+        let Some(dir) = &self.config.ca_dir else {
+            return Ok(None);
+        };
+        let inspector = inspect::Inspector::load(dir, &self.config.upstream_ca)?;
+        let fingerprint = inspector.ca().fingerprint();
+        self.inspector.store(Some(Arc::new(inspector)));
+        Ok(Some(fingerprint))
     }
 
     /// Moves rule expiry on to `day`, in the proxy's policy and the users'.

@@ -142,6 +142,34 @@ pub async fn authorize(
     ev: &mut Access,
 ) -> Result<Checked, ProxyError> {
     let by_name = decide(shared, policy, cand);
+    authorize_decided(shared, policy, cand, by_name, ev).await
+}
+
+/// Steps 3 and 4 for a CONNECT: also whether to inspect it (when a CA is
+/// loaded, [`Policy::decide_tunnel`]).
+pub async fn authorize_tunnel(
+    shared: &Shared,
+    policy: &Policy,
+    cand: &Candidate,
+    ev: &mut Access,
+) -> Result<(Checked, bool), ProxyError> {
+    let started = Instant::now();
+    let (by_name, inspect) = policy.decide_tunnel(cand, shared.inspector.load().is_some());
+    shared
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let checked = authorize_decided(shared, policy, cand, by_name, ev).await?;
+    Ok((checked, inspect))
+}
+
+async fn authorize_decided(
+    shared: &Shared,
+    policy: &Policy,
+    cand: &Candidate,
+    by_name: Decision,
+    ev: &mut Access,
+) -> Result<Checked, ProxyError> {
     ev.decided(policy, &by_name);
     match check_addresses(shared, policy, cand, by_name).await {
         Ok(checked) => {

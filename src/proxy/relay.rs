@@ -291,6 +291,38 @@ pub struct Outcome {
     pub end: Result<(), ProxyError>,
 }
 
+/// Reads the client's first bytes until `check` can judge them, or the
+/// client ends its side. Small reads: a tunnel whose client has not spoken
+/// yet holds no large buffer (a ClientHello takes a few of these). `pre`
+/// holds bytes already read (by the HTTP parser), which may hold it all.
+pub async fn read_first<R: AsyncRead + Unpin>(
+    cr: &mut R,
+    pre: Vec<u8>,
+    check: &FirstCheck,
+    touch: &(impl Fn() + ?Sized),
+) -> Result<(Vec<u8>, Judgement), ProxyError> {
+    let mut buf = [0u8; IDLE_BUF];
+    let mut first = pre;
+    let mut judged = if first.is_empty() {
+        Judgement::NeedMore
+    } else {
+        judge(check, &first)
+    };
+    while matches!(judged, Judgement::NeedMore) {
+        let n = cr
+            .read(&mut buf)
+            .await
+            .map_err(|e| ProxyError::io(Side::Client, &e))?;
+        touch();
+        if n == 0 {
+            break;
+        }
+        first.extend_from_slice(&buf[..n]);
+        judged = judge(check, &first);
+    }
+    Ok((first, judged))
+}
+
 /// Relays two whole streams (e.g. an upgraded WebSocket connection).
 pub async fn relay<C, U>(
     client: C,
@@ -339,28 +371,7 @@ where
 
     let up = async {
         if check.active() {
-            // Small reads: a tunnel whose client has not spoken yet holds no
-            // large buffer (a ClientHello takes a few of these).
-            let mut buf = [0u8; IDLE_BUF];
-            let mut first = pre;
-            // Bytes the HTTP parser already read may hold the whole ClientHello.
-            let mut judged = if first.is_empty() {
-                Judgement::NeedMore
-            } else {
-                judge(&check, &first)
-            };
-            while matches!(judged, Judgement::NeedMore) {
-                let n = cr
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| ProxyError::io(Side::Client, &e))?;
-                touch();
-                if n == 0 {
-                    break;
-                }
-                first.extend_from_slice(&buf[..n]);
-                judged = judge(&check, &first);
-            }
+            let (first, judged) = read_first(&mut cr, pre, &check, &touch).await?;
             match judged {
                 Judgement::Refuse { sni: name, error } => {
                     sni = name;

@@ -80,6 +80,16 @@ pub enum ProxyError {
     Upgrade(String),
     #[error("client went away before the response ended")]
     ClientGone,
+    #[error("the upstream's TLS certificate is not valid: {0}")]
+    UpstreamCertificate(String),
+    #[error("TLS with the upstream failed: {0}")]
+    UpstreamTls(String),
+    #[error("the client refused egressd's certificate ({0}): it does not trust egressd's CA, or pins its own; exempt the host with inspect = false on its rule")]
+    ClientRejectedCertificate(String),
+    #[error("TLS with the client failed: {0}")]
+    ClientTls(String),
+    #[error("the request names {0:?}, not the tunnel's host")]
+    Misdirected(String),
 }
 
 /// Who an error class blames, for metrics: only `Upstream` classes count
@@ -142,6 +152,11 @@ classes! {
     NotTls => "not_tls", Policy;
     ClientUpgradeFailed => "client_upgrade_failed", Client;
     UpgradeFailed => "upgrade_failed", Upstream;
+    TlsCertificateError => "tls_certificate_error", Upstream;
+    TlsProtocolError => "tls_protocol_error", Upstream;
+    ClientRejectedCertificate => "client_rejected_certificate", Client;
+    ClientTlsError => "client_tls_error", Client;
+    Misdirected => "misdirected_request", Client;
 }
 
 impl ProxyError {
@@ -152,6 +167,43 @@ impl ProxyError {
             io::ErrorKind::TimedOut => ProxyError::ConnectTimeout,
             io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ProxyError::ConnectReset,
             _ => ProxyError::ConnectOther(e.to_string()),
+        }
+    }
+
+    /// Classifies a failed TLS handshake with the upstream: a certificate
+    /// that does not verify names its reason (expired, unknown issuer,
+    /// name mismatch).
+    pub fn from_tls(e: &io::Error) -> ProxyError {
+        use rustls::CertificateError as C;
+        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::InvalidCertificate(c)) => ProxyError::UpstreamCertificate(
+                match c {
+                    C::Expired | C::ExpiredContext { .. } => "expired",
+                    C::NotValidYet | C::NotValidYetContext { .. } => "not yet valid",
+                    C::UnknownIssuer => "unknown issuer",
+                    C::NotValidForName | C::NotValidForNameContext { .. } => "name mismatch",
+                    C::Revoked => "revoked",
+                    C::BadSignature => "bad signature",
+                    _ => "invalid",
+                }
+                .to_string(),
+            ),
+            Some(other) => ProxyError::UpstreamTls(other.to_string()),
+            None if e.kind() == io::ErrorKind::ConnectionReset => ProxyError::ConnectReset,
+            None => ProxyError::UpstreamTls(e.to_string()),
+        }
+    }
+
+    /// Classifies a failed TLS handshake with the client: an alert that
+    /// says it does not accept egressd's certificate is its own class.
+    pub fn from_client_tls(e: &io::Error) -> ProxyError {
+        use rustls::AlertDescription as A;
+        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::AlertReceived(
+                a @ (A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate),
+            )) => ProxyError::ClientRejectedCertificate(format!("{a:?}")),
+            Some(other) => ProxyError::ClientTls(other.to_string()),
+            None => ProxyError::io(Side::Client, e),
         }
     }
 
@@ -168,6 +220,7 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             BadRequest(_) | NotAProxyRequest => StatusCode::BAD_REQUEST,
+            Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Denied { .. } | Loop | ClientNotAllowed | SniMismatch { .. } | NotTls => StatusCode::FORBIDDEN,
             DnsTimeout | ConnectTimeout | ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             Overloaded | Shutdown => StatusCode::SERVICE_UNAVAILABLE,
@@ -211,6 +264,11 @@ impl ProxyError {
             ProxyError::ClientUpgrade(_) => C::ClientUpgradeFailed,
             ProxyError::Upgrade(_) => C::UpgradeFailed,
             ProxyError::ClientGone => C::ClientClosed,
+            ProxyError::UpstreamCertificate(_) => C::TlsCertificateError,
+            ProxyError::UpstreamTls(_) => C::TlsProtocolError,
+            ProxyError::ClientRejectedCertificate(_) => C::ClientRejectedCertificate,
+            ProxyError::ClientTls(_) => C::ClientTlsError,
+            ProxyError::Misdirected(_) => C::Misdirected,
         }
     }
 

@@ -202,7 +202,7 @@ async fn route(
     peer: SocketAddr,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let resp = if req.method() == Method::CONNECT {
-        connect::handle(shared, req, peer).await
+        connect::handle(shared, pool, req, peer).await
     } else if req.uri().scheme().is_some() {
         forward::handle(shared, &pool, req, peer).await
     } else {

@@ -1,0 +1,239 @@
+//! TLS inspection: a TLS origin with a certificate from a test root,
+//! egressd with a CA from `ca init` and `--upstream-ca` for the test root,
+//! and rustls clients that trust egressd's CA (or do not). Real sockets on
+//! 127.0.0.1 only.
+
+mod support;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use support::*;
+
+struct Setup {
+    proxy: Proxy,
+    /// egressd's CA, as a client would trust it.
+    ca: TestCert,
+    /// The origin's own certificate (its test root).
+    origin: TestCert,
+}
+
+fn pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+async fn setup(policy_src: &str, tag: &str) -> Setup {
+    let origin_cert = test_cert(&["inspect.test", "plain.test"]);
+    let origin = start_tls_origin(&origin_cert).await;
+    let dir = std::env::temp_dir().join(format!("egressd-inspect-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ca = egressd::ca::init(&egressd::ca::InitOptions {
+        dir: dir.join("ca"),
+        days: 30,
+        force: false,
+        permit: vec![],
+    })
+    .unwrap();
+    let roots = dir.join("origin-root.pem");
+    std::fs::write(&roots, pem(&origin_cert.der)).unwrap();
+    let ca_dir = dir.join("ca");
+    let mut opts = ProxyOpts::new(policy(policy_src)).config(move |c| {
+        c.ca_dir = Some(ca_dir);
+        c.upstream_ca = vec![roots];
+    });
+    for name in ["inspect.test", "plain.test", "wrong.test"] {
+        opts = opts.pin(&format!("{name}:443={origin}"));
+    }
+    let proxy = start_proxy(opts).await;
+    proxy.shared.load_inspector().unwrap();
+    Setup {
+        proxy,
+        ca: TestCert {
+            der: ca.cert_der.clone(),
+            key: origin_cert.key.clone_key(),
+        },
+        origin: origin_cert,
+    }
+}
+
+const POLICY: &str = r#"allow = ["inspect.test/allowed", "inspect.test/big", "inspect.test/upload", "plain.test", "wrong.test/x"]"#;
+
+async fn get_inside(s: &Setup, host: &str, path: &str) -> http::Response<hyper::body::Incoming> {
+    let tunnel = connect(s.proxy.addr, &format!("{host}:443"))
+        .await
+        .expect("tunnel");
+    let tls = tls_over(tunnel, host, &s.ca).await;
+    let req = Request::get(path).header("host", host).body(full("")).unwrap();
+    request_over(tls, req).await
+}
+
+#[tokio::test]
+async fn path_rules_are_enforced_inside_https() {
+    let s = setup(POLICY, "paths").await;
+    let resp = get_inside(&s, "inspect.test", "/allowed/x?q=1").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The origin echoes what it received: origin-form, the tunnel's host.
+    let body = body_text(resp).await;
+    assert!(body.starts_with("GET /allowed/x?q=1"), "{body}");
+    assert!(body.contains("host: inspect.test"), "{body}");
+    let resp = get_inside(&s, "inspect.test", "/search?q=x").await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(resp.headers()["proxy-status"]
+        .to_str()
+        .unwrap()
+        .contains("http_request_denied"));
+    assert!(body_text(resp).await.contains("path is not allowed"));
+    let ev = wait_access(|v| v["kind"] == "inspected" && v["path"] == "/search").await;
+    assert_eq!(
+        (ev["decision"].as_str(), ev["reason"].as_str()),
+        (Some("deny"), Some("path_not_allowed"))
+    );
+    let ev = wait_access(|v| v["kind"] == "inspected" && v["path"] == "/allowed/x").await;
+    assert_eq!(ev["status"], 200);
+    let tunnel = wait_access(|v| v["kind"] == "connect" && v["host"] == "inspect.test").await;
+    assert!(
+        tunnel["flags"].as_str().unwrap().contains("inspected"),
+        "{tunnel}"
+    );
+    // A second tunnel to the same host signs nothing.
+    let _ = get_inside(&s, "inspect.test", "/allowed/y").await;
+    let m = s.proxy.shared.metrics.encode();
+    assert!(
+        m.contains(r#"egressd_inspection_leaves_total{result="signed"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"egressd_inspection_leaves_total{result="cached"}"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn hosts_without_path_rules_are_spliced() {
+    let s = setup(POLICY, "splice").await;
+    // The client trusts only the origin's own certificate: it sees it.
+    let tunnel = connect(s.proxy.addr, "plain.test:443").await.expect("tunnel");
+    let tls = tls_over(tunnel, "plain.test", &s.origin).await;
+    let req = Request::get("/anything")
+        .header("host", "plain.test")
+        .body(full(""))
+        .unwrap();
+    let resp = request_over(tls, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn http2_inside_the_tunnel() {
+    let s = setup(POLICY, "h2").await;
+    let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(s.ca.der.clone()).unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("inspect.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tunnel)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for (path, want) in [("/allowed/h2", StatusCode::OK), ("/other", StatusCode::FORBIDDEN)] {
+        let req = Request::get(format!("https://inspect.test{path}"))
+            .body(full(""))
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), want, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn large_bodies_both_ways_are_byte_exact() {
+    let s = setup(POLICY, "big").await;
+    const N: u64 = 8 << 20;
+    let resp = get_inside(&s, "inspect.test", &format!("/big/x?n={N}")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body.len() as u64, N);
+    assert_eq!(
+        hex(&<sha2::Sha256 as sha2::Digest>::digest(&body)),
+        pattern_sha256(N)
+    );
+    let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let tls = tls_over(tunnel, "inspect.test", &s.ca).await;
+    let req = Request::post("/upload/x")
+        .header("host", "inspect.test")
+        .body(full(pattern_chunk(0, N as usize)))
+        .unwrap();
+    let resp = request_over(tls, req).await;
+    assert_eq!(body_text(resp).await, format!("{N} {}", pattern_sha256(N)));
+}
+
+#[tokio::test]
+async fn wrong_origin_certificate_wrong_host_and_untrusting_clients() {
+    let s = setup(POLICY, "errors").await;
+    // The origin's certificate does not name wrong.test: 502, with the reason.
+    let resp = get_inside(&s, "wrong.test", "/x").await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let ps = resp.headers()["proxy-status"].to_str().unwrap().to_string();
+    assert!(
+        ps.contains("tls_certificate_error") && ps.contains("name mismatch"),
+        "{ps}"
+    );
+    // A request naming another host than the tunnel's: 421.
+    let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let tls = tls_over(tunnel, "inspect.test", &s.ca).await;
+    let req = Request::get("/allowed/x")
+        .header("host", "plain.test")
+        .body(full(""))
+        .unwrap();
+    let resp = request_over(tls, req).await;
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+    // A client that does not trust egressd's CA: its own class, counted.
+    let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(s.origin.der.clone()).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("inspect.test").unwrap();
+    let refused = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tunnel)
+        .await;
+    assert!(refused.is_err());
+    let ev = wait_access(|v| v["kind"] == "connect" && v["error"] == "client_rejected_certificate").await;
+    assert_eq!(ev["host"], "inspect.test");
+    let m = s.proxy.shared.metrics.encode();
+    assert!(m.contains("egressd_inspection_client_rejections_total 1"), "{m}");
+}
