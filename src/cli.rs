@@ -99,6 +99,9 @@ pub struct CheckArgs {
     /// Show the normalised request and the near rules that did not match.
     #[arg(long)]
     pub explain: bool,
+    /// Decide as a proxy running with a CA (run --ca; also when EGRESSD_CA is set): https URLs of hosts it inspects are decided with their path.
+    #[arg(long)]
+    pub inspect: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
 }
@@ -114,9 +117,12 @@ pub struct AuditArgs {
     /// Plain URL lists, one a line.
     #[arg(long)]
     pub urls: Vec<PathBuf>,
-    /// Decide https URLs with their path (as with TLS inspection) instead of as the CONNECT a browser sends.
+    /// Decide every https URL with its path, as if every tunnel were inspected, instead of as the running proxy would.
     #[arg(long)]
     pub with_paths: bool,
+    /// Decide as a proxy running with a CA (run --ca; also when EGRESSD_CA is set): https URLs of hosts it inspects are decided with their path.
+    #[arg(long)]
+    pub inspect: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub format: crate::audit::render::Format,
     /// Exit 0 even when something would be denied (default: 1, as `check`).
@@ -308,12 +314,14 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             file: a.file,
             explain: a.explain,
             json: a.format == OutputFormat::Json,
+            inspect: a.inspect || std::env::var_os("EGRESSD_CA").is_some(),
         }),
         Command::Audit(a) => tools::audit::audit(tools::audit::AuditOptions {
             policy: a.policy,
             har: a.har,
             urls: a.urls,
             with_paths: a.with_paths,
+            inspect: a.inspect || std::env::var_os("EGRESSD_CA").is_some(),
             format: a.format,
             exit_zero: a.exit_zero,
         }),

@@ -89,11 +89,32 @@ fn check_exit_codes_and_formats() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("deny       https://qualtrics.com/  reason=no_matching_rule"));
 
+    // As the proxy decides: without a CA an https URL arrives as a
+    // CONNECT, whose path nobody sees; with one (--inspect, or EGRESSD_CA
+    // set) the hosts path rules decide are inspected and decided by path.
+    let o = run(&["check", "--format", "json", "https://www.google.com/search"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["flags"][0], "path_not_enforced");
+    let o = run(&[
+        "check",
+        "--format",
+        "json",
+        "--inspect",
+        "https://www.google.com/search",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["decision"].as_str(), v["flags"][0].as_str()),
+        (Some("deny"), Some("inspected"))
+    );
     let o = run(&[
         "check",
         "--format",
         "json",
         "--explain",
+        "--inspect",
         "https://www.google.com/maps",
     ]);
     assert_eq!(o.status.code(), Some(1));

@@ -242,7 +242,7 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
                         r,
                         "path-on-connect",
                         format!(
-                            "the path cannot be seen inside a CONNECT tunnel without TLS inspection: {what}"
+                            "the path cannot be seen inside a CONNECT tunnel without TLS inspection (run --ca): {what}"
                         ),
                     ));
                 }

@@ -270,20 +270,60 @@ fn port_suffix_for(h: &DeniedHost) -> String {
     }
 }
 
-/// Decides every observation (and, for https URLs, the CONNECT a browser
-/// would send), feeding `summary`.
+/// How https requests are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpsAs {
+    /// As the running proxy decides them: the CONNECT a browser sends,
+    /// or, where the proxy inspects that host (`inspect`: it runs with a
+    /// CA), with their path and method.
+    Proxy { inspect: bool },
+    /// Always with their path (as if every tunnel were inspected).
+    Path,
+}
+
+/// How the running proxy decides `c`: an https request arrives inside a
+/// CONNECT, which is decided first; only an inspected tunnel's requests
+/// are decided with their path (flagged `inspected`).
+pub fn decide_like_proxy(policy: &Policy, c: &Candidate, inspect: bool) -> (Decision, bool) {
+    if c.kind != Kind::Https {
+        return (policy.decide(c), false);
+    }
+    let connect = Candidate {
+        kind: Kind::Connect,
+        path: None,
+        method: http::Method::CONNECT,
+        ..c.clone()
+    };
+    let (d, inspected) = policy.decide_tunnel(&connect, inspect);
+    if !inspected {
+        return (d, false);
+    }
+    let mut inner = policy.decide(c);
+    inner.flags.insert(Flags::INSPECTED);
+    (inner, true)
+}
+
+/// Decides every observation as `https` says, feeding `summary`.
 pub fn audit<'a>(
     policy: &Policy,
     observations: impl Iterator<Item = Observation> + 'a,
-    connect_for_https: bool,
+    https: HttpsAs,
     summary: &mut Summary,
 ) {
     for o in observations {
-        let o = match (connect_for_https, o.as_connect()) {
-            (true, Some(c)) => c,
-            _ => o,
-        };
-        let d = policy.decide(&o.candidate);
-        summary.add(&o, &d);
+        match https {
+            HttpsAs::Path => {
+                let d = policy.decide(&o.candidate);
+                summary.add(&o, &d);
+            }
+            HttpsAs::Proxy { inspect } => {
+                let (d, inspected) = decide_like_proxy(policy, &o.candidate, inspect);
+                // Reported as what the proxy saw: the request, or its CONNECT.
+                match (inspected, o.as_connect()) {
+                    (false, Some(c)) => summary.add(&c, &d),
+                    _ => summary.add(&o, &d),
+                }
+            }
+        }
     }
 }

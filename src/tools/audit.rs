@@ -19,6 +19,8 @@ pub struct AuditOptions {
     pub urls: Vec<PathBuf>,
     /// Decide https URLs with their path instead of as a CONNECT.
     pub with_paths: bool,
+    /// The proxy runs with a CA: https URLs of inspected hosts are decided with their path.
+    pub inspect: bool,
     pub format: Format,
     /// Exit 0 even when something would be denied.
     pub exit_zero: bool,
@@ -33,7 +35,13 @@ pub fn audit(args: AuditOptions) -> ExitCode {
         return bad_input("nothing to audit: give --har FILE or --urls FILE");
     }
     let mut summary = Summary::default();
-    let connect = !args.with_paths;
+    let connect = if args.with_paths {
+        audit::HttpsAs::Path
+    } else {
+        audit::HttpsAs::Proxy {
+            inspect: args.inspect,
+        }
+    };
     for path in &args.har {
         if let Err(e) = replay_har(&policy, path, connect, &mut summary) {
             return bad_input(format!("{}: {e}", path.display()));
@@ -57,7 +65,12 @@ pub fn audit(args: AuditOptions) -> ExitCode {
     super::denied_exit(&summary, args.exit_zero)
 }
 
-fn replay_har(policy: &Policy, path: &Path, connect: bool, summary: &mut Summary) -> Result<(), String> {
+fn replay_har(
+    policy: &Policy,
+    path: &Path,
+    connect: audit::HttpsAs,
+    summary: &mut Summary,
+) -> Result<(), String> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let pb = progress(len);

@@ -22,6 +22,8 @@ pub struct CheckOptions {
     pub file: Option<PathBuf>,
     pub explain: bool,
     pub json: bool,
+    /// The proxy runs with a CA (`run --ca`): decide https URLs as it does.
+    pub inspect: bool,
 }
 
 pub fn check(args: CheckOptions) -> ExitCode {
@@ -71,7 +73,7 @@ pub fn check(args: CheckOptions) -> ExitCode {
                 continue;
             }
         };
-        let d = policy.decide(&c);
+        let (d, _) = audit::decide_like_proxy(&policy, &c, args.inspect);
         any_denied |= d.verdict != Verdict::Allow;
         let _ = if args.json {
             writeln!(out, "{}", check_json(&policy, t, &c, &d, args.explain))
