@@ -4,6 +4,7 @@
 #   bash benches/compare.sh                 # ROUNDS=3 DURATION=5 by default
 #   ROUNDS=2 DURATION=3 bash benches/compare.sh
 #   SCENARIOS="keepalive idle" bash benches/compare.sh    # a subset
+#   SCENARIOS="inspect inspect-new" bash benches/compare.sh   # TLS inspection beside Squid ssl_bump
 #   EGRESSD_BASELINE=/path/to/old/egressd bash benches/compare.sh
 #       # also runs an earlier build ("egressd-base") in the same rounds, for
 #       # before/after figures measured side by side
@@ -26,12 +27,12 @@ RATE=${RATE:-4000}
 SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk latency idle start"}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
-O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130 P_BASE=13131
+O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130 P_BASE=13131 P_INSPECT=13132 P_BUMP=13133
 BASELINE=${EGRESSD_BASELINE:-}
 if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "EGRESSD_BASELINE=$BASELINE is not executable" >&2; exit 1; fi
 TARGETS="direct egressd ${BASELINE:+egressd-base} squid tinyproxy"
 # Something else answering on these ports would be measured instead.
-for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE; do
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port 127.0.0.1:$p is in use; stop what listens there first" >&2
     exit 1
@@ -54,6 +55,11 @@ need=()
 for t in squid:squid tinyproxy:tinyproxy nginx:nginx wrk:wrk openssl:openssl; do
   command -v "${t%%:*}" >/dev/null || need+=("${t##*:}")
 done
+# ssl_bump needs Squid built with OpenSSL (Debian's squid-openssl, which
+# replaces the GnuTLS squid and serves the plain scenarios as well).
+if { want inspect || want inspect-new; } && [ ! -x /usr/lib/squid/security_file_certgen ]; then
+  need+=(squid-openssl)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -173,7 +179,45 @@ wait_port() {
   for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
   echo "port $1 did not open" >&2; return 1
 }
+# === TLS inspection: egressd with its CA (inspecting every tunnel), and
+# Squid ssl_bump (peek at step 1, then bump), each with its own local CA ===
+INSPECTING=0
+if want inspect || want inspect-new; then
+  INSPECTING=1
+  "$EGRESSD" ca init --dir "$work/egressd-ca" > /dev/null
+  cat > "$work/inspect.toml" <<EOF
+inspect = "all"
+allow = [{ host = "origin.test", ports = [$O_TLS] }]
+EOF
+  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/inspect.toml" --listen 127.0.0.1:$P_INSPECT --admin off \
+    --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
+    --ca "$work/egressd-ca" --upstream-ca "$work/ca.pem" > "$work/egressd-inspect.log" 2>&1 &
+  pids+=($!)
+  INSPECT_PID=$!
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=squid-bump-ca \
+    -keyout "$work/bump-ca.key" -out "$work/bump-ca.pem" 2>/dev/null
+  chmod 644 "$work/bump-ca.key"   # a throwaway CA; squid's helpers run as proxy
+  /usr/lib/squid/security_file_certgen -c -s "$work/ssl_db" -M 16MB > /dev/null
+  chown -R proxy:proxy "$work/ssl_db"
+  sed -e "s|^http_port .*|http_port 127.0.0.1:$P_BUMP ssl-bump generate-host-certificates=on dynamic_cert_mem_cache_size=16MB tls-cert=$work/bump-ca.pem tls-key=$work/bump-ca.key|" \
+      -e "s|^pid_filename .*|pid_filename $work/squid-bump.pid|" \
+      -e "s|^cache_log .*|cache_log $work/squid-bump-cache.log|" "$work/squid.conf" > "$work/squid-bump.conf"
+  cat >> "$work/squid-bump.conf" <<EOF
+sslcrtd_program /usr/lib/squid/security_file_certgen -s $work/ssl_db -M 16MB
+sslcrtd_children 8 startup=2 idle=1
+acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump bump all
+tls_outgoing_options cafile=$work/ca.pem
+EOF
+  squid -n egressdbump -f "$work/squid-bump.conf" --foreground -s > "$work/squid-bump.out" 2>&1 &
+  pids+=($!)
+  BUMP_PID=$!
+  cat "$work/ca.pem" "$work/egressd-ca/ca.pem" "$work/bump-ca.pem" > "$work/trust.pem"
+fi
+
 for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY ${BASELINE:+$P_BASE}; do wait_port "$p"; done
+if [ "$INSPECTING" = 1 ]; then wait_port $P_INSPECT; wait_port $P_BUMP; fi
 sleep 1
 
 # === measuring ===
@@ -202,8 +246,8 @@ HZ=$(getconf CLK_TCK)
 us_per() { awk -v d="$1" -v hz="$HZ" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }'; }
 s_per_gib() { awk -v d="$1" -v hz="$HZ" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }'; }
 
-proxy_addr() { case $1 in egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; squid) echo $P_SQUID;; tinyproxy) echo $P_TINY;; esac; }
-proxy_pid() { case $1 in egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; squid) echo "$SQUID_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
+proxy_addr() { case $1 in egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; egressd-inspect) echo $P_INSPECT;; squid) echo $P_SQUID;; squid-bump) echo $P_BUMP;; tinyproxy) echo $P_TINY;; esac; }
+proxy_pid() { case $1 in egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; egressd-inspect) echo "$INSPECT_PID";; squid) echo "$SQUID_PID";; squid-bump) echo "$BUMP_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
 origin_host() { [ "$1" = tinyproxy ] && echo 127.0.0.1 || echo origin.test; }
 
 cat > "$work/request.lua" <<'EOF'
@@ -256,10 +300,10 @@ scenario_http() { # name close
   done
 }
 
-scenario_loadgen() { # name mode extra...
+scenario_loadgen() { # name mode path [targets]
   local name=$1 mode=$2 r t
   for r in $(seq 1 "$ROUNDS"); do
-    for t in $TARGETS; do
+    for t in ${4:-$TARGETS}; do
       local pid c0 c1 out v cpu_per="" args=()
       pid=$(proxy_pid "$t")
       if [ "$t" = direct ]; then
@@ -269,7 +313,7 @@ scenario_loadgen() { # name mode extra...
       fi
       [ -n "$pid" ] && c0=$(cpu_of "$pid")
       local m0 m1; m0=$(machine_busy)
-      out=$("$LOADGEN" "$mode" "${args[@]}" --ca "$work/ca.pem" --concurrency "$CONC" \
+      out=$("$LOADGEN" "$mode" "${args[@]}" --ca "${TRUST:-$work/ca.pem}" --concurrency "$CONC" \
         --duration "$DURATION" --path "$3" | tail -1)
       m1=$(machine_busy)
       if [ "$mode" = bulk ]; then
@@ -324,6 +368,9 @@ want denied && { echo "== denied requests"; scenario_http denied 0; }
 want tunnel-https && { echo "== HTTPS inside CONNECT tunnels"; scenario_loadgen tunnel-https tunnel-https /; }
 want bulk && { echo "== CONNECT bulk transfer, ${BULK_MB} MiB"; CONC=1 scenario_loadgen bulk bulk /bulk; }
 want latency && { echo "== latency at $RATE req/s, $CONC keep-alive connections"; scenario_latency; }
+# Spliced egressd beside inspecting egressd and bumping Squid.
+want inspect && { echo "== HTTPS keep-alive through inspected tunnels"; TRUST=$work/trust.pem scenario_loadgen inspect tunnel-https / "direct egressd egressd-inspect squid-bump"; }
+want inspect-new && { echo "== a new inspected tunnel per request"; TRUST=$work/trust.pem scenario_loadgen inspect-new tunnel-new / "direct egressd egressd-inspect squid-bump"; }
 
 want idle && echo "== idle tunnels and memory"
 want idle && for t in egressd squid tinyproxy; do
@@ -371,8 +418,8 @@ print()
 print(f"{'scenario':<16}{'target':<14}{'median':>12} {'unit':<11}{'x direct':>9}{'x squid':>9}{'cpu us/req':>12}{'p99 ms':>9}")
 for s in dict.fromkeys(r["scenario"] for r in rows):
     unit = next(r["unit"] for r in rows if r["scenario"] == s)
-    d, sq = med(s, "direct"), med(s, "squid")
-    for t in ["direct", "egressd", "egressd-base", "squid", "tinyproxy"]:
+    d, sq = med(s, "direct"), med(s, "squid") or med(s, "squid-bump")
+    for t in ["direct", "egressd", "egressd-base", "egressd-inspect", "squid", "squid-bump", "tinyproxy"]:
         v = med(s, t)
         if v is None:
             continue

@@ -68,7 +68,7 @@ async fn setup(policy_src: &str, tag: &str) -> Setup {
     }
 }
 
-const POLICY: &str = r#"allow = ["inspect.test/allowed", "inspect.test/big", "inspect.test/upload", "plain.test", "wrong.test/x"]"#;
+const POLICY: &str = r#"allow = ["inspect.test/allowed", "inspect.test/big", "inspect.test/upload", "inspect.test/ws", "plain.test", "wrong.test/x"]"#;
 
 async fn get_inside(s: &Setup, host: &str, path: &str) -> http::Response<hyper::body::Incoming> {
     let tunnel = connect(s.proxy.addr, &format!("{host}:443"))
@@ -236,4 +236,51 @@ async fn wrong_origin_certificate_wrong_host_and_untrusting_clients() {
     assert_eq!(ev["host"], "inspect.test");
     let m = s.proxy.shared.metrics.encode();
     assert!(m.contains("egressd_inspection_client_rejections_total 1"), "{m}");
+}
+
+#[tokio::test]
+async fn websocket_inside_inspected_tls_and_no_h2c() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(POLICY, "ws").await;
+    let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let mut tls = tls_over(tunnel, "inspect.test", &s.ca).await;
+    tls.write_all(
+        b"GET /ws/chat HTTP/1.1\r\nHost: inspect.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(WAIT, tls.read_exact(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tls.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping");
+    // h2c never passes: the upgrade is dropped, and an origin switching
+    // anyway is not believed.
+    let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let tls = tls_over(tunnel, "inspect.test", &s.ca).await;
+    let req = Request::get("/ws/h2c")
+        .header("host", "inspect.test")
+        .header("connection", "Upgrade, HTTP2-Settings")
+        .header("upgrade", "h2c")
+        .header("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA")
+        .body(full(""))
+        .unwrap();
+    let resp = request_over(tls, req).await;
+    assert_ne!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
 }

@@ -6,7 +6,9 @@
 //! loadgen MODE --target HOST:PORT [--proxy ADDR] [--host NAME] [--path /p]
 //!         [--concurrency N] [--duration SECS] [--bytes N] [--ca cert.pem]
 //!         [--rate REQ_PER_SEC]
-//! MODE: http | http-new | tunnel-https | bulk | idle
+//! MODE: http | http-new | tunnel-https | tunnel-new | bulk | idle
+//! (`*-new`: a new connection, or a new CONNECT tunnel with its own TLS
+//! handshake, for every request)
 //! ```
 //! Every run is bounded by `--duration` (and `bulk` by `--bytes`). With
 //! `--rate`, requests are sent on a fixed schedule (spread over the
@@ -272,7 +274,7 @@ async fn worker(o: Arc<Opts>, stats: Arc<Stats>, stop: Arc<AtomicBool>, index: u
                     break;
                 }
             }
-            if o.mode == "http-new" {
+            if o.mode == "http-new" || o.mode == "tunnel-new" {
                 break;
             }
         }
@@ -341,7 +343,7 @@ fn main() {
         match o.mode.as_str() {
             "bulk" => bulk(&o).await,
             "idle" => idle(&o).await,
-            "http" | "http-new" | "tunnel-https" => {
+            "http" | "http-new" | "tunnel-https" | "tunnel-new" => {
                 let stats = Arc::new(Stats {
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),

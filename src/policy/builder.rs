@@ -366,6 +366,24 @@ fn compile_entry(
             .unwrap_or_else(|| format!("{}:{line}", at.origin).into())
     };
 
+    // What the table gives every rule it makes.
+    let rule = |target, ports, kinds, methods, line, pattern: &String, glob| Rule {
+        id: id(line),
+        action,
+        target,
+        ports,
+        kinds,
+        methods,
+        staged,
+        expires,
+        on_connect,
+        tls_only: t.tls_only,
+        inspect: t.inspect.unwrap_or(true),
+        comment: t.comment.clone(),
+        line,
+        pattern: pattern.clone(),
+        glob,
+    };
     for h in &hosts {
         let (pattern, line) = (&h.0, h.1);
         let dest: Destination = pattern
@@ -398,23 +416,15 @@ fn compile_entry(
             ),
             _ => None,
         };
-        out.push(Rule {
-            id: id(line),
-            action,
-            target: RuleTarget::Host(dest),
-            ports: rule_ports,
+        out.push(rule(
+            RuleTarget::Host(dest),
+            rule_ports,
             kinds,
-            methods: methods.clone(),
-            staged,
-            expires,
-            on_connect,
-            tls_only: t.tls_only,
-            inspect: t.inspect.unwrap_or(true),
-            comment: t.comment.clone(),
+            methods.clone(),
             line,
-            pattern: pattern.clone(),
+            pattern,
             glob,
-        });
+        ));
     }
     if methods.is_some() && !cidrs.is_empty() {
         return Err(fail(METHODS_ON_CONNECT.into()));
@@ -431,26 +441,12 @@ fn compile_entry(
                 format!("host bits set in {text:?} (did you mean {}?)", net.trunc()),
             ));
         }
-        out.push(Rule {
-            id: id(line),
-            action,
-            target: RuleTarget::Cidr {
-                net,
-                resolved: t.resolved,
-            },
-            ports: ports.clone().unwrap_or(Ports::Default),
-            kinds: Kinds::Any,
-            methods: None,
-            staged,
-            expires,
-            on_connect,
-            tls_only: t.tls_only,
-            inspect: t.inspect.unwrap_or(true),
-            comment: t.comment.clone(),
-            line,
-            pattern: text.clone(),
-            glob: None,
-        });
+        let target = RuleTarget::Cidr {
+            net,
+            resolved: t.resolved,
+        };
+        let ports = ports.clone().unwrap_or(Ports::Default);
+        out.push(rule(target, ports, Kinds::Any, None, line, text, None));
     }
     Ok(())
 }
