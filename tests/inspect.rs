@@ -284,3 +284,24 @@ async fn websocket_inside_inspected_tls_and_no_h2c() {
     let resp = request_over(tls, req).await;
     assert_ne!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
 }
+
+#[tokio::test]
+async fn methods_are_enforced_inside_https() {
+    let s = setup(
+        r#"allow = [{ host = "https://inspect.test", methods = ["GET", "HEAD"] }]"#,
+        "methods",
+    )
+    .await;
+    let resp = get_inside(&s, "inspect.test", "/anything").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let tls = tls_over(tunnel, "inspect.test", &s.ca).await;
+    let req = Request::post("/anything")
+        .header("host", "inspect.test")
+        .body(full("x"))
+        .unwrap();
+    let resp = request_over(tls, req).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let ev = wait_access(|v| v["kind"] == "inspected" && v["method"] == "POST").await;
+    assert_eq!(ev["reason"], "method_not_allowed");
+}

@@ -679,3 +679,21 @@ allow = ["www.google.com/recaptcha", "unpkg.com", { host = "pinned.example.com/a
     let none = policy("inspect = \"none\"\nallow = [\"www.google.com/recaptcha\"]");
     assert!(!none.decide_tunnel(&c("CONNECT www.google.com:443"), true).1);
 }
+
+#[test]
+fn methods_on_tls_rules_are_seen_by_inspection() {
+    let p =
+        policy(r#"allow = [{ host = "https://api.example.com", methods = ["GET"], name = "read-only" }]"#);
+    let c = |t: &str| parse_target(t).unwrap();
+    // Without a CA the tunnel hides the method: refused, as path rules are.
+    let (d, inspect) = p.decide_tunnel(&c("CONNECT api.example.com:443"), false);
+    assert_eq!(
+        (d.verdict, d.reason, inspect),
+        (Verdict::Deny, Reason::PathRuleOnConnect, false)
+    );
+    // With one it is inspected, and each request's method decides.
+    let (d, inspect) = p.decide_tunnel(&c("CONNECT api.example.com:443"), true);
+    assert_eq!((d.verdict, inspect), (Verdict::Allow, true));
+    assert_eq!(verdict(&p, "https://api.example.com/x"), "allow");
+    assert_eq!(reason(&p, "POST https://api.example.com/x"), "method_not_allowed");
+}

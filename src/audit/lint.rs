@@ -229,7 +229,7 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
                         out.push(finding(r, "ineffective-deny", "no allow rule matches what this deny rule matches; default deny already refuses it".into()));
                     }
                 }
-                if r.action == Action::Allow && !d.path.is_any() && r.kinds != Kinds::Http {
+                if r.action == Action::Allow && r.hidden_in_tunnel() && r.kinds != Kinds::Http {
                     let what = match r.on_connect {
                         OnConnect::AllowHost => {
                             "CONNECT to this host is allowed for every path (flagged path_not_enforced)"
@@ -242,7 +242,7 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
                         r,
                         "path-on-connect",
                         format!(
-                            "the path cannot be seen inside a CONNECT tunnel without TLS inspection (run --ca): {what}"
+                            "the path or methods cannot be seen inside a CONNECT tunnel without TLS inspection (run --ca): {what}"
                         ),
                     ));
                 }

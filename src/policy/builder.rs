@@ -402,9 +402,6 @@ fn compile_entry(
             Some(Scheme::Http) => Kinds::Http,
             Some(Scheme::Https) => Kinds::Tls,
         };
-        if methods.is_some() && kinds != Kinds::Http {
-            return Err(fail_at(h, METHODS_ON_CONNECT.into()));
-        }
         let glob = match &dest.path {
             PathPattern::Glob(g) => Some(
                 globset::GlobBuilder::new(g)
@@ -451,8 +448,8 @@ fn compile_entry(
     Ok(())
 }
 
-const METHODS_ON_CONNECT: &str = "methods cannot be seen inside a CONNECT tunnel: \
-    write the host as http://HOST to apply the rule to plain HTTP only";
+const METHODS_ON_CONNECT: &str = "methods cannot be seen inside a CONNECT tunnel to an address: \
+    give methods on host rules (http://HOST for plain HTTP; TLS hosts are inspected to see them)";
 
 /// `ports = [443, "8000-8999"]` or `ports = "any"`.
 fn parse_ports(spec: &PortsSpec) -> Result<Ports, String> {

@@ -320,7 +320,7 @@ impl Pick {
             return;
         }
         let flagged = match &c.path {
-            None if has_path => {
+            None if rule.hidden_in_tunnel() => {
                 if !allow {
                     self.unenforced_deny = true;
                     return;
@@ -476,14 +476,16 @@ impl Policy {
         (d, true)
     }
 
-    /// Whether some allow rule with a path for `host` may be inspected.
+    /// Whether some allow rule for `host` with a path or methods may be
+    /// inspected.
     fn path_rules_inspectable(&self, host: &Host) -> bool {
         let Host::Name(name) = host else { return false };
         let mut any = false;
         self.hosts.for_each_table(name, |reached| {
-            any |= reached.table.with_path.iter().any(|&r| {
+            let t = reached.table;
+            any |= t.with_path.iter().chain(&t.any).any(|&r| {
                 let rule = self.rule(r);
-                rule.action == Action::Allow && rule.inspect
+                rule.action == Action::Allow && rule.inspect && rule.hidden_in_tunnel()
             });
         });
         any

@@ -341,6 +341,12 @@ impl Rule {
         }
     }
 
+    /// Whether a CONNECT tunnel hides what the rule looks at (a path, or
+    /// methods): only an inspected tunnel lets it be enforced.
+    pub fn hidden_in_tunnel(&self) -> bool {
+        !self.path().is_any() || self.methods.is_some()
+    }
+
     /// Whether the rule no longer matches on `today`.
     pub fn expired(&self, today: Option<Day>) -> bool {
         matches!((self.expires, today), (Some(e), Some(t)) if t > e)
