@@ -109,20 +109,15 @@ pids+=($!)
 cat > "$work/policy.toml" <<EOF
 allow = [{ host = "origin.test", ports = [$O_HTTP, $O_TLS] }]
 EOF
-start_egressd() {
-  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/policy.toml" --listen 127.0.0.1:$P_EGRESSD --admin off \
+# An egressd on the shared policy: binary, port, log name.
+start_one() {
+  EGRESSD_LOG=warn "$1" run --policy "$work/policy.toml" --listen 127.0.0.1:"$2" --admin off \
     --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
-    --max-tunnels-per-client 100000 > "$work/egressd.log" 2>&1 &
+    --max-tunnels-per-client 100000 > "$work/$3.log" 2>&1 &
   pids+=($!)
-  EGRESSD_PID=$!
 }
-start_base() {
-  EGRESSD_LOG=warn "$BASELINE" run --policy "$work/policy.toml" --listen 127.0.0.1:$P_BASE --admin off \
-    --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
-    --max-tunnels-per-client 100000 > "$work/egressd-base.log" 2>&1 &
-  pids+=($!)
-  BASE_PID=$!
-}
+start_egressd() { start_one "$EGRESSD" $P_EGRESSD egressd; EGRESSD_PID=$!; }
+start_base() { start_one "$BASELINE" $P_BASE egressd-base; BASE_PID=$!; }
 printf '127.0.0.1 origin.test\n' > "$work/hosts"
 cat > "$work/squid.conf" <<EOF
 http_port 127.0.0.1:$P_SQUID

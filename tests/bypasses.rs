@@ -55,16 +55,8 @@ async fn an_h2c_upgrade_never_reaches_the_origin() {
     ws.write_all(b"GET http://allowed.test/ws/y HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         .await
         .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tokio::time::timeout(WAIT, ws.read_exact(&mut b))
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(b[0]);
-    }
-    assert_eq!(status_of(&String::from_utf8_lossy(&head)), 101);
+    let head = read_head(&mut ws).await;
+    assert_eq!(status_of(&head), 101);
     ws.write_all(b"ping").await.unwrap();
     let mut echo = [0u8; 4];
     tokio::time::timeout(WAIT, ws.read_exact(&mut echo))

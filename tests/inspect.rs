@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use base64::Engine;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -138,17 +136,9 @@ async fn hosts_without_path_rules_are_spliced() {
 async fn http2_inside_the_tunnel() {
     let s = setup(POLICY, "h2").await;
     let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(s.ca.der.clone()).unwrap();
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = client_config(&[&s.ca.der], &[b"h2"]);
     let name = rustls::pki_types::ServerName::try_from("inspect.test").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tunnel)
         .await
         .unwrap();
@@ -219,16 +209,9 @@ async fn wrong_origin_certificate_wrong_host_and_untrusting_clients() {
     assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
     // A client that does not trust egressd's CA: its own class, counted.
     let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(s.origin.der.clone()).unwrap();
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let config = client_config(&[&s.origin.der], &[]);
     let name = rustls::pki_types::ServerName::try_from("inspect.test").unwrap();
-    let refused = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let refused = tokio_rustls::TlsConnector::from(config)
         .connect(name, tunnel)
         .await;
     assert!(refused.is_err());
@@ -249,20 +232,8 @@ async fn websocket_inside_inspected_tls_and_no_h2c() {
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tokio::time::timeout(WAIT, tls.read_exact(&mut b))
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let head = read_head(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     tls.write_all(b"ping").await.unwrap();
     let mut echo = [0u8; 4];
     tokio::time::timeout(WAIT, tls.read_exact(&mut echo))

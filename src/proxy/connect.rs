@@ -50,7 +50,7 @@ struct Tunnel {
 
 enum Way {
     Splice { upstream: TcpStream, splice: bool },
-    Inspect(Box<inspect::Tunnel>, Arc<inspect::Inspector>),
+    Inspect(Box<inspect::Tunnel>, Arc<super::certs::Inspector>),
 }
 
 /// Steps 1 to 5: admit, parse, decide, check addresses, dial (an inspected

@@ -7,26 +7,22 @@
 //! inspected ([`crate::policy::Policy::decide_tunnel`]); the rest are
 //! spliced untouched.
 //!
-//! One leaf key pair, made at start, serves every leaf; the server
-//! configuration for each host is kept in a bounded LRU cache, so a repeat
-//! host costs no signing.
+//! The certificates are [`super::certs`]'s.
 
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use http::{header, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::certs::Inspector;
 use super::dial::{Pool, TlsOrigin, Transport};
 use super::hello::{FirstCheck, Judgement};
 use super::pipeline::{self, refuse};
@@ -34,131 +30,8 @@ use super::relay::read_first;
 use super::respond::{Body, ProxyError};
 use super::{forward, Shared};
 use crate::access::{Access, EventKind};
-use crate::ca::Authority;
 use crate::policy::{Candidate, Kind, Policy, Resolved};
 use crate::target;
-
-/// Hosts whose server configuration (leaf certificate) is kept.
-pub const LEAF_CACHE: usize = 10_000;
-/// How long a leaf is valid; it is signed anew after `LEAF_REFRESH`.
-const LEAF_DAYS: i64 = 7;
-const LEAF_REFRESH: Duration = Duration::from_secs(6 * 86_400);
-
-/// The CA, the leaf key, the cache of per-host server configurations, and
-/// the client configuration for origins.
-pub struct Inspector {
-    ca: Authority,
-    leaf_key: rcgen::KeyPair,
-    leaf_signer: Arc<dyn rustls::sign::SigningKey>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    configs: Mutex<lru::LruCache<String, (Arc<rustls::ServerConfig>, Instant)>>,
-    upstream: Arc<rustls::ClientConfig>,
-}
-
-impl std::fmt::Debug for Inspector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inspector")
-            .field("ca", &self.ca)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Inspector {
-    /// Loads the CA in `dir` and the extra upstream roots in `upstream_ca`
-    /// (PEM files), beside the system roots (webpki-roots).
-    pub fn load(dir: &std::path::Path, upstream_ca: &[PathBuf]) -> Result<Inspector, String> {
-        let ca = crate::ca::load(dir).map_err(|e| e.to_string())?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for f in upstream_ca {
-            use rustls::pki_types::pem::PemObject;
-            let pem = std::fs::read(f).map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
-            let mut n = 0;
-            for c in CertificateDer::pem_slice_iter(&pem) {
-                let c = c.map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(format!("--upstream-ca {}: no PEM certificates", f.display()));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut upstream = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        // Requests go upstream as HTTP/1.1, whatever the client spoke.
-        upstream.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let leaf_key =
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-        let leaf_signer = provider
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()))
-            .map_err(|e| e.to_string())?;
-        Ok(Inspector {
-            ca,
-            leaf_key,
-            leaf_signer,
-            provider,
-            configs: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(LEAF_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
-            upstream: Arc::new(upstream),
-        })
-    }
-
-    /// The CA certificate, as clients install it.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca.cert_pem
-    }
-
-    pub fn ca(&self) -> &Authority {
-        &self.ca
-    }
-
-    /// The server configuration presenting a leaf for `host` (cached; a
-    /// miss signs one). Returns whether it was signed now.
-    fn server_config(&self, host: &str) -> Result<(Arc<rustls::ServerConfig>, bool), ProxyError> {
-        {
-            let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((c, made)) = cache.get(host) {
-                if made.elapsed() < LEAF_REFRESH {
-                    return Ok((c.clone(), false));
-                }
-            }
-        }
-        let leaf = self
-            .ca
-            .sign_leaf(host, &self.leaf_key, LEAF_DAYS)
-            .map_err(|e| ProxyError::ClientTls(format!("cannot sign a certificate for {host}: {e}")))?;
-        let chain = vec![leaf, self.ca.cert_der.clone()];
-        let key = Arc::new(rustls::sign::CertifiedKey::new(chain, self.leaf_signer.clone()));
-        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ProxyError::ClientTls(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(OneCert(key)));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let config = Arc::new(config);
-        let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        cache.put(host.to_string(), (config.clone(), Instant::now()));
-        Ok((config, true))
-    }
-}
-
-/// Presents the one leaf of a host's configuration, whatever the client asks.
-#[derive(Debug)]
-struct OneCert(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::server::ResolvesServerCert for OneCert {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
-}
 
 /// What the requests inside one inspected tunnel share.
 pub struct Tunnel {
@@ -224,7 +97,7 @@ pub async fn serve(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let origin = Arc::new(TlsOrigin {
         name: ServerName::try_from(leaf_host).map_err(|e| ProxyError::BadRequest(e.to_string()))?,
-        config: inspector.upstream.clone(),
+        config: inspector.upstream(),
     });
     let ctx = Arc::new(Inner {
         tunnel,

@@ -32,6 +32,8 @@ pub mod connect;
 pub mod relay;
 // Step 6.
 pub mod inspect;
+// Step 6, for inspect.
+pub mod certs;
 // Step 6.
 pub mod hello;
 // Every exit.
@@ -140,7 +142,7 @@ pub struct Shared {
     /// Cancelled when the drain period is over: cuts the remaining tunnels.
     pub cut: CancellationToken,
     /// TLS inspection, when a CA is loaded (swapped whole on reload).
-    pub inspector: arc_swap::ArcSwapOption<inspect::Inspector>,
+    pub inspector: arc_swap::ArcSwapOption<certs::Inspector>,
     /// Open tunnels per client address.
     tunnels_by_client: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -212,7 +214,7 @@ impl Shared {
         let Some(dir) = &self.config.ca_dir else {
             return Ok(None);
         };
-        let inspector = inspect::Inspector::load(dir, &self.config.upstream_ca)?;
+        let inspector = certs::Inspector::load(dir, &self.config.upstream_ca)?;
         let fingerprint = inspector.ca().fingerprint();
         self.inspector.store(Some(Arc::new(inspector)));
         Ok(Some(fingerprint))

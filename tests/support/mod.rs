@@ -452,6 +452,39 @@ where
         .unwrap()
 }
 
+/// Reads a response head (up to the blank line) and nothing more, so that
+/// the stream can go on as an upgraded connection.
+pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(WAIT, s.read_exact(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A rustls client configuration trusting `roots` only, offering `alpn`.
+pub fn client_config(
+    roots: &[&rustls::pki_types::CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add((*r).clone()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Arc::new(config)
+}
+
 /// Writes raw bytes to the proxy and reads until the peer closes or the
 /// response head and `Content-Length` body are in.
 pub async fn raw(proxy: SocketAddr, bytes: &[u8]) -> String {
