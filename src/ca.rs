@@ -448,4 +448,57 @@ mod tests {
         assert!(outside.is_err(), "{outside:?}");
         let _ = fs::remove_dir_all(&d);
     }
+
+    /// Leaves pass OpenSSL's strict X.509 checks (`-x509_strict`, what
+    /// Python 3.13 turns on by default: AKI, SKI, key usage and the like).
+    #[test]
+    fn leaves_pass_strict_x509_verification() {
+        let d = dir("strict");
+        let ca = init(&InitOptions {
+            dir: d.clone(),
+            days: 30,
+            force: false,
+            permit: vec!["example.com".into()],
+        })
+        .unwrap();
+        let leaf = ca
+            .sign_leaf(
+                "www.example.com",
+                &KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+                7,
+            )
+            .unwrap();
+        let pem = |der: &[u8]| {
+            use base64::Engine;
+            let b = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            )
+        };
+        let leaf_path = d.join("leaf.pem");
+        fs::write(&leaf_path, pem(&leaf)).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args([
+                "verify",
+                "-x509_strict",
+                "-purpose",
+                "sslserver",
+                "-verify_hostname",
+                "www.example.com",
+                "-CAfile",
+            ])
+            .arg(d.join(CERT_FILE))
+            .arg(&leaf_path)
+            .output()
+            .expect("openssl (the CI installs it)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        let _ = fs::remove_dir_all(&d);
+    }
 }
