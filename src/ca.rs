@@ -225,6 +225,19 @@ pub fn load(dir: &Path) -> Result<Authority, CaError> {
     })
 }
 
+/// A certificate in PEM, as `ca.pem` and `--upstream-ca` files hold them.
+pub fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 fn pem_der(pem: &str) -> Option<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -336,6 +349,19 @@ Trust it where clients check certificates (the key stays with egressd):
 mod tests {
     use super::*;
 
+    /// A new CA for `example.com` in a fresh directory.
+    fn example_ca(name: &str) -> (PathBuf, Authority) {
+        let d = dir(name);
+        let ca = init(&InitOptions {
+            dir: d.clone(),
+            days: 30,
+            force: false,
+            permit: vec!["example.com".into()],
+        })
+        .unwrap();
+        (d, ca)
+    }
+
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("egressd-ca-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
@@ -430,14 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn leaves_verify_and_name_constraints_bind() {
-        let d = dir("leaf");
-        let ca = init(&InitOptions {
-            dir: d.clone(),
-            days: 30,
-            force: false,
-            permit: vec!["example.com".into()],
-        })
-        .unwrap();
+        let (d, ca) = example_ca("leaf");
         handshake(&ca, "www.example.com", "www.example.com")
             .await
             .unwrap();
@@ -453,14 +472,7 @@ mod tests {
     /// Python 3.13 turns on by default: AKI, SKI, key usage and the like).
     #[test]
     fn leaves_pass_strict_x509_verification() {
-        let d = dir("strict");
-        let ca = init(&InitOptions {
-            dir: d.clone(),
-            days: 30,
-            force: false,
-            permit: vec!["example.com".into()],
-        })
-        .unwrap();
+        let (d, ca) = example_ca("strict");
         let leaf = ca
             .sign_leaf(
                 "www.example.com",
@@ -468,21 +480,10 @@ mod tests {
                 7,
             )
             .unwrap();
-        let pem = |der: &[u8]| {
-            use base64::Engine;
-            let b = base64::engine::general_purpose::STANDARD.encode(der);
-            let lines: Vec<&str> = b
-                .as_bytes()
-                .chunks(64)
-                .map(|c| std::str::from_utf8(c).unwrap())
-                .collect();
-            format!(
-                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                lines.join("\n")
-            )
-        };
         let leaf_path = d.join("leaf.pem");
-        fs::write(&leaf_path, pem(&leaf)).unwrap();
+        fs::write(&leaf_path, pem_certificate(&leaf)).unwrap();
+        // The helper writes what the loader reads.
+        assert_eq!(pem_der(&pem_certificate(&ca.cert_der)).unwrap(), ca.cert_der);
         let out = std::process::Command::new("openssl")
             .args([
                 "verify",

@@ -314,14 +314,14 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             file: a.file,
             explain: a.explain,
             json: a.format == OutputFormat::Json,
-            inspect: a.inspect || std::env::var_os("EGRESSD_CA").is_some(),
+            inspect: inspection_assumed(a.inspect),
         }),
         Command::Audit(a) => tools::audit::audit(tools::audit::AuditOptions {
             policy: a.policy,
             har: a.har,
             urls: a.urls,
             with_paths: a.with_paths,
-            inspect: a.inspect || std::env::var_os("EGRESSD_CA").is_some(),
+            inspect: inspection_assumed(a.inspect),
             format: a.format,
             exit_zero: a.exit_zero,
         }),
@@ -371,6 +371,12 @@ fn ca(c: CaCommand) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether the tools decide as a proxy with a CA: `--inspect`, or the
+/// `EGRESSD_CA` that `run` would read.
+fn inspection_assumed(flag: bool) -> bool {
+    flag || std::env::var_os("EGRESSD_CA").is_some()
 }
 
 fn hash_password() -> ExitCode {

@@ -5,7 +5,6 @@
 
 mod support;
 
-use base64::Engine;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -17,19 +16,6 @@ struct Setup {
     ca: TestCert,
     /// The origin's own certificate (its test root).
     origin: TestCert,
-}
-
-fn pem(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
 }
 
 async fn setup(policy_src: &str, tag: &str) -> Setup {
@@ -45,7 +31,7 @@ async fn setup(policy_src: &str, tag: &str) -> Setup {
     })
     .unwrap();
     let roots = dir.join("origin-root.pem");
-    std::fs::write(&roots, pem(&origin_cert.der)).unwrap();
+    std::fs::write(&roots, egressd::ca::pem_certificate(&origin_cert.der)).unwrap();
     let ca_dir = dir.join("ca");
     let mut opts = ProxyOpts::new(policy(policy_src)).config(move |c| {
         c.ca_dir = Some(ca_dir);

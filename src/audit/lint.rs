@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::policy::net::special_nets;
-use crate::policy::{Action, HostPattern, Kinds, OnConnect, PathPattern, Policy, Ports, Rule, RuleTarget};
+use crate::policy::{Action, HostPattern, Kinds, OnConnect, PathPattern, Policy, Rule, RuleTarget};
 
 /// One finding, tied to a rule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -49,10 +49,6 @@ fn path_covers(broad: &PathPattern, narrow: &PathPattern) -> bool {
     }
 }
 
-fn ports_cover(broad: &Ports, narrow: &Ports) -> bool {
-    broad.covers(narrow)
-}
-
 /// Whether `broad` applies to every request kind, method and day that
 /// `narrow` does, staged or not alike.
 fn applies_as_widely(broad: &Rule, narrow: &Rule) -> bool {
@@ -82,10 +78,10 @@ fn covers(broad: &Rule, narrow: &Rule) -> bool {
         (RuleTarget::Host(a), RuleTarget::Host(b)) => {
             host_covers(&a.host, &b.host)
                 && path_covers(&a.path, &b.path)
-                && ports_cover(&broad.ports, &narrow.ports)
+                && broad.ports.covers(&narrow.ports)
         }
         (RuleTarget::Cidr { net: a, resolved: ra }, RuleTarget::Cidr { net: b, resolved: rb }) => {
-            a.contains(b) && (*ra || !*rb) && ports_cover(&broad.ports, &narrow.ports)
+            a.contains(b) && (*ra || !*rb) && broad.ports.covers(&narrow.ports)
         }
         _ => false,
     }

@@ -131,14 +131,16 @@ async fn forward(
     let cand = pipeline::http_target(req.method(), req.uri(), req.headers())?;
     ev.target(&cand);
     let checked = pipeline::authorize(shared, &admitted.policy, &cand, ev).await?;
-    let authority = req.uri().authority().map_or(String::new(), |a| a.to_string());
+    // A shared handle on the request's bytes, not a copy.
+    let authority = req.uri().authority().cloned();
+    let authority = authority.as_ref().map_or("", |a| a.as_str());
     exchange(
         shared,
         pool,
         req,
         &checked.targets,
         &Transport::Plain,
-        &authority,
+        authority,
         ev,
     )
     .await

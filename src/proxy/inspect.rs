@@ -153,9 +153,11 @@ async fn request(
     let mut ev = shared.access(t.client, EventKind::Inspected, req.method());
     ev.admitted(t.user.clone(), &t.policy);
     ev.raw_target(&t.authority, Some(req.uri().path()));
-    let label = format!("{} https://{}{}", req.method(), t.authority, req.uri().path());
+    // Named in error answers only: formatted when one is needed.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let label = || format!("{method} https://{}{}", t.authority, uri.path());
     if let Err(e) = decide(&shared, t, &req, &mut ev) {
-        return refuse(ev, &label, e);
+        return refuse(ev, &label(), e);
     }
     match forward::exchange(
         &shared,
@@ -169,7 +171,7 @@ async fn request(
     .await
     {
         Ok(sent) => forward::respond(&shared, &pool, sent, ev),
-        Err(e) => refuse(ev, &label, e),
+        Err(e) => refuse(ev, &label(), e),
     }
 }
 

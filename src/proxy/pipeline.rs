@@ -91,8 +91,13 @@ fn check_host_header(headers: &HeaderMap, cand: &Candidate) -> Result<(), ProxyE
 
 /// Step 3: the policy's decision by name (timed for the metrics).
 pub fn decide(shared: &Shared, policy: &Policy, cand: &Candidate) -> Decision {
+    timed(shared, || policy.decide(cand))
+}
+
+/// A decision, its time observed in `egressd_decision_seconds`.
+fn timed<T>(shared: &Shared, decide: impl FnOnce() -> T) -> T {
     let started = Instant::now();
-    let d = policy.decide(cand);
+    let d = decide();
     shared
         .metrics
         .decision_seconds
@@ -153,12 +158,8 @@ pub async fn authorize_tunnel(
     cand: &Candidate,
     ev: &mut Access,
 ) -> Result<(Checked, bool), ProxyError> {
-    let started = Instant::now();
-    let (by_name, inspect) = policy.decide_tunnel(cand, shared.inspector.load().is_some());
-    shared
-        .metrics
-        .decision_seconds
-        .observe(started.elapsed().as_secs_f64());
+    let can_inspect = shared.inspector.load().is_some();
+    let (by_name, inspect) = timed(shared, || policy.decide_tunnel(cand, can_inspect));
     let checked = authorize_decided(shared, policy, cand, by_name, ev).await?;
     Ok((checked, inspect))
 }
