@@ -19,6 +19,10 @@ struct Setup {
 }
 
 async fn setup(policy_src: &str, tag: &str) -> Setup {
+    setup_with(policy_src, tag, std::time::Duration::from_secs(30)).await
+}
+
+async fn setup_with(policy_src: &str, tag: &str, header_timeout: std::time::Duration) -> Setup {
     let origin_cert = test_cert(&["inspect.test", "plain.test"]);
     let origin = start_tls_origin(&origin_cert).await;
     let dir = std::env::temp_dir().join(format!("egressd-inspect-{tag}-{}", std::process::id()));
@@ -36,6 +40,7 @@ async fn setup(policy_src: &str, tag: &str) -> Setup {
     let mut opts = ProxyOpts::new(policy(policy_src)).config(move |c| {
         c.ca_dir = Some(ca_dir);
         c.upstream_ca = vec![roots];
+        c.header_timeout = header_timeout;
     });
     for name in ["inspect.test", "plain.test", "wrong.test"] {
         opts = opts.pin(&format!("{name}:443={origin}"));
@@ -261,4 +266,16 @@ async fn methods_are_enforced_inside_https() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     let ev = wait_access(|v| v["kind"] == "inspected" && v["method"] == "POST").await;
     assert_eq!(ev["reason"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn a_tunnel_whose_client_never_speaks_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let s = setup_with(POLICY, "silent", std::time::Duration::from_millis(300)).await;
+    let mut tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(WAIT, tunnel.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the silent tunnel was not closed");
+    let ev = wait_access(|v| v["kind"] == "connect" && v["error"] == "client_tls_error").await;
+    assert!(ev["detail"].as_str().unwrap().contains("ClientHello"), "{ev}");
 }

@@ -59,7 +59,13 @@ pub async fn serve(
     ev: &mut Access,
 ) -> Result<(), ProxyError> {
     // The same first-bytes judgement as a spliced tunnel (SNI, TLS only).
-    let (first, judged) = read_first(&mut client, pre, &tunnel.check, &|| {}).await?;
+    // Bounded like a request's headers: a client that opens a tunnel and
+    // never speaks holds no task for ever (a spliced tunnel's idle timer
+    // does the same for it).
+    let first = read_first(&mut client, pre, &tunnel.check, &|| {});
+    let (first, judged) = tokio::time::timeout(shared.config.header_timeout, first)
+        .await
+        .map_err(|_| ProxyError::ClientTls("no TLS ClientHello in time".into()))??;
     match judged {
         Judgement::Refuse { sni, error } => {
             ev.sni(sni);
