@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use http::Method;
 
+use crate::live::{Finished, Live};
 use crate::metrics::{Metrics, Sample};
 use crate::policy::{Candidate, Decision, Flags, Policy, Resolved, Verdict};
 use crate::proxy::auth::AuthError;
@@ -86,6 +87,7 @@ pub struct Access {
     error: Option<ErrorClass>,
     detail: Option<String>,
     metrics: Arc<Metrics>,
+    live: Option<Arc<Live>>,
 }
 
 impl Access {
@@ -96,6 +98,7 @@ impl Access {
         method: &Method,
         policy: &Policy,
         metrics: Arc<Metrics>,
+        live: Option<Arc<Live>>,
     ) -> Access {
         Access {
             start: Instant::now(),
@@ -119,6 +122,7 @@ impl Access {
             error: None,
             detail: None,
             metrics,
+            live,
         }
     }
 
@@ -194,9 +198,31 @@ impl Access {
             bytes_up: self.bytes_up,
             bytes_down: self.bytes_down,
         });
-        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
-            return;
+        if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            self.log();
         }
+        if let Some(live) = self.live.take() {
+            live.record(Finished {
+                client: self.client.ip(),
+                user: self.user.take(),
+                kind: self.kind,
+                method: self.method.as_str(),
+                host: std::mem::take(&mut self.host),
+                port: self.port,
+                path: self.path.take(),
+                verdict: self.verdict,
+                reason: match self.why {
+                    Some(Why::Policy(r)) => Some(r),
+                    _ => None,
+                },
+                why: self.why.map_or("", Why::as_str),
+                rule: self.rule.take(),
+                status: self.status,
+            });
+        }
+    }
+
+    fn log(&self) {
         let flags = self.flags.names().join(",");
         tracing::info!(
             target: TARGET,

@@ -37,7 +37,7 @@ pub struct AdminConfig {
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, config: AdminConfig) {
     let config = Arc::new(config);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shared.cut.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -50,7 +50,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, config: AdminConf
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 let config = config.clone();
-                async move { Ok::<_, Infallible>(route(&shared, &config, req)) }
+                async move { Ok::<_, Infallible>(route(&shared, &config, peer, req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -67,11 +67,16 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
-fn route(shared: &Shared, config: &AdminConfig, req: Request<Incoming>) -> Response<Body> {
+fn route(shared: &Shared, config: &AdminConfig, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
     match req.uri().path() {
+        "/" | "/decisions" => match guard_live(shared, peer, &req) {
+            Some(refusal) => refusal,
+            None if req.uri().path() == "/" => live_page(),
+            None => decisions(shared, req.uri().query()),
+        },
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             if shared.ready.load(Ordering::Relaxed) {
@@ -116,9 +121,135 @@ fn route(shared: &Shared, config: &AdminConfig, req: Request<Incoming>) -> Respo
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: /healthz /readyz /metrics /policy /proxy.pac /ca.pem\n".into(),
+            "not found: / /decisions /healthz /readyz /metrics /policy /proxy.pac /ca.pem\n".into(),
         ),
     }
+}
+
+/// The live view's pages show what clients asked for and who they are:
+/// with `--auth` they need the same credentials (as `Authorization`, which
+/// a browser sends to a server), and they answer only to an IP address or
+/// `localhost` as `Host`, so that a web page whose name was rebound to the
+/// admin address cannot read them.
+fn guard_live(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    if let Some(h) = host {
+        if !local_host_name(h) {
+            return Some(text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "text/plain",
+                "the live view answers only to an IP address or localhost as Host\n".into(),
+            ));
+        }
+    }
+    let Some(auth) = &shared.config.auth else {
+        return None;
+    };
+    match auth.check_field(req.headers(), header::AUTHORIZATION, peer.ip()) {
+        Ok(_) => None,
+        Err(crate::proxy::auth::AuthError::RateLimited) => Some(text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "text/plain",
+            "too many failed logins; try again later\n".into(),
+        )),
+        Err(_) => {
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "credentials required\n".into(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"egressd admin\", charset=\"UTF-8\""),
+            );
+            Some(r)
+        }
+    }
+}
+
+/// `Host` is an IP literal or `localhost` (with or without a port).
+fn local_host_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(n, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                n
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || name.ends_with(".localhost")
+}
+
+/// The live view's page, assembled once, with a Content-Security-Policy
+/// that allows exactly its own inline script and style and nothing else.
+fn live_page() -> Response<Body> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    static PAGE: std::sync::OnceLock<(String, HeaderValue)> = std::sync::OnceLock::new();
+    let (html, csp) = PAGE.get_or_init(|| {
+        let script = include_str!("live/page.js");
+        let style = include_str!("live/page.css");
+        let hash =
+            |s: &str| base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(s.as_bytes()));
+        let html = include_str!("live/page.html")
+            .replace("{STYLE}", style)
+            .replace("{SCRIPT}", script);
+        let csp = format!(
+            "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; connect-src 'self'; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            hash(script),
+            hash(style)
+        );
+        (html, HeaderValue::from_str(&csp).expect("CSP is ASCII"))
+    });
+    let mut r = text(StatusCode::OK, "text/html; charset=utf-8", html.clone());
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `/decisions?since=N`: the live view's data (see [`crate::live`]).
+fn decisions(shared: &Shared, query: Option<&str>) -> Response<Body> {
+    let mut since = 0;
+    for pair in query.unwrap_or("").split('&') {
+        if let Some(("since", v)) = pair.split_once('=') {
+            match v.parse() {
+                Ok(n) => since = n,
+                Err(_) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "text/plain",
+                        format!("since must be a decision number, not {v:?}\n"),
+                    )
+                }
+            }
+        }
+    }
+    let snapshot = shared.live.snapshot(since);
+    let p = shared.policy.load();
+    let mut v = serde_json::to_value(&snapshot).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "policy".into(),
+            serde_json::json!({"origin": p.origin(), "version": p.version(), "mode": p.mode().to_string()}),
+        );
+    }
+    let mut r = text(StatusCode::OK, "application/json", v.to_string());
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// A PAC file that sends the policy's allowed hosts through the proxy.
@@ -211,6 +342,30 @@ pub async fn bind(addr: Option<SocketAddr>) -> std::io::Result<Option<TcpListene
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_view_answers_to_local_names_only() {
+        for h in [
+            "127.0.0.1:9090",
+            "127.0.0.1",
+            "[::1]:9090",
+            "localhost:9090",
+            "LOCALHOST.",
+            "a.localhost",
+            "10.1.2.3:80",
+        ] {
+            assert!(local_host_name(h), "{h}");
+        }
+        for h in [
+            "evil.example:9090",
+            "evil.example",
+            "[::1",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+        ] {
+            assert!(!local_host_name(h), "{h}");
+        }
+    }
 
     #[test]
     fn pac_lists_allowed_hosts_zones_and_nets() {

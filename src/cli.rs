@@ -215,7 +215,7 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "EGRESSD_LOG_FORMAT", value_enum, default_value = "auto")]
     pub log_format: LogFormat,
-    /// Admin listener (/healthz /readyz /metrics /policy /proxy.pac), or `off`.
+    /// Admin listener (/ live view, /decisions, /healthz /readyz /metrics /policy /proxy.pac /ca.pem), or `off`.
     #[arg(long, env = "EGRESSD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_admin)]
     pub admin: AdminAddr,
     /// The proxy address browsers should use, written into /proxy.pac. Default: the first --listen address.

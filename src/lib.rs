@@ -50,6 +50,7 @@ pub mod audit;
 pub mod ca;
 pub mod cli;
 pub mod daemon;
+pub mod live;
 pub mod load;
 pub mod metrics;
 pub mod policy;

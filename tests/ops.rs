@@ -223,6 +223,95 @@ fn admin_endpoints_and_metrics_after_known_requests() {
     assert_eq!(e.admin_get("/nope").0, 404);
 }
 
+/// The live view's data: refusals grouped by destination with their
+/// suggested rules, a cursor over the latest decisions, no query strings;
+/// with `--auth` the same credentials as the proxy (as `Authorization`),
+/// and never answered to a rebound name.
+#[test]
+fn live_decisions_need_credentials_keep_no_queries_and_follow_a_cursor() {
+    use base64::Engine;
+    let dir = tmpdir("live");
+    let policy = dir.join("p.toml");
+    std::fs::write(&policy, "allow = [\"a.test\"]\n").unwrap();
+    let users = dir.join("users.toml");
+    let hash = egressd::proxy::auth::hash_password("pw").unwrap();
+    std::fs::write(
+        &users,
+        format!("[[user]]\nname = \"alice\"\npassword = \"{hash}\"\n"),
+    )
+    .unwrap();
+    let pins = pins(origin());
+    let mut args: Vec<&str> = pins.iter().map(String::as_str).collect();
+    args.extend(["--auth", users.to_str().unwrap()]);
+    let e = Egressd::start(&policy, &args);
+    let creds = base64::engine::general_purpose::STANDARD.encode("alice:pw");
+    let through = |target: &str| {
+        let host = target.trim_start_matches("http://").split('/').next().unwrap();
+        http_get(
+            e.proxy,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: {host}\r\nProxy-Authorization: Basic {creds}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .0
+    };
+    assert_eq!(through("http://a.test/ok"), 200);
+    assert_eq!(through("http://b.test/one?token=s3cret"), 403);
+    assert_eq!(through("http://b.test/two"), 403);
+    let admin = |path: &str, extra: &str| {
+        http_get(
+            e.admin,
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"),
+        )
+    };
+    let auth = format!("Authorization: Basic {creds}\r\n");
+    assert_eq!(admin("/decisions", "").0, 401);
+    assert_eq!(admin("/", "").0, 401);
+    assert_eq!(
+        admin("/decisions", &format!("Proxy-{auth}")).0,
+        401,
+        "the browser's header, not the proxy's"
+    );
+    let rebound = http_get(
+        e.admin,
+        &format!("GET /decisions HTTP/1.1\r\nHost: rebound.example:9\r\n{auth}Connection: close\r\n\r\n"),
+    );
+    assert_eq!(rebound.0, 421);
+    assert_eq!(admin("/healthz", "").0, 200, "probes need no credentials");
+
+    let (status, body) = admin("/decisions", &auth);
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("s3cret") && !body.contains("token"), "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["next"], 3);
+    assert_eq!(v["decisions"].as_array().unwrap().len(), 3);
+    assert_eq!(v["decisions"][1]["path"], "/one");
+    assert_eq!(v["decisions"][1]["user"], "alice");
+    let denied = v["denied"].as_array().unwrap();
+    assert_eq!(denied.len(), 1, "{body}");
+    assert_eq!(denied[0]["host"], "b.test");
+    assert_eq!(denied[0]["requests"], 2);
+    assert_eq!(denied[0]["users"][0], "alice");
+    assert_eq!(v["suggestions"][0]["rule"], "b.test");
+    assert_eq!(v["policy"]["mode"], "enforce");
+
+    assert_eq!(through("http://b.test/three"), 403);
+    let (_, body) = admin("/decisions?since=3", &auth);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let seqs: Vec<u64> = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![4]);
+    assert_eq!(v["denied"][0]["requests"], 3);
+    assert_eq!(admin("/decisions?since=x", &auth).0, 400);
+    let (status, page) = admin("/", &auth);
+    assert_eq!(status, 200);
+    assert!(page.contains("<h1>egressd live</h1>") && page.contains("/decisions?since="));
+}
+
 /// Workers share the listening port (SO_REUSEPORT) with each other, and
 /// with nobody else: a second proxy on the same address must fail clearly
 /// rather than quietly take half of the connections.

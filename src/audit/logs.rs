@@ -27,16 +27,7 @@ pub fn open(path: &str) -> std::io::Result<Box<dyn BufRead>> {
 /// The schema is [`crate::access`]'s.
 pub fn parse_line(line: &str) -> Option<Observation> {
     let r = Record::parse(line)?;
-    let target = match r.kind {
-        EventKind::Connect => format!("CONNECT {}:{}", r.host, r.port),
-        EventKind::Http => format!("http://{}:{}{}", r.host, r.port, r.path.as_deref().unwrap_or("/")),
-        EventKind::Inspected => format!(
-            "https://{}:{}{}",
-            r.host,
-            r.port,
-            r.path.as_deref().unwrap_or("/")
-        ),
-    };
+    let target = event_target(r.kind, &r.host, r.port, r.path.as_deref());
     let mut o = Observation::parse(&target)?;
     if let Some(m) = r.method.as_deref() {
         o = o.with_method(m);
@@ -47,6 +38,16 @@ pub fn parse_line(line: &str) -> Option<Observation> {
         .map(|c| c.rsplit_once(':').map_or(c, |(ip, _)| ip).to_string());
     o.time = r.timestamp.as_deref().and_then(hour_of);
     Some(o)
+}
+
+/// The target an access event stands for, as `check` would be given it.
+pub fn event_target(kind: EventKind, host: &str, port: u16, path: Option<&str>) -> String {
+    let path = path.unwrap_or("/");
+    match kind {
+        EventKind::Connect => format!("CONNECT {host}:{port}"),
+        EventKind::Http => format!("http://{host}:{port}{path}"),
+        EventKind::Inspected => format!("https://{host}:{port}{path}"),
+    }
 }
 
 /// An RFC 3339 timestamp (`2026-11-25T18:18:47.1Z`) to whole hours since
@@ -142,6 +143,7 @@ mod tests {
                     &method,
                     &policy,
                     metrics.clone(),
+                    None,
                 );
                 ev.raw_target("ignored", cand.path.as_ref().map(|p| p.path.as_str()));
                 ev.target(&cand);

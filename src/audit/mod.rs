@@ -123,6 +123,61 @@ impl Suggestion {
 }
 
 const MAX_EXAMPLES: usize = 3;
+/// Distinct first path segments kept per host: enough for suggestions,
+/// bounded whatever the paths are.
+const MAX_SEGMENTS: usize = 64;
+
+impl DeniedHost {
+    pub fn new(host: String) -> DeniedHost {
+        DeniedHost {
+            host,
+            ..Default::default()
+        }
+    }
+
+    /// Counts one refused request to this host.
+    pub fn note(&mut self, c: &Candidate, reason: Reason, target: &str) {
+        self.requests += 1;
+        self.ports.insert(c.port);
+        self.reasons.insert(reason.as_str());
+        self.kinds.insert(c.kind.as_str());
+        if self.examples.len() < MAX_EXAMPLES && !self.examples.iter().any(|e| e == target) {
+            self.examples.push(target.to_string());
+        }
+        if reason == Reason::PathNotAllowed {
+            if let Some(seg) = c.path.as_ref().and_then(|p| p.segments().next()) {
+                let room = self.first_segments.len() < MAX_SEGMENTS;
+                match self.first_segments.get_mut(seg) {
+                    Some(n) => *n += 1,
+                    None if room => {
+                        self.first_segments.insert(seg.to_string(), 1);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Adds `other`'s counts (the same host seen on another port).
+    pub fn merge(&mut self, other: &DeniedHost) {
+        self.requests += other.requests;
+        self.ports.extend(other.ports.iter().copied());
+        self.reasons.extend(other.reasons.iter().copied());
+        self.kinds.extend(other.kinds.iter().copied());
+        for e in &other.examples {
+            if self.examples.len() < MAX_EXAMPLES && !self.examples.contains(e) {
+                self.examples.push(e.clone());
+            }
+        }
+        for (seg, n) in &other.first_segments {
+            if let Some(m) = self.first_segments.get_mut(seg) {
+                *m += n;
+            } else if self.first_segments.len() < MAX_SEGMENTS {
+                self.first_segments.insert(seg.clone(), *n);
+            }
+        }
+    }
+}
 
 impl Summary {
     /// Adds one observation and its decision.
@@ -154,22 +209,10 @@ impl Summary {
                     self.would_deny += 1;
                 }
                 let host = o.candidate.host.to_string();
-                let e = self.by_host.entry(host.clone()).or_insert_with(|| DeniedHost {
-                    host,
-                    ..Default::default()
-                });
-                e.requests += 1;
-                e.ports.insert(o.candidate.port);
-                e.reasons.insert(d.reason.as_str());
-                e.kinds.insert(o.candidate.kind.as_str());
-                if e.examples.len() < MAX_EXAMPLES && !e.examples.contains(&o.target) {
-                    e.examples.push(o.target.clone());
-                }
-                if d.reason == Reason::PathNotAllowed {
-                    if let Some(seg) = o.candidate.path.as_ref().and_then(|p| p.segments().next()) {
-                        *e.first_segments.entry(seg.to_string()).or_default() += 1;
-                    }
-                }
+                self.by_host
+                    .entry(host.clone())
+                    .or_insert_with(|| DeniedHost::new(host))
+                    .note(&o.candidate, d.reason, &o.target);
             }
         }
     }

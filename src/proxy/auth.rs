@@ -209,10 +209,21 @@ impl Authenticator {
 
     /// Checks a request's `Proxy-Authorization`.
     pub fn check(&self, headers: &HeaderMap, client: IpAddr) -> Result<Principal, AuthError> {
+        self.check_field(headers, http::header::PROXY_AUTHORIZATION, client)
+    }
+
+    /// Checks the same credentials carried in `field` (the admin pages
+    /// read `Authorization`, as a browser sends it to a server).
+    pub fn check_field(
+        &self,
+        headers: &HeaderMap,
+        field: http::header::HeaderName,
+        client: IpAddr,
+    ) -> Result<Principal, AuthError> {
         if self.rate_limited(client) {
             return Err(AuthError::RateLimited);
         }
-        let Some(value) = headers.get(http::header::PROXY_AUTHORIZATION) else {
+        let Some(value) = headers.get(field) else {
             return Err(AuthError::Missing);
         };
         let users = self.users.load();

@@ -134,6 +134,8 @@ pub struct Shared {
     /// Listening with a policy loaded, and not draining.
     pub ready: AtomicBool,
     pub metrics: Arc<Metrics>,
+    /// The admin listener's live view of decisions.
+    pub live: Arc<crate::live::Live>,
     pub config: ProxyConfig,
     /// Tunnels and connections, so that shutdown can drain them.
     pub tasks: TaskTracker,
@@ -176,6 +178,7 @@ impl Shared {
             loaded_at: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             metrics: Arc::new(Metrics::new()),
+            live: Arc::default(),
             config,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -231,7 +234,14 @@ impl Shared {
     /// Starts the access event of a request (under the proxy's policy until
     /// the request is admitted under its user's).
     pub fn access(&self, client: SocketAddr, kind: EventKind, method: &http::Method) -> Access {
-        Access::start(client, kind, method, &self.policy.load(), self.metrics.clone())
+        Access::start(
+            client,
+            kind,
+            method,
+            &self.policy.load(),
+            self.metrics.clone(),
+            Some(self.live.clone()),
+        )
     }
 
     /// Claims a tunnel for `ip`, unless it has `max_tunnels_per_client` open.

@@ -1,0 +1,442 @@
+//! What the admin listener's live view shows: the latest decisions in a
+//! bounded ring, and the destinations refused (or that report mode would
+//! refuse) since start, with the rules `report` would suggest for them.
+//!
+//! Memory is bounded whatever the load: [`RING`] decisions, [`MAX_DESTS`]
+//! refused destinations (more are counted, not kept), a few clients, users
+//! and examples each. Query strings never reach it (the pipeline records
+//! paths only) and paths are cut at [`MAX_PATH`] bytes.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::access::EventKind;
+use crate::audit::{self, logs, DeniedHost, Observation};
+use crate::policy::{Reason, Verdict};
+
+/// Decisions kept for the "latest decisions" list and the `since` cursor.
+pub const RING: usize = 10_000;
+/// Refused destinations (host and port) kept with their counts.
+pub const MAX_DESTS: usize = 10_000;
+/// Longest path kept, in bytes.
+pub const MAX_PATH: usize = 256;
+/// Decisions one answer carries at most (the newest of those asked for).
+pub const MAX_ANSWER: usize = 1_000;
+const MAX_WHO: usize = 16;
+
+/// One decision as the live view lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub client: IpAddr,
+    pub user: Option<Arc<str>>,
+    pub kind: &'static str,
+    pub method: String,
+    pub host: String,
+    pub port: u16,
+    pub path: Option<String>,
+    pub decision: &'static str,
+    pub reason: &'static str,
+    pub rule: Option<Arc<str>>,
+    pub status: u16,
+}
+
+/// What the pipeline hands over when an event finishes.
+pub struct Finished<'a> {
+    pub client: IpAddr,
+    pub user: Option<Arc<str>>,
+    pub kind: EventKind,
+    pub method: &'a str,
+    pub host: String,
+    pub port: u16,
+    pub path: Option<String>,
+    pub verdict: Verdict,
+    /// The policy's reason, when the policy decided.
+    pub reason: Option<Reason>,
+    /// The reason as logged (also for refusals before any decision).
+    pub why: &'static str,
+    pub rule: Option<Arc<str>>,
+    pub status: u16,
+}
+
+/// A refused destination, since start.
+#[derive(Debug)]
+struct Dest {
+    counts: DeniedHost,
+    port: u16,
+    first_ms: u64,
+    last_ms: u64,
+    clients: BTreeSet<IpAddr>,
+    users: BTreeSet<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_seq: u64,
+    ring: VecDeque<Entry>,
+    dests: HashMap<(String, u16), Dest>,
+    /// Refusals to destinations beyond [`MAX_DESTS`].
+    dests_dropped: u64,
+    decisions: u64,
+    refused: u64,
+}
+
+pub struct Live {
+    started_ms: u64,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live {
+            started_ms: now_ms(),
+            inner: Mutex::new(Inner {
+                next_seq: 1,
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `path` cut to at most [`MAX_PATH`] bytes, on a character boundary.
+fn cut(mut path: String) -> String {
+    if path.len() > MAX_PATH {
+        let mut end = MAX_PATH;
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        path.truncate(end);
+    }
+    path
+}
+
+impl Live {
+    /// Records one finished event.
+    pub fn record(&self, f: Finished) {
+        let time_ms = now_ms();
+        let path = f.path.map(cut);
+        // A refusal the policy made (report mode's would-deny included):
+        // counted per destination, read as `report` reads its log line.
+        let refused = matches!(f.verdict, Verdict::Deny | Verdict::WouldDeny)
+            .then_some(f.reason)
+            .flatten()
+            .and_then(|reason| {
+                let target = logs::event_target(f.kind, &f.host, f.port, path.as_deref());
+                Observation::parse(&target).map(|o| (o, reason))
+            });
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.decisions += 1;
+        if let Some((o, reason)) = refused {
+            g.refused += 1;
+            let host = o.candidate.host.to_string();
+            let port = o.candidate.port;
+            let key = (host, port);
+            let room = g.dests.len() < MAX_DESTS;
+            match g.dests.get_mut(&key) {
+                Some(d) => d.note(&o, reason, time_ms, f.client, f.user.as_ref()),
+                None if room => {
+                    let mut d = Dest {
+                        counts: DeniedHost::new(key.0.clone()),
+                        port,
+                        first_ms: time_ms,
+                        last_ms: time_ms,
+                        clients: BTreeSet::new(),
+                        users: BTreeSet::new(),
+                    };
+                    d.note(&o, reason, time_ms, f.client, f.user.as_ref());
+                    g.dests.insert(key, d);
+                }
+                None => g.dests_dropped += 1,
+            }
+        }
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        if g.ring.len() == RING {
+            g.ring.pop_front();
+        }
+        g.ring.push_back(Entry {
+            seq,
+            time_ms,
+            client: f.client,
+            user: f.user,
+            kind: f.kind.as_str(),
+            method: f.method.to_string(),
+            host: f.host,
+            port: f.port,
+            path,
+            decision: f.verdict.as_str(),
+            reason: f.why,
+            rule: f.rule,
+            status: f.status,
+        });
+    }
+
+    /// The decisions after `since` (at most [`MAX_ANSWER`], the newest),
+    /// the refused destinations by requests, and the suggested rules.
+    pub fn snapshot(&self, since: u64) -> Snapshot {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = g.ring.front().map_or(g.next_seq, |e| e.seq);
+        let newer = g.ring.iter().filter(|e| e.seq > since).count();
+        let decisions: Vec<Entry> = g
+            .ring
+            .iter()
+            .skip(g.ring.len() - newer.min(MAX_ANSWER))
+            .cloned()
+            .collect();
+        let mut denied: Vec<Denied> = g
+            .dests
+            .values()
+            .map(|d| Denied {
+                host: d.counts.host.clone(),
+                port: d.port,
+                requests: d.counts.requests,
+                first_seen_ms: d.first_ms,
+                last_seen_ms: d.last_ms,
+                reasons: d.counts.reasons.iter().copied().collect(),
+                clients: d.clients.iter().copied().collect(),
+                users: d.users.iter().cloned().collect(),
+                examples: d.counts.examples.clone(),
+            })
+            .collect();
+        denied.sort_by(|a, b| {
+            b.requests
+                .cmp(&a.requests)
+                .then_with(|| a.host.cmp(&b.host))
+                .then(a.port.cmp(&b.port))
+        });
+        // The same engine as `report`: one record per host, all its ports.
+        let mut by_host: HashMap<&str, DeniedHost> = HashMap::new();
+        for d in g.dests.values() {
+            by_host
+                .entry(d.counts.host.as_str())
+                .and_modify(|h| h.merge(&d.counts))
+                .or_insert_with(|| d.counts.clone());
+        }
+        let mut hosts: Vec<DeniedHost> = by_host.into_values().collect();
+        hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        let suggestions = audit::suggest(&hosts)
+            .into_iter()
+            .map(|s| Suggested {
+                toml: s.toml(),
+                rule: s.rule,
+                requests: s.requests,
+                hosts: s.hosts,
+            })
+            .collect();
+        Snapshot {
+            since,
+            next: g.next_seq - 1,
+            gap: since + 1 < oldest && since < g.next_seq - 1,
+            started_at_ms: self.started_ms,
+            now_ms: now_ms(),
+            decisions_total: g.decisions,
+            refused_total: g.refused,
+            destinations_dropped: g.dests_dropped,
+            decisions,
+            denied,
+            suggestions,
+        }
+    }
+}
+
+impl Dest {
+    fn note(&mut self, o: &Observation, reason: Reason, t: u64, client: IpAddr, user: Option<&Arc<str>>) {
+        self.counts.note(&o.candidate, reason, &o.target);
+        self.last_ms = t;
+        if self.clients.len() < MAX_WHO {
+            self.clients.insert(client);
+        }
+        if let Some(u) = user {
+            if self.users.len() < MAX_WHO {
+                self.users.insert(u.clone());
+            }
+        }
+    }
+}
+
+/// A refused destination as `/decisions` lists it.
+#[derive(Debug, Serialize)]
+pub struct Denied {
+    pub host: String,
+    pub port: u16,
+    pub requests: u64,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    pub reasons: Vec<&'static str>,
+    pub clients: Vec<IpAddr>,
+    pub users: Vec<Arc<str>>,
+    pub examples: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Suggested {
+    pub rule: String,
+    /// The rule as an entry of a TOML `allow` list.
+    pub toml: String,
+    pub requests: u64,
+    pub hosts: Vec<String>,
+}
+
+/// One answer of `/decisions`.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub since: u64,
+    /// The cursor to pass as `since` next time.
+    pub next: u64,
+    /// Decisions after `since` were dropped from the ring before this answer.
+    pub gap: bool,
+    pub started_at_ms: u64,
+    pub now_ms: u64,
+    pub decisions_total: u64,
+    pub refused_total: u64,
+    pub destinations_dropped: u64,
+    pub decisions: Vec<Entry>,
+    pub denied: Vec<Denied>,
+    pub suggestions: Vec<Suggested>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(
+        host: &str,
+        port: u16,
+        path: Option<&str>,
+        verdict: Verdict,
+        reason: Reason,
+    ) -> Finished<'static> {
+        Finished {
+            client: "10.0.0.7".parse().unwrap(),
+            user: None,
+            kind: if path.is_some() {
+                EventKind::Http
+            } else {
+                EventKind::Connect
+            },
+            method: if path.is_some() { "GET" } else { "CONNECT" },
+            host: host.into(),
+            port,
+            path: path.map(str::to_string),
+            verdict,
+            reason: Some(reason),
+            why: reason.as_str(),
+            rule: None,
+            status: 403,
+        }
+    }
+
+    #[test]
+    fn ring_and_destinations_stay_bounded() {
+        let live = Live::default();
+        let n = RING + MAX_DESTS + 10;
+        for i in 0..n {
+            live.record(event(
+                &format!("h{i}.example.org"),
+                443,
+                None,
+                Verdict::Deny,
+                Reason::NoMatch,
+            ));
+        }
+        let s = live.snapshot(0);
+        assert_eq!(s.decisions.len(), MAX_ANSWER);
+        assert_eq!(s.decisions.last().unwrap().seq, n as u64);
+        assert!(s.gap);
+        assert_eq!(s.denied.len(), MAX_DESTS);
+        assert_eq!(s.destinations_dropped, (n - MAX_DESTS) as u64);
+        let g = live.inner.lock().unwrap();
+        assert_eq!(g.ring.len(), RING);
+    }
+
+    #[test]
+    fn cursor_returns_only_newer_decisions() {
+        let live = Live::default();
+        for host in ["a.example.org", "b.example.org", "c.example.org"] {
+            live.record(event(host, 80, Some("/x"), Verdict::Allow, Reason::Allowed));
+        }
+        let s = live.snapshot(2);
+        assert_eq!(s.next, 3);
+        assert!(!s.gap);
+        assert_eq!(s.decisions.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+        assert!(s.denied.is_empty());
+        assert!(live.snapshot(3).decisions.is_empty());
+    }
+
+    #[test]
+    fn refusals_group_by_destination_with_report_s_suggestions() {
+        let live = Live::default();
+        let long = format!("/{}", "é".repeat(400));
+        live.record(event(
+            "www.google.com",
+            80,
+            Some(&long),
+            Verdict::Deny,
+            Reason::PathNotAllowed,
+        ));
+        live.record(event(
+            "www.google.com",
+            80,
+            Some("/search"),
+            Verdict::Deny,
+            Reason::PathNotAllowed,
+        ));
+        live.record(event(
+            "a.cdn.example.net",
+            443,
+            None,
+            Verdict::WouldDeny,
+            Reason::NoMatch,
+        ));
+        live.record(event(
+            "b.cdn.example.net",
+            443,
+            None,
+            Verdict::Deny,
+            Reason::NoMatch,
+        ));
+        live.record(event(
+            "ok.example.net",
+            443,
+            None,
+            Verdict::Allow,
+            Reason::Allowed,
+        ));
+        let s = live.snapshot(0);
+        assert!(s
+            .decisions
+            .iter()
+            .all(|e| e.path.as_ref().is_none_or(|p| p.len() <= MAX_PATH)));
+        let hosts: Vec<(&str, u64)> = s.denied.iter().map(|d| (d.host.as_str(), d.requests)).collect();
+        assert_eq!(
+            hosts,
+            vec![
+                ("www.google.com", 2),
+                ("a.cdn.example.net", 1),
+                ("b.cdn.example.net", 1)
+            ]
+        );
+        let rules: Vec<&str> = s.suggestions.iter().map(|g| g.rule.as_str()).collect();
+        assert!(rules.contains(&"*.example.net"), "{rules:?}");
+        assert!(rules.contains(&"www.google.com/search"), "{rules:?}");
+        assert_eq!(s.refused_total, 4);
+        assert_eq!(s.decisions_total, 5);
+    }
+}
