@@ -378,6 +378,61 @@ fn report_on_access_logs_plain_gzipped_and_with_a_candidate() {
     assert_eq!(v["requests"], 4);
 }
 
+/// `--format html`: one file that needs nothing from elsewhere, with the
+/// summary, refused destinations, suggested change, unused rules, a
+/// candidate's diff and charts as inline SVG; input text is escaped.
+#[test]
+fn html_reports_are_self_contained() {
+    let dir = tmpdir("html");
+    let hostile = r#"{"timestamp":"2026-11-25T11:00:00.1Z","target":"egressd::access","client":"10.1.1.7:1","kind":"http","method":"GET","host":"x.example.org","port":80,"path":"/<script>alert(1)</script>","decision":"deny"}"#;
+    let log = write(&dir, "access.log", &format!("{LOG}{hostile}\n"));
+    let cand = write(&dir, "candidate.toml", "allow = [\"fonts.gstatic.com\"]\n");
+    let o = run(&[
+        "report",
+        log.to_str().unwrap(),
+        "--candidate",
+        cand.to_str().unwrap(),
+        "--format",
+        "html",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let html = stdout(&o);
+    assert!(
+        html.starts_with("<!doctype html>") && html.trim_end().ends_with("</html>"),
+        "{html}"
+    );
+    for part in [
+        "<h2>Summary</h2>",
+        "<h2>Refusals per hour</h2>",
+        "<h2>Top refused destinations</h2>",
+        "<h2>Refused destinations</h2>",
+        "<h2>Suggested change to the policy</h2>",
+        "+  &quot;fonts.gstatic.com&quot;,",
+        "<h2>Rules nothing matched</h2>",
+        "<h2>Candidate",
+        "Newly allowed: 1",
+        "&lt;script&gt;alert(1)&lt;/script&gt;",
+    ] {
+        assert!(html.contains(part), "{part} missing:\n{html}");
+    }
+    assert_eq!(html.matches("<svg").count(), 2);
+    let lower = html.to_ascii_lowercase();
+    assert!(
+        !lower.contains("<script"),
+        "no scripts, and input never becomes markup"
+    );
+    assert!(!lower.contains("src=") && !lower.contains("href=") && !lower.contains("@import"));
+
+    let har = write(&dir, "a.har", &sample_har());
+    let o = run(&["audit", "--har", har.to_str().unwrap(), "--format", "html"]);
+    let html = stdout(&o);
+    assert!(
+        html.contains("<h1>egressd audit: policy builtin:qualtrics.toml"),
+        "{html}"
+    );
+    assert!(html.contains("<h2>Refused destinations</h2>"), "{html}");
+}
+
 #[test]
 fn lint_warns_and_strict_fails() {
     let dir = tmpdir("lint");

@@ -14,11 +14,16 @@ use serde::Deserialize;
 pub struct HarRequest {
     pub method: String,
     pub url: String,
+    /// The entry's `startedDateTime` (RFC 3339), when present.
+    #[serde(skip)]
+    pub started: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Entry {
     request: HarRequest,
+    #[serde(rename = "startedDateTime", default)]
+    started: Option<String>,
 }
 
 /// Calls `f` for every entry's request, in file order.
@@ -88,7 +93,8 @@ impl<'de, F: FnMut(HarRequest)> Visitor<'de> for Entries<'_, F> {
         f.write_str("a list of HAR entries")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(e) = seq.next_element::<Entry>()? {
+        while let Some(mut e) = seq.next_element::<Entry>()? {
+            e.request.started = e.started;
             (self.0)(e.request);
         }
         Ok(())

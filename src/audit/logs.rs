@@ -52,7 +52,7 @@ pub fn event_target(kind: EventKind, host: &str, port: u16, path: Option<&str>) 
 
 /// An RFC 3339 timestamp (`2026-11-25T18:18:47.1Z`) to whole hours since
 /// the epoch (UTC), for windows.
-fn hour_of(ts: &str) -> Option<i64> {
+pub fn hour_of(ts: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
     Some(t.unix_timestamp().div_euclid(3600))
 }

@@ -4,6 +4,7 @@
 //! decisions and suggests the rules that would let denied traffic through.
 
 pub mod har;
+pub mod html;
 pub mod lint;
 pub mod logs;
 pub mod render;
@@ -97,6 +98,9 @@ pub struct Summary {
     /// Decisions per rule (by index in the policy), for unused-rule reports.
     #[serde(skip)]
     pub rule_hits: HashMap<RuleIdx, u64>,
+    /// Refusals per hour (hours since the epoch), for inputs that carry times.
+    #[serde(skip)]
+    pub denied_by_hour: BTreeMap<i64, u64>,
     #[serde(skip)]
     seen: BTreeSet<String>,
     #[serde(skip)]
@@ -203,6 +207,9 @@ impl Summary {
                 self.would_allow += 1;
             }
             Verdict::Deny | Verdict::WouldDeny => {
+                if let Some(h) = o.time {
+                    *self.denied_by_hour.entry(h).or_default() += 1;
+                }
                 if d.verdict == Verdict::Deny {
                     self.denied += 1;
                 } else {

@@ -10,6 +10,8 @@ pub enum Format {
     Text,
     Markdown,
     Json,
+    /// One self-contained HTML file, with charts.
+    Html,
 }
 
 const MAX_HOSTS: usize = 50;
@@ -25,8 +27,17 @@ pub struct Extras {
     pub unused_rules: Vec<String>,
 }
 
-pub fn render(s: &Summary, extras: Option<&Extras>, format: Format) -> String {
+/// `title` heads the HTML page (what was asked, of which policy);
+/// `sections` are further HTML sections (such as a candidate's diff).
+pub fn render(
+    s: &Summary,
+    extras: Option<&Extras>,
+    format: Format,
+    title: &str,
+    sections: &[String],
+) -> String {
     match format {
+        Format::Html => super::html::page(title, s, extras, sections),
         Format::Json => {
             let mut v = serde_json::to_value(s).unwrap_or_default();
             if let (Some(e), Some(obj)) = (extras, v.as_object_mut()) {

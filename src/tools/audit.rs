@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::{bad_input, load, progress, read_lines};
 use crate::audit::render::{render, Format};
-use crate::audit::{self, har, Observation, Summary};
+use crate::audit::{self, har, logs, Observation, Summary};
 use crate::policy::Policy;
 
 /// What `egressd audit` was asked.
@@ -61,7 +61,8 @@ pub fn audit(args: AuditOptions) -> ExitCode {
         }
     }
     summary.finish();
-    print!("{}", render(&summary, None, args.format));
+    let title = format!("egressd audit: policy {} ({})", policy.origin(), policy.version());
+    print!("{}", render(&summary, None, args.format, &title, &[]));
     super::denied_exit(&summary, args.exit_zero)
 }
 
@@ -82,7 +83,10 @@ fn replay_har(
             return;
         }
         match Observation::parse(&req.url).map(|o| o.with_method(&req.method)) {
-            Some(o) => audit::audit(policy, std::iter::once(o), connect, summary),
+            Some(mut o) => {
+                o.time = req.started.as_deref().and_then(logs::hour_of);
+                audit::audit(policy, std::iter::once(o), connect, summary)
+            }
             None => unreadable += 1,
         }
     })

@@ -81,7 +81,6 @@ pub fn report(args: ReportOptions) -> ExitCode {
     let mut summary = Summary::default();
     summary.unreadable = unreadable;
     let mut by_client: HashMap<String, u64> = HashMap::new();
-    let mut by_hour: BTreeMap<i64, u64> = BTreeMap::new();
     for o in &observations {
         let d = policy.decide(&o.candidate);
         summary.add(o, &d);
@@ -89,16 +88,14 @@ pub fn report(args: ReportOptions) -> ExitCode {
             if let Some(c) = &o.client {
                 *by_client.entry(c.clone()).or_default() += 1;
             }
-            if let Some(h) = o.time {
-                *by_hour.entry(h).or_default() += 1;
-            }
         }
     }
     let mut extras = Extras {
         denied_by_client: by_client.into_iter().collect(),
-        denied_by_hour: by_hour
-            .into_iter()
-            .map(|(h, n)| (logs::hour_label(h), n))
+        denied_by_hour: summary
+            .denied_by_hour
+            .iter()
+            .map(|(h, n)| (logs::hour_label(*h), *n))
             .collect(),
         unused_rules: Vec::new(),
     };
@@ -113,10 +110,23 @@ pub fn report(args: ReportOptions) -> ExitCode {
         }
     }
     summary.finish();
-    print!("{}", render(&summary, Some(&extras), args.format));
-
-    if let Some(cand) = candidate {
-        print!("{}", diff(&policy, &cand, &observations, args.format));
+    let title = format!(
+        "egressd report: policy {} ({})",
+        policy.origin(),
+        policy.version()
+    );
+    let diff = candidate.map(|cand| diff(&policy, &cand, &observations, args.format));
+    if args.format == Format::Html {
+        let sections: Vec<String> = diff.into_iter().collect();
+        print!(
+            "{}",
+            render(&summary, Some(&extras), args.format, &title, &sections)
+        );
+    } else {
+        print!("{}", render(&summary, Some(&extras), args.format, &title, &[]));
+        if let Some(d) = diff {
+            print!("{d}");
+        }
     }
     super::denied_exit(&summary, args.exit_zero)
 }
@@ -159,6 +169,30 @@ fn diff(current: &Policy, candidate: &Policy, obs: &[Observation], format: Forma
             }))
             .unwrap_or_default();
             s.push('\n');
+            s
+        }
+        Format::Html => {
+            use crate::audit::html::esc;
+            let mut s = format!(
+                "<h2>Candidate {} ({})</h2>\n",
+                esc(candidate.origin()),
+                esc(candidate.version())
+            );
+            for (title, v) in [("Newly denied", &denied), ("Newly allowed", &allowed)] {
+                s += &format!("<h3>{title}: {}</h3>\n", v.len());
+                if v.is_empty() {
+                    continue;
+                }
+                s += "<table><tr><th>requests</th><th>destination</th><th>example</th></tr>\n";
+                for (d, n, ex) in v {
+                    s += &format!(
+                        "<tr><td class=\"n\">{n}</td><td><code>{}</code></td><td><code>{}</code></td></tr>\n",
+                        esc(d),
+                        esc(ex)
+                    );
+                }
+                s += "</table>\n";
+            }
             s
         }
         Format::Text | Format::Markdown => {
