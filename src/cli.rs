@@ -117,6 +117,9 @@ pub struct AuditArgs {
     /// Plain URL lists, one a line.
     #[arg(long)]
     pub urls: Vec<PathBuf>,
+    /// Chromium NetLog files (chrome://net-export, or chromium --log-net-log=FILE): every request the browser started.
+    #[arg(long, visible_alias = "net-log")]
+    pub netlog: Vec<PathBuf>,
     /// Decide every https URL with its path, as if every tunnel were inspected, instead of as the running proxy would.
     #[arg(long)]
     pub with_paths: bool,
@@ -320,6 +323,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             policy: a.policy,
             har: a.har,
             urls: a.urls,
+            netlog: a.netlog,
             with_paths: a.with_paths,
             inspect: inspection_assumed(a.inspect),
             format: a.format,

@@ -7,6 +7,7 @@ pub mod har;
 pub mod html;
 pub mod lint;
 pub mod logs;
+pub mod netlog;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

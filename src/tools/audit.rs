@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::{bad_input, load, progress, read_lines};
 use crate::audit::render::{render, Format};
-use crate::audit::{self, har, logs, Observation, Summary};
+use crate::audit::{self, har, logs, netlog, Observation, Summary};
 use crate::policy::Policy;
 
 /// What `egressd audit` was asked.
@@ -17,6 +17,8 @@ pub struct AuditOptions {
     pub policy: Option<PathBuf>,
     pub har: Vec<PathBuf>,
     pub urls: Vec<PathBuf>,
+    /// Chromium NetLog files.
+    pub netlog: Vec<PathBuf>,
     /// Decide https URLs with their path instead of as a CONNECT.
     pub with_paths: bool,
     /// The proxy runs with a CA: https URLs of inspected hosts are decided with their path.
@@ -31,8 +33,8 @@ pub fn audit(args: AuditOptions) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if args.har.is_empty() && args.urls.is_empty() {
-        return bad_input("nothing to audit: give --har FILE or --urls FILE");
+    if args.har.is_empty() && args.urls.is_empty() && args.netlog.is_empty() {
+        return bad_input("nothing to audit: give --har FILE, --netlog FILE or --urls FILE");
     }
     let mut summary = Summary::default();
     let connect = if args.with_paths {
@@ -44,6 +46,11 @@ pub fn audit(args: AuditOptions) -> ExitCode {
     };
     for path in &args.har {
         if let Err(e) = replay_har(&policy, path, connect, &mut summary) {
+            return bad_input(format!("{}: {e}", path.display()));
+        }
+    }
+    for path in &args.netlog {
+        if let Err(e) = replay_netlog(&policy, path, connect, &mut summary) {
             return bad_input(format!("{}: {e}", path.display()));
         }
     }
@@ -66,6 +73,58 @@ pub fn audit(args: AuditOptions) -> ExitCode {
     super::denied_exit(&summary, args.exit_zero)
 }
 
+/// A request as a browser reported it, decided as the proxy would.
+fn replay_one(
+    policy: &Policy,
+    method: &str,
+    url: &str,
+    hour: Option<i64>,
+    connect: audit::HttpsAs,
+    summary: &mut Summary,
+) -> bool {
+    // data:, blob:, chrome-extension: and the like never reach a proxy.
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return true;
+    }
+    match Observation::parse(url).map(|o| o.with_method(method)) {
+        Some(mut o) => {
+            o.time = hour;
+            audit::audit(policy, std::iter::once(o), connect, summary);
+            true
+        }
+        None => false,
+    }
+}
+
+fn replay_netlog(
+    policy: &Policy,
+    path: &Path,
+    connect: audit::HttpsAs,
+    summary: &mut Summary,
+) -> Result<(), String> {
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let pb = progress(len);
+    let reader = BufReader::with_capacity(1 << 16, pb.wrap_read(f));
+    let mut unreadable = 0u64;
+    let end = netlog::for_each_request(reader, |req| {
+        let hour = req.time_ms.map(|t| t.div_euclid(3_600_000));
+        if !replay_one(policy, &req.method, &req.url, hour, connect, summary) {
+            unreadable += 1;
+        }
+    })
+    .map_err(|e| format!("not a readable NetLog file: {e}"))?;
+    pb.finish_and_clear();
+    if end == netlog::End::Truncated {
+        eprintln!(
+            "{}: the NetLog ends early (was Chromium stopped while writing it?); requests before the cut were read",
+            path.display()
+        );
+    }
+    summary.unreadable += unreadable;
+    Ok(())
+}
+
 fn replay_har(
     policy: &Policy,
     path: &Path,
@@ -78,16 +137,9 @@ fn replay_har(
     let reader = BufReader::with_capacity(1 << 16, pb.wrap_read(f));
     let mut unreadable = 0u64;
     har::for_each_request(reader, |req| {
-        // data:, blob:, chrome-extension: and the like never reach a proxy.
-        if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
-            return;
-        }
-        match Observation::parse(&req.url).map(|o| o.with_method(&req.method)) {
-            Some(mut o) => {
-                o.time = req.started.as_deref().and_then(logs::hour_of);
-                audit::audit(policy, std::iter::once(o), connect, summary)
-            }
-            None => unreadable += 1,
+        let hour = req.started.as_deref().and_then(logs::hour_of);
+        if !replay_one(policy, &req.method, &req.url, hour, connect, summary) {
+            unreadable += 1;
         }
     })
     .map_err(|e| format!("not a readable HAR file: {e}"))?;
