@@ -270,6 +270,8 @@ pub struct Record<'a> {
     pub port: u16,
     #[serde(borrow, default)]
     pub path: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub flags: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl<'a> Record<'a> {

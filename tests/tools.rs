@@ -433,6 +433,34 @@ fn html_reports_are_self_contained() {
     assert!(html.contains("<h2>Refused destinations</h2>"), "{html}");
 }
 
+/// A script that asked for JSON gets JSON even when the tool cannot run.
+#[test]
+fn bad_input_under_json_is_json_too() {
+    for args in [
+        vec![
+            "check",
+            "--policy",
+            "/nonexistent/p.toml",
+            "--format",
+            "json",
+            "a.test:443",
+        ],
+        vec!["audit", "--har", "/nonexistent/a.har", "--format", "json"],
+        vec!["report", "/nonexistent/access.log", "--format", "json"],
+        vec!["lint", "/nonexistent/p.toml", "--format", "json"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&o)));
+        assert!(v["error"].as_str().unwrap().contains("/nonexistent/"), "{v}");
+        assert_eq!(v["exit_code"], 2);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/"));
+    }
+    let o = run(&["check", "--policy", "/nonexistent/p.toml", "a.test:443"]);
+    assert!(o.stdout.is_empty(), "text stays on stderr");
+}
+
 #[test]
 fn lint_warns_and_strict_fails() {
     let dir = tmpdir("lint");

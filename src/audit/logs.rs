@@ -37,6 +37,10 @@ pub fn parse_line(line: &str) -> Option<Observation> {
         .as_deref()
         .map(|c| c.rsplit_once(':').map_or(c, |(ip, _)| ip).to_string());
     o.time = r.timestamp.as_deref().and_then(hour_of);
+    o.inspected = r.kind == EventKind::Connect
+        && r.flags
+            .as_deref()
+            .is_some_and(|f| f.split(',').any(|f| f == "inspected"));
     Some(o)
 }
 
@@ -160,6 +164,23 @@ mod tests {
         assert_eq!(read[0].client.as_deref(), Some("10.1.2.3"));
         assert!(read[0].time.is_some());
         assert_eq!(read[2].target, "CONNECT [::1]:443");
+    }
+
+    /// The proxy, with a CA, allowed and inspected a tunnel that only path
+    /// rules name; `report` must not call it refused.
+    #[test]
+    fn inspected_tunnels_are_decided_as_the_proxy_decided_them() {
+        let p = crate::policy::Policy::from_toml(r#"allow = ["api.test/v1"]"#, "t.toml").unwrap();
+        let line = |flags: &str| {
+            format!(
+                r#"{{"target":"egressd::access","kind":"connect","host":"api.test","port":443,"flags":"{flags}"}}"#
+            )
+        };
+        let o = parse_line(&line("pinned,inspected")).unwrap();
+        assert!(o.inspected);
+        assert_eq!(o.decide(&p).verdict, crate::policy::Verdict::Allow);
+        let o = parse_line(&line("")).unwrap();
+        assert_eq!(o.decide(&p).verdict, crate::policy::Verdict::Deny);
     }
 
     #[test]

@@ -23,8 +23,11 @@ pub struct Observation {
     pub candidate: Candidate,
     /// Client address, when the input knows it (access logs).
     pub client: Option<String>,
-    /// Unix time in seconds, when known.
+    /// Hours since the epoch, when known.
     pub time: Option<i64>,
+    /// A tunnel the proxy inspected (its log event says so): decided as a
+    /// proxy with a CA decides it.
+    pub inspected: bool,
 }
 
 impl Observation {
@@ -35,6 +38,7 @@ impl Observation {
             candidate,
             client: None,
             time: None,
+            inspected: false,
         })
     }
 
@@ -56,6 +60,17 @@ impl Observation {
         o.candidate.path = None;
         o.target = format!("CONNECT {}:{}", o.candidate.host, o.candidate.port);
         Some(o)
+    }
+}
+
+impl Observation {
+    /// The decision the proxy that logged this made, under `policy`.
+    pub fn decide(&self, policy: &Policy) -> Decision {
+        if self.inspected {
+            policy.decide_tunnel(&self.candidate, true).0
+        } else {
+            policy.decide(&self.candidate)
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub struct AuditOptions {
 }
 
 pub fn audit(args: AuditOptions) -> ExitCode {
+    super::errors_as_json(args.format == Format::Json);
     let policy = match load(args.policy.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,

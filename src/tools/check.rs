@@ -27,6 +27,7 @@ pub struct CheckOptions {
 }
 
 pub fn check(args: CheckOptions) -> ExitCode {
+    super::errors_as_json(args.json);
     let policy = match load(args.policy.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,

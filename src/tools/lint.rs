@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{OutputFormat, EXIT_BAD_INPUT, EXIT_DENIED};
+use super::{OutputFormat, EXIT_DENIED};
 use crate::audit::lint;
 use crate::policy::Policy;
 
@@ -22,8 +22,8 @@ pub fn lint(args: LintOptions) -> ExitCode {
     let policy = match Policy::load(args.policy.as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_BAD_INPUT);
+            super::errors_as_json(args.format == OutputFormat::Json);
+            return super::bad_input(e);
         }
     };
     let findings = lint::lint(&policy);

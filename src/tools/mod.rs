@@ -41,8 +41,26 @@ fn load(path: Option<&Path>) -> Result<Policy, ExitCode> {
     Policy::load(path).map_err(bad_input)
 }
 
+/// Whether a bad-input error is also written to stdout as JSON: a tool
+/// asked for `--format json` answers in JSON even when it cannot run. Set
+/// once by the tool that runs (one per process).
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn errors_as_json(json: bool) {
+    JSON_ERRORS.store(json, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Says why the input cannot be used (stderr, and stdout as
+/// `{"error": ..., "exit_code": 2}` under `--format json`) and gives the
+/// bad-input exit code.
 pub(crate) fn bad_input(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("egressd: {msg}");
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        println!(
+            "{}",
+            serde_json::json!({"error": msg.to_string(), "exit_code": EXIT_BAD_INPUT})
+        );
+    }
     ExitCode::from(EXIT_BAD_INPUT)
 }
 

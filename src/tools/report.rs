@@ -29,6 +29,7 @@ pub struct ReportOptions {
 }
 
 pub fn report(args: ReportOptions) -> ExitCode {
+    super::errors_as_json(args.format == Format::Json);
     let policy = match load(args.policy.as_deref()) {
         Ok(p) => p,
         Err(code) => return code,
@@ -82,7 +83,7 @@ pub fn report(args: ReportOptions) -> ExitCode {
     summary.unreadable = unreadable;
     let mut by_client: HashMap<String, u64> = HashMap::new();
     for o in &observations {
-        let d = policy.decide(&o.candidate);
+        let d = o.decide(&policy);
         summary.add(o, &d);
         if d.verdict != Verdict::Allow {
             if let Some(c) = &o.client {
@@ -136,8 +137,8 @@ fn diff(current: &Policy, candidate: &Policy, obs: &[Observation], format: Forma
     let mut newly_denied: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut newly_allowed: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for o in obs {
-        let a = current.decide(&o.candidate).verdict == Verdict::Allow;
-        let b = candidate.decide(&o.candidate).verdict == Verdict::Allow;
+        let a = o.decide(current).verdict == Verdict::Allow;
+        let b = o.decide(candidate).verdict == Verdict::Allow;
         let bucket = match (a, b) {
             (true, false) => &mut newly_denied,
             (false, true) => &mut newly_allowed,
