@@ -14,7 +14,7 @@ use http::Method;
 
 use crate::live::{Finished, Live};
 use crate::metrics::{Metrics, Sample};
-use crate::policy::{Candidate, Decision, Flags, Policy, Resolved, Verdict};
+use crate::policy::{Candidate, Decision, Flags, Policy, Resolved, Verdict, Via};
 use crate::proxy::auth::AuthError;
 use crate::proxy::respond::{ErrorClass, ProxyError};
 use crate::telemetry::Esc;
@@ -80,6 +80,7 @@ pub struct Access {
     flags: Flags,
     policy_version: Arc<str>,
     dialled: Option<Resolved>,
+    via: Option<Via>,
     sni: Option<String>,
     status: u16,
     bytes_up: u64,
@@ -115,6 +116,7 @@ impl Access {
             flags: Flags::default(),
             policy_version: policy.version_shared(),
             dialled: None,
+            via: None,
             sni: None,
             status: 0,
             bytes_up: 0,
@@ -154,6 +156,11 @@ impl Access {
         self.why = Some(Why::Policy(d.reason));
         self.rule = d.rule.map(|r| policy.rule(r).id.clone());
         self.flags = d.flags;
+    }
+
+    /// Which way the allowed request left: direct, or through the parent.
+    pub fn via(&mut self, via: Via) {
+        self.via = Some(via);
     }
 
     /// The address dialled (or last tried).
@@ -197,6 +204,7 @@ impl Access {
             error: self.error,
             bytes_up: self.bytes_up,
             bytes_down: self.bytes_down,
+            via: self.via.map(Via::as_str),
         });
         if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
             self.log();
@@ -240,6 +248,7 @@ impl Access {
             policy_version = &*self.policy_version,
             addr = self.dialled.map(|t| tracing::field::display(t.addr)),
             pinned = self.dialled.is_some_and(|t| t.pinned),
+            via = self.via.map(Via::as_str),
             sni = self.sni.as_deref().map(Esc).map(tracing::field::display),
             status = self.status,
             bytes_up = self.bytes_up,

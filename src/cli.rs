@@ -162,6 +162,9 @@ pub struct LintArgs {
     pub strict: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
+    /// Lint for a proxy that runs with this parent proxy (as `run --upstream-proxy`; the same environment variable).
+    #[arg(long, env = "EGRESSD_UPSTREAM_PROXY")]
+    pub upstream_proxy: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +242,16 @@ pub struct RunArgs {
     /// Extra root certificates (PEM) for verifying origins inside inspected tunnels, beside the system roots. Repeatable.
     #[arg(long = "upstream-ca", env = "EGRESSD_UPSTREAM_CA", value_delimiter = ',')]
     pub upstream_ca: Vec<PathBuf>,
+    /// A parent proxy for allowed traffic: http://[user:pass@]host:port, or https:// (verified with the system roots and --upstream-ca). Rules with via = "direct" bypass it.
+    #[arg(long, env = "EGRESSD_UPSTREAM_PROXY")]
+    pub upstream_proxy: Option<String>,
+    /// The parent proxy's password, from the first line of this file (not on the command line, where `ps` shows it).
+    #[arg(
+        long,
+        env = "EGRESSD_UPSTREAM_PROXY_PASSWORD_FILE",
+        requires = "upstream_proxy"
+    )]
+    pub upstream_proxy_password_file: Option<PathBuf>,
     /// Do not watch the policy file for changes (SIGHUP still reloads).
     #[arg(long, env = "EGRESSD_NO_WATCH")]
     pub no_watch: bool,
@@ -341,6 +354,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             policy: a.policy,
             strict: a.strict,
             format: a.format,
+            with_parent: a.upstream_proxy.is_some(),
         }),
         Command::HashPassword => hash_password(),
         Command::Ca(c) => ca(c),
@@ -422,6 +436,15 @@ fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
     config.resolver = Resolver::new(args.resolve.clone(), args.dns, args.dns_timeout);
     config.ca_dir = args.ca.clone();
     config.upstream_ca = args.upstream_ca.clone();
+    if let Some(url) = &args.upstream_proxy {
+        let upstream_ca = args.upstream_ca.clone();
+        let parent =
+            crate::proxy::parent::Parent::parse(url, args.upstream_proxy_password_file.as_deref(), || {
+                crate::proxy::certs::upstream_client_config(&upstream_ca)
+            })
+            .map_err(|e| anyhow::anyhow!(e))?;
+        config.parent = Some(Arc::new(parent));
+    }
     if let Some(path) = &args.auth {
         let a = crate::proxy::auth::Authenticator::load(path).map_err(|e| anyhow::anyhow!(e))?;
         config.auth = Some(Arc::new(a));

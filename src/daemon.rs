@@ -102,6 +102,12 @@ pub async fn run(
     {
         tracing::info!(ca_sha256 = %fp, inspect = ?shared.policy.load().inspect(), "TLS inspection enabled");
     }
+    if let Some(p) = &shared.config.parent {
+        tracing::info!(parent = %p.display, credentials = p.authorization().is_some(), "allowed traffic leaves through the parent proxy; it resolves names");
+        for r in shared.policy.load().unresolvable_through_parent() {
+            tracing::warn!(rule = %r.id, line = r.line, "resolved = true admits no name through a parent proxy (egressd does not resolve them): give the rule via = \"direct\"");
+        }
+    }
     if let Some(l) = listeners.admin {
         let admin = AdminConfig {
             pac_proxy: config

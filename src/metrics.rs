@@ -52,6 +52,11 @@ pub struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViaLabels {
+    pub via: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -70,6 +75,7 @@ pub struct Metrics {
     pub rule_expiry: Family<RuleLabels, Gauge<f64, AtomicU64>>,
     pub inspection_leaves: Family<ResultLabels, Counter>,
     pub inspection_rejected: Counter,
+    pub routed: Family<ViaLabels, Counter>,
     /// The `rule` label of decisions no rule made.
     no_rule: Arc<str>,
 }
@@ -84,6 +90,8 @@ pub struct Sample<'a> {
     pub error: Option<ErrorClass>,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Which way an allowed request left (direct, or through the parent).
+    pub via: Option<&'static str>,
 }
 
 fn method_label(m: &http::Method) -> &'static str {
@@ -180,7 +188,14 @@ impl Metrics {
             "Inspected tunnels whose client refused egressd's certificate",
             inspection_rejected.clone(),
         );
+        let routed = Family::<ViaLabels, Counter>::default();
+        registry.register(
+            "routed",
+            "Allowed requests and tunnels by the way they left: direct, or through the parent proxy",
+            routed.clone(),
+        );
         Metrics {
+            routed,
             registry,
             rule_expiry,
             inspection_leaves,
@@ -217,6 +232,9 @@ impl Metrics {
                     class: class.as_str(),
                 })
                 .inc();
+        }
+        if let Some(via) = a.via {
+            self.routed.get_or_create(&ViaLabels { via }).inc();
         }
         if a.bytes_up > 0 {
             self.bytes

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+mod support;
+
+use support::Egressd as Proxy;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const BROWSER_WAIT: Duration = Duration::from_secs(60);
@@ -149,61 +153,6 @@ async fn start_origin(pki: &Pki) -> SocketAddr {
 
 fn egressd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_egressd"))
-}
-
-/// The proxy, writing its JSON log (access events included) to a file.
-struct Proxy {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proxy {
-    // The child is waited for in `Drop`.
-    #[allow(clippy::zombie_processes)]
-    fn start(dir: &Path, policy: &Path, pins: &[String], extra: &[&str]) -> Proxy {
-        let log = dir.join("access.log");
-        let child = egressd()
-            .args(["run", "--policy", policy.to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--dns", "static"])
-            .args(pins)
-            .args(extra)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(l) = text.lines().find(|l| l.contains("egressd listening")) {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                return Proxy {
-                    child,
-                    proxy: v["listen"].as_str().unwrap().parse().unwrap(),
-                    admin: v["admin"].as_str().unwrap().parse().unwrap(),
-                    log,
-                };
-            }
-            assert!(Instant::now() < deadline, "egressd did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn access_events(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(&self.log).unwrap();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"] == "egressd::access")
-            .collect()
-    }
 }
 
 /// An NSS database in `home` trusting `roots`, as Chromium on Linux reads it.

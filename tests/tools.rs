@@ -480,6 +480,24 @@ fn lint_warns_and_strict_fails() {
     let o = run(&["lint", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.toml:1: rule \"*.com\""));
+
+    // Through a parent proxy, names are not resolved: `resolved = true`
+    // admits none, unless the rule goes direct.
+    let r = write(
+        &dir,
+        "resolved.toml",
+        "allow = [\n  { cidr = \"203.0.113.0/24\", resolved = true },\n  { cidr = \"198.51.100.0/24\", resolved = true, via = \"direct\" },\n]\n",
+    );
+    let out = stdout(&run(&["lint", r.to_str().unwrap()]));
+    assert!(!out.contains("resolved-through-parent"), "{out}");
+    let out = stdout(&run(&[
+        "lint",
+        "--upstream-proxy",
+        "http://proxy.corp:3128",
+        r.to_str().unwrap(),
+    ]));
+    assert!(out.contains(":2: warning[resolved-through-parent]"), "{out}");
+    assert!(!out.contains(":3: warning[resolved-through-parent]"), "{out}");
 }
 
 #[test]

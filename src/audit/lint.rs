@@ -179,6 +179,23 @@ pub const EXPIRY_WARNING_DAYS: u32 = 14;
 
 /// Lints a compiled policy (expiry as of the policy's day). Findings are
 /// ordered by line.
+/// Findings that only a proxy with a parent (`--upstream-proxy`) has.
+pub fn through_parent(policy: &Policy) -> Vec<Finding> {
+    policy
+        .unresolvable_through_parent()
+        .map(|r| Finding {
+            line: r.line,
+            rule: r.id.to_string(),
+            pattern: r.pattern.clone(),
+            kind: "resolved-through-parent",
+            message:
+                "through a parent proxy egressd does not resolve names, so `resolved = true` admits none; \
+                      give the rule via = \"direct\" or list the names"
+                    .into(),
+        })
+        .collect()
+}
+
 pub fn lint(policy: &Policy) -> Vec<Finding> {
     let rules = policy.rules();
     let mut out = Vec::new();

@@ -16,7 +16,7 @@ use super::net::CidrTable;
 use super::pattern::{Destination, PathPattern, PatternError, Scheme};
 use super::pin::Pin;
 use super::rule::{
-    parse_word, Action, Day, Inspect, Kinds, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget, SniMode,
+    parse_word, Action, Day, Inspect, Kinds, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget, SniMode, Via,
 };
 use super::trie::HostTrie;
 
@@ -66,6 +66,7 @@ pub struct PolicyBuilder {
     on_connect: OnConnect,
     sni: SniMode,
     inspect: Inspect,
+    via: Via,
     pins: Vec<Pin>,
     source: String,
     origin: String,
@@ -80,6 +81,7 @@ impl PolicyBuilder {
             on_connect: OnConnect::Deny,
             sni: SniMode::Enforce,
             inspect: Inspect::Paths,
+            via: Via::Parent,
             pins: Vec::new(),
             source: String::new(),
             origin: origin.to_string(),
@@ -125,6 +127,7 @@ impl PolicyBuilder {
             word(&file.tunnel_sni, "tunnel_sni", "value", &lines, &mut bad_words).unwrap_or(SniMode::Enforce);
         let inspect =
             word(&file.inspect, "inspect", "value", &lines, &mut bad_words).unwrap_or(Inspect::Paths);
+        let via = word(&file.via, "via", "value", &lines, &mut bad_words).unwrap_or(Via::Parent);
         let on_connect = word(
             &file.path_rules_on_connect,
             "path_rules_on_connect",
@@ -186,6 +189,7 @@ impl PolicyBuilder {
             on_connect,
             sni,
             inspect,
+            via,
             pins,
             source: src.to_string(),
             origin: origin.to_string(),
@@ -239,6 +243,7 @@ impl PolicyBuilder {
             on_connect: self.on_connect,
             sni: self.sni,
             inspect: self.inspect,
+            via: self.via,
             pins: self.pins,
             version: format!("sha256:{version}").into(),
             origin: self.origin,
@@ -356,6 +361,10 @@ fn compile_entry(
         None => policy_on_connect,
         Some(s) => parse_word("value", s).map_err(|e| fail(format!("on_connect: {e}")))?,
     };
+    let via = match &t.via {
+        None => None,
+        Some(s) => Some(parse_word::<Via>("value", s).map_err(|e| fail(format!("via: {e}")))?),
+    };
     if t.resolved && cidrs.is_empty() {
         return Err(fail("`resolved` applies to cidr rules only".into()));
     }
@@ -379,6 +388,7 @@ fn compile_entry(
         on_connect,
         tls_only: t.tls_only,
         inspect: t.inspect.unwrap_or(true),
+        via,
         comment: t.comment.clone(),
         line,
         pattern: pattern.clone(),

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use super::decision::Decision;
 use super::net::CidrTable;
 use super::pin::Pin;
-use super::rule::{Day, Inspect, Mode, OnConnect, Rule, RuleIdx, SniMode};
+use super::rule::{Day, Inspect, Mode, OnConnect, Rule, RuleIdx, SniMode, Via};
 use super::trie::HostTrie;
 
 /// A compiled policy. Cheap to share behind an `Arc`; never mutated.
@@ -25,6 +26,7 @@ pub struct Policy {
     pub(super) on_connect: OnConnect,
     pub(super) sni: SniMode,
     pub(super) inspect: Inspect,
+    pub(super) via: Via,
     pub(super) pins: Vec<Pin>,
     pub(super) version: Arc<str>,
     pub(super) origin: String,
@@ -49,6 +51,22 @@ impl Policy {
     }
     pub fn inspect(&self) -> Inspect {
         self.inspect
+    }
+    /// Rules that cannot work through a parent proxy: `resolved = true`
+    /// CIDR rules admit names by their addresses, and through a parent
+    /// egressd never resolves names (unless the rule says `via = "direct"`).
+    pub fn unresolvable_through_parent(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|r| {
+            matches!(r.target, super::rule::RuleTarget::Cidr { resolved: true, .. })
+                && r.action == super::rule::Action::Allow
+                && r.via.unwrap_or(self.via) == Via::Parent
+        })
+    }
+
+    /// How traffic `d` allows leaves when a parent proxy is configured:
+    /// its rule's `via`, else the policy's.
+    pub fn via(&self, d: &Decision) -> Via {
+        d.rule.and_then(|r| self.rule(r).via).unwrap_or(self.via)
     }
     /// A hash of the policy source: `sha256:` and 12 hex digits.
     pub fn version(&self) -> &str {

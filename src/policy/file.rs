@@ -28,6 +28,10 @@ pub struct PolicyFile {
     /// (default: those whose host path rules decide), `all`, or `none`.
     #[serde(default)]
     pub inspect: Option<Spanned<String>>,
+    /// With a parent proxy (`--upstream-proxy`): how allowed traffic
+    /// leaves by default, `parent` (default) or `direct`.
+    #[serde(default)]
+    pub via: Option<Spanned<String>>,
     /// Optional human description.
     #[serde(default)]
     pub description: Option<String>,
@@ -82,6 +86,8 @@ pub struct RuleTable {
     pub tls_only: bool,
     /// `false` exempts the rule's hosts from TLS inspection (pinned apps, mTLS).
     pub inspect: Option<bool>,
+    /// `direct`: never through the parent proxy; `parent`: always.
+    pub via: Option<String>,
 }
 
 /// `ports = [443, "8000-8999"]` or `ports = "any"`.

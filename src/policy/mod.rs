@@ -54,5 +54,6 @@ pub use pattern::{Destination, HostPattern, PathPattern, PatternError, Scheme};
 pub use pin::Pin;
 pub use rank::{HostSpec, PathSpec, Specificity};
 pub use rule::{
-    parse_word, Action, Day, Inspect, Kind, Kinds, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget, SniMode,
+    parse_word, Action, Day, Inspect, Kind, Kinds, Mode, OnConnect, Ports, Rule, RuleIdx, RuleTarget,
+    SniMode, Via,
 };

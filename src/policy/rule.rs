@@ -84,6 +84,26 @@ pub enum Inspect {
     None,
 }
 
+/// How allowed traffic leaves when a parent proxy is configured
+/// (`--upstream-proxy`): through it, or straight to the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// Through the parent proxy (the default when there is one).
+    Parent,
+    /// Directly: internal ranges, names the parent must not see.
+    Direct,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Parent => "parent",
+            Via::Direct => "direct",
+        }
+    }
+}
+
 /// Reads one word of a closed set, as the enum's serde derive spells them,
 /// with an error that names what was expected: `unknown mode "block"
 /// (enforce or report)`. The one parser of every such enum.
@@ -317,6 +337,8 @@ pub struct Rule {
     pub tls_only: bool,
     /// The rule's hosts may be inspected (`inspect = false` exempts them).
     pub inspect: bool,
+    /// `via = "direct"` or `"parent"`; `None`: the policy's default.
+    pub via: Option<Via>,
     pub comment: Option<String>,
     pub line: usize,
     /// The pattern as written.

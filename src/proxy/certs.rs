@@ -38,36 +38,46 @@ impl std::fmt::Debug for Inspector {
     }
 }
 
+/// A TLS client configuration that verifies servers against the system
+/// roots (webpki-roots) and the extra roots in `upstream_ca` (PEM files),
+/// speaking HTTP/1.1: for origins of inspected requests and for a parent
+/// proxy reached over TLS.
+pub fn upstream_client_config(upstream_ca: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for f in upstream_ca {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(f).map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
+        let mut n = 0;
+        for c in CertificateDer::pem_slice_iter(&pem) {
+            let c = c.map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("--upstream-ca {}: no PEM certificates", f.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Requests go upstream as HTTP/1.1, whatever the client spoke.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 impl Inspector {
     /// Loads the CA in `dir` and the extra upstream roots in `upstream_ca`
     /// (PEM files), beside the system roots (webpki-roots).
     pub fn load(dir: &std::path::Path, upstream_ca: &[PathBuf]) -> Result<Inspector, String> {
         let ca = crate::ca::load(dir).map_err(|e| e.to_string())?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for f in upstream_ca {
-            use rustls::pki_types::pem::PemObject;
-            let pem = std::fs::read(f).map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
-            let mut n = 0;
-            for c in CertificateDer::pem_slice_iter(&pem) {
-                let c = c.map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(format!("--upstream-ca {}: no PEM certificates", f.display()));
-            }
-        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut upstream = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        // Requests go upstream as HTTP/1.1, whatever the client spoke.
-        upstream.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let upstream = upstream_client_config(upstream_ca)?;
         let leaf_key =
             rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
         let leaf_signer = provider
@@ -82,7 +92,7 @@ impl Inspector {
             configs: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(LEAF_CACHE).unwrap_or(NonZeroUsize::MIN),
             )),
-            upstream: Arc::new(upstream),
+            upstream,
         })
     }
 

@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use super::dial::{dial, Pool};
 use super::hello::FirstCheck;
 use super::inspect;
+use super::parent::ParentStream;
+use super::pipeline::Route;
 use super::pipeline::{self, refuse};
 use super::relay::{relay, relay_halves};
 use super::respond::{empty, Body, ProxyError};
@@ -49,7 +51,18 @@ struct Tunnel {
 }
 
 enum Way {
-    Splice { upstream: TcpStream, splice: bool },
+    /// To the destination, or to a plain-TCP parent's tunnel; `early` holds
+    /// bytes the parent sent past its `200`, for the client.
+    Splice {
+        upstream: TcpStream,
+        splice: bool,
+        early: bytes::Bytes,
+    },
+    /// Through a parent reached over TLS.
+    Parent {
+        upstream: ParentStream,
+        early: bytes::Bytes,
+    },
     Inspect(Box<inspect::Tunnel>, Arc<super::certs::Inspector>),
 }
 
@@ -83,7 +96,7 @@ async fn open(
             user: admitted.user.clone(),
             cand,
             authority,
-            targets: checked.targets,
+            route: checked.route,
             check: check.clone(),
         };
         return Ok(Tunnel {
@@ -92,19 +105,36 @@ async fn open(
             slot,
         });
     }
-    let (upstream, dialled) = dial(&checked.targets, shared.config.connect_timeout)
-        .await
-        .map_err(|f| {
-            if let Some(t) = f.last {
-                ev.dialled(t);
-            }
-            f.error
-        })?;
+    let targets = match checked.route {
+        Route::Direct(targets) => targets,
+        Route::Parent(parent) => {
+            let authority = format!("{}:{}", cand.host, cand.port);
+            let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
+            let (upstream, early, reached) = parent.tunnel(&authority, timeouts.0, timeouts.1).await?;
+            ev.dialled(reached);
+            let way = match upstream {
+                ParentStream::Plain(upstream) => Way::Splice {
+                    splice: shared.config.splice.applies(client.ip(), reached.addr.ip()),
+                    upstream,
+                    early,
+                },
+                upstream => Way::Parent { upstream, early },
+            };
+            return Ok(Tunnel { way, check, slot });
+        }
+    };
+    let (upstream, dialled) = dial(&targets, shared.config.connect_timeout).await.map_err(|f| {
+        if let Some(t) = f.last {
+            ev.dialled(t);
+        }
+        f.error
+    })?;
     ev.dialled(dialled);
     Ok(Tunnel {
         way: Way::Splice {
             upstream,
             splice: shared.config.splice.applies(client.ip(), dialled.addr.ip()),
+            early: bytes::Bytes::new(),
         },
         check,
         slot,
@@ -125,10 +155,15 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
                 // Back to the plain socket: no boxed I/O, no lock between the
                 // halves, and the HTTP read buffer is freed unless it holds
                 // bytes the client already sent into the tunnel.
-                (Ok(parts), Way::Splice { mut upstream, splice }) => {
+                (Ok(parts), Way::Splice { mut upstream, splice, early }) => {
                     let pre = parts.read_buf.to_vec();
                     drop(parts.read_buf);
                     let mut client = parts.io.into_inner();
+                    if let Err(e) = send_early(&mut client, &early).await {
+                        tunnels.dec();
+                        ev.finish(Err(&e));
+                        return;
+                    }
                     let (cr, cw) = client.split();
                     let (ur, uw) = upstream.split();
                     let out = relay_halves(cr, cw, ur, uw, pre, splice, t.check, idle, cut).await;
@@ -144,11 +179,32 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
                         _ = cut.cancelled() => Err(ProxyError::Shutdown),
                     }
                 }
-                (Err(upgraded), Way::Splice { upstream, .. }) => {
-                    let out = relay(TokioIo::new(upgraded), upstream, t.check, idle, cut).await;
-                    ev.bytes(out.up, out.down);
-                    ev.sni(out.sni);
-                    out.end
+                (Err(upgraded), Way::Splice { upstream, early, .. }) => {
+                    let mut client = TokioIo::new(upgraded);
+                    match send_early(&mut client, &early).await {
+                        Ok(()) => {
+                            let out = relay(client, upstream, t.check, idle, cut).await;
+                            ev.bytes(out.up, out.down + early.len() as u64);
+                            ev.sni(out.sni);
+                            out.end
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                (upgraded, Way::Parent { upstream, early }) => {
+                    let mut client: Box<dyn ClientIo> = match upgraded {
+                        Ok(parts) => Box::new(Prefixed::new(parts)),
+                        Err(upgraded) => Box::new(TokioIo::new(upgraded)),
+                    };
+                    match send_early(&mut client, &early).await {
+                        Ok(()) => {
+                            let out = relay(client, upstream, t.check, idle, cut).await;
+                            ev.bytes(out.up, out.down + early.len() as u64);
+                            ev.sni(out.sni);
+                            out.end
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 (Err(_), Way::Inspect(..)) => Err(ProxyError::ClientUpgrade("not a TCP connection".into())),
             },
@@ -158,4 +214,76 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
         drop(t.slot);
         ev.finish(end.as_ref().map(|_| ()));
     });
+}
+
+/// Bytes a parent sent past its `200`, passed on to the client first.
+async fn send_early<W: tokio::io::AsyncWrite + Unpin>(
+    client: &mut W,
+    early: &[u8],
+) -> Result<(), ProxyError> {
+    use tokio::io::AsyncWriteExt;
+    if early.is_empty() {
+        return Ok(());
+    }
+    client
+        .write_all(early)
+        .await
+        .map_err(|e| ProxyError::io(super::respond::Side::Client, &e))
+}
+
+trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientIo for T {}
+
+/// The client's socket after the upgrade, with the bytes hyper had already
+/// read from it (sent into the tunnel before the `200` arrived) first.
+struct Prefixed {
+    pre: bytes::Bytes,
+    io: TcpStream,
+}
+
+impl Prefixed {
+    fn new(parts: hyper::upgrade::Parts<TokioIo<TcpStream>>) -> Prefixed {
+        Prefixed {
+            pre: parts.read_buf,
+            io: parts.io.into_inner(),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            let chunk = self.pre.split_to(n);
+            buf.put_slice(&chunk);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

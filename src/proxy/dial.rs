@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::parent::Parent;
 use super::respond::ProxyError;
 use crate::policy::Resolved;
 
@@ -69,38 +70,57 @@ pub struct TlsOrigin {
     pub config: Arc<rustls::ClientConfig>,
 }
 
-impl Transport {
-    fn key(&self, addr: SocketAddr) -> Key {
-        match self {
-            Transport::Plain => (addr, None),
-            Transport::Tls(t) => (addr, Some(t.name.clone())),
-        }
+/// Where a connection goes: to one of the checked addresses, or through
+/// the parent proxy (plain HTTP to the parent itself; TLS origins through
+/// a `CONNECT` tunnel to `authority`).
+#[derive(Clone, Copy)]
+pub enum Hop<'a> {
+    Direct(&'a [Resolved]),
+    Parent { parent: &'a Parent, authority: &'a str },
+}
+
+/// Pooled connections are told apart by where they lead: an address and
+/// TLS name, or the parent (and the origin a tunnel through it reaches).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Direct(SocketAddr, Option<ServerName<'static>>),
+    Parent(Option<(String, ServerName<'static>)>),
+}
+
+fn key(hop: &Hop, addr: SocketAddr, transport: &Transport) -> Key {
+    let name = match transport {
+        Transport::Plain => None,
+        Transport::Tls(t) => Some(t.name.clone()),
+    };
+    match hop {
+        Hop::Direct(_) => Key::Direct(addr, name),
+        Hop::Parent { authority, .. } => Key::Parent(name.map(|n| (authority.to_string(), n))),
     }
 }
 
-/// Pooled connections are told apart by address and TLS name.
-type Key = (SocketAddr, Option<ServerName<'static>>);
-
-/// An HTTP/1.1 connection to an upstream address.
+/// An HTTP/1.1 connection upstream.
 pub struct Upstream {
     pub sender: SendRequest<UpstreamBody>,
     key: Key,
+    addr: SocketAddr,
     /// Taken from the pool: it may have been closed by the server meanwhile.
     pub reused: bool,
 }
 
 impl Upstream {
+    /// The address connected to (the parent's, through a parent).
     pub fn addr(&self) -> SocketAddr {
-        self.key.0
+        self.addr
     }
 }
 
 struct Idle {
     sender: SendRequest<UpstreamBody>,
     since: Instant,
+    reached: Resolved,
 }
 
-/// Idle upstream HTTP/1.1 connections of one worker, by checked address.
+/// Idle upstream HTTP/1.1 connections of one worker, by where they lead.
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
@@ -108,15 +128,21 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// An idle connection to the first of `targets` that has one.
+    /// An idle connection for `hop` (to the first checked address that has one).
     async fn checkout(
         &self,
-        targets: &[Resolved],
+        hop: &Hop<'_>,
         timeout: Duration,
         transport: &Transport,
     ) -> Option<(Upstream, Resolved)> {
-        for t in targets {
-            let key = transport.key(t.addr);
+        let keys: Vec<(Key, Option<Resolved>)> = match hop {
+            Hop::Direct(targets) => targets
+                .iter()
+                .map(|t| (key(hop, t.addr, transport), Some(*t)))
+                .collect(),
+            Hop::Parent { .. } => vec![(key(hop, SocketAddr::from(([0, 0, 0, 0], 0)), transport), None)],
+        };
+        for (key, target) in keys {
             loop {
                 let idle = {
                     let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,9 +165,10 @@ impl Pool {
                 let up = Upstream {
                     sender: idle.sender,
                     key,
+                    addr: idle.reached.addr,
                     reused: true,
                 };
-                return Some((up, *t));
+                return Some((up, target.unwrap_or(idle.reached)));
             }
         }
         None
@@ -165,51 +192,94 @@ impl Pool {
             v.push(Idle {
                 sender: up.sender,
                 since: Instant::now(),
+                reached: Resolved {
+                    addr: up.addr,
+                    pinned: false,
+                },
             });
         }
     }
 
-    /// A connection to one of `targets`: an idle one, or a new one dialled
-    /// in order. The connection task runs on the current worker.
+    /// A connection for `hop`: an idle one, or a new one (to the checked
+    /// addresses in order). The connection task runs on the current worker.
     pub async fn connect(
         &self,
-        targets: &[Resolved],
+        hop: &Hop<'_>,
         timeout: Duration,
         transport: &Transport,
     ) -> Result<(Upstream, Resolved), DialError> {
-        if let Some(found) = self.checkout(targets, timeout, transport).await {
+        if let Some(found) = self.checkout(hop, timeout, transport).await {
             return Ok(found);
         }
-        self.connect_new(targets, timeout, transport).await
+        self.connect_new(hop, timeout, transport).await
     }
 
     /// A new connection, never one from the pool.
     pub async fn connect_new(
         &self,
-        targets: &[Resolved],
+        hop: &Hop<'_>,
         timeout: Duration,
         transport: &Transport,
     ) -> Result<(Upstream, Resolved), DialError> {
-        let (stream, t) = dial(targets, timeout).await?;
-        let failed = |error| DialError { error, last: Some(t) };
-        let sender = match transport {
-            Transport::Plain => handshake(TokioIo::new(stream)).await.map_err(failed)?,
-            Transport::Tls(origin) => {
-                let connector = tokio_rustls::TlsConnector::from(origin.config.clone());
-                let tls = tokio::time::timeout(timeout, connector.connect(origin.name.clone(), stream))
-                    .await
-                    .map_err(|_| failed(ProxyError::ConnectTimeout))?
-                    .map_err(|e| failed(ProxyError::from_tls(&e)))?;
-                handshake(TokioIo::new(tls)).await.map_err(failed)?
+        let (sender, t) = match hop {
+            Hop::Direct(targets) => {
+                let (stream, t) = dial(targets, timeout).await?;
+                let failed = |error| DialError { error, last: Some(t) };
+                let sender = match transport {
+                    Transport::Plain => handshake(TokioIo::new(stream)).await.map_err(failed)?,
+                    Transport::Tls(origin) => {
+                        handshake(TokioIo::new(tls(origin, stream, timeout).await.map_err(failed)?))
+                            .await
+                            .map_err(failed)?
+                    }
+                };
+                (sender, t)
+            }
+            Hop::Parent { parent, authority } => {
+                let failed = |error| DialError { error, last: None };
+                match transport {
+                    Transport::Plain => {
+                        let (stream, t) = parent.open(timeout).await.map_err(failed)?;
+                        (handshake(TokioIo::new(stream)).await.map_err(failed)?, t)
+                    }
+                    Transport::Tls(origin) => {
+                        let (stream, early, t) =
+                            parent.tunnel(authority, timeout, timeout).await.map_err(failed)?;
+                        if !early.is_empty() {
+                            return Err(failed(ProxyError::UpstreamTls(
+                                "the origin spoke before the TLS handshake".into(),
+                            )));
+                        }
+                        let tls = tls(origin, stream, timeout).await.map_err(failed)?;
+                        (handshake(TokioIo::new(tls)).await.map_err(failed)?, t)
+                    }
+                }
             }
         };
         let up = Upstream {
             sender,
-            key: transport.key(t.addr),
+            key: key(hop, t.addr, transport),
+            addr: t.addr,
             reused: false,
         };
         Ok((up, t))
     }
+}
+
+/// TLS to an origin over `io`, verified for the origin's name.
+async fn tls<IO>(
+    origin: &TlsOrigin,
+    io: IO,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<IO>, ProxyError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let connector = tokio_rustls::TlsConnector::from(origin.config.clone());
+    tokio::time::timeout(timeout, connector.connect(origin.name.clone(), io))
+        .await
+        .map_err(|_| ProxyError::ConnectTimeout)?
+        .map_err(|e| ProxyError::from_tls(&e))
 }
 
 /// An HTTP/1.1 client connection over `io`, driven on the current worker.
@@ -275,7 +345,7 @@ mod tests {
         let pool = Pool::default();
         let (up, reached) = pool
             .connect(
-                &[target(dead), target(live_addr)],
+                &Hop::Direct(&[target(dead), target(live_addr)]),
                 Duration::from_secs(2),
                 &Transport::Plain,
             )

@@ -19,14 +19,14 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
-use super::dial::{Pool, Transport, Upstream, UpstreamBody};
+use super::dial::{Hop, Pool, Transport, Upstream, UpstreamBody};
 use super::hello::FirstCheck;
+use super::parent::{Answer, Parent};
 use super::pipeline::{self, refuse};
 use super::relay::relay;
 use super::respond::{empty, Body, ProxyError};
 use super::Shared;
 use crate::access::{Access, EventKind};
-use crate::policy::Resolved;
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1), and the proxy's own.
 const HOP_BY_HOP: &[&str] = &[
@@ -130,30 +130,23 @@ async fn forward(
     ev.admitted(admitted.user.clone(), &admitted.policy);
     let cand = pipeline::http_target(req.method(), req.uri(), req.headers())?;
     ev.target(&cand);
-    let checked = pipeline::authorize(shared, &admitted.policy, &cand, ev).await?;
+    let allowed = pipeline::authorize(shared, &admitted.policy, &cand, ev).await?;
     // A shared handle on the request's bytes, not a copy.
     let authority = req.uri().authority().cloned();
     let authority = authority.as_ref().map_or("", |a| a.as_str());
-    exchange(
-        shared,
-        pool,
-        req,
-        &checked.targets,
-        &Transport::Plain,
-        authority,
-        ev,
-    )
-    .await
+    let hop = allowed.route.hop(authority);
+    exchange(shared, pool, req, hop, &Transport::Plain, authority, ev).await
 }
 
 /// Steps 5 and 6 for a request that was decided: in origin-form, `Host`
-/// naming `authority`, to the first of `targets` that answers, over
-/// `transport`.
+/// naming `authority`, to the first checked address that answers, over
+/// `transport`; or, plain HTTP through the parent, in absolute-form with
+/// egressd's credentials for the parent.
 pub(super) async fn exchange(
     shared: &Shared,
     pool: &Pool,
     mut req: Request<Incoming>,
-    targets: &[Resolved],
+    hop: Hop<'_>,
     transport: &Transport,
     authority: &str,
     ev: &mut Access,
@@ -162,6 +155,13 @@ pub(super) async fn exchange(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     to_origin_form(&mut parts, authority, upgrade);
+    let to_parent = match (hop, transport) {
+        (Hop::Parent { parent, .. }, Transport::Plain) => Some(parent),
+        _ => None,
+    };
+    if let Some(parent) = to_parent {
+        to_absolute_form(&mut parts, authority, parent);
+    }
     let up = Arc::new(AtomicU64::new(0));
     let body = Metered {
         inner: body,
@@ -170,7 +170,7 @@ pub(super) async fn exchange(
     .boxed_unsync();
     let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
     let request = Request::from_parts(parts, body);
-    match send(pool, targets, request, transport, timeouts, ev).await {
+    match send(pool, &hop, request, transport, timeouts, ev).await {
         Ok((resp, upstream)) => Ok(Sent {
             resp,
             upstream,
@@ -206,12 +206,25 @@ fn to_origin_form(parts: &mut http::request::Parts, authority: &str, upgrade: Op
     parts.version = Version::HTTP_11;
 }
 
-/// Sends the request on a connection to one of `targets`. A pooled
-/// connection the server closed meanwhile gives the request back unsent;
-/// it then goes on a new connection.
+/// The request as a parent proxy takes it: absolute-form, with egressd's
+/// own credentials for the parent (the client's were removed as hop-by-hop).
+fn to_absolute_form(parts: &mut http::request::Parts, authority: &str, parent: &Parent) {
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(uri) = format!("http://{authority}{pq}").parse() {
+        parts.uri = uri;
+    }
+    if let Some(auth) = parent.authorization() {
+        parts.headers.insert(header::PROXY_AUTHORIZATION, auth.clone());
+    }
+}
+
+/// Sends the request on a connection for `hop`. A pooled connection the
+/// server closed meanwhile gives the request back unsent; it then goes on
+/// a new connection. Through a parent, the parent's own refusal (not the
+/// origin's answer) becomes [`ProxyError::ParentRefused`].
 async fn send(
     pool: &Pool,
-    targets: &[Resolved],
+    hop: &Hop<'_>,
     mut request: Request<UpstreamBody>,
     transport: &Transport,
     (connect_timeout, response_timeout): (Duration, Duration),
@@ -220,9 +233,9 @@ async fn send(
     let mut fresh = false;
     loop {
         let got = if fresh {
-            pool.connect_new(targets, connect_timeout, transport).await
+            pool.connect_new(hop, connect_timeout, transport).await
         } else {
-            pool.connect(targets, connect_timeout, transport).await
+            pool.connect(hop, connect_timeout, transport).await
         };
         let (mut upstream, dialled) = got.map_err(|f| {
             if let Some(t) = f.last {
@@ -232,7 +245,14 @@ async fn send(
         })?;
         ev.dialled(dialled);
         match tokio::time::timeout(response_timeout, upstream.sender.try_send_request(request)).await {
-            Ok(Ok(resp)) => return Ok((resp, upstream)),
+            Ok(Ok(resp)) => {
+                if let (Hop::Parent { .. }, Transport::Plain) = (hop, transport) {
+                    if let Some(answer) = Answer::of_response(&resp) {
+                        return Err(answer.refusal());
+                    }
+                }
+                return Ok((resp, upstream));
+            }
             Ok(Err(mut e)) => match e.take_message() {
                 Some(unsent) if upstream.reused => {
                     request = unsent;

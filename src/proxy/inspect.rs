@@ -25,12 +25,13 @@ use tokio::net::TcpStream;
 use super::certs::Inspector;
 use super::dial::{Pool, TlsOrigin, Transport};
 use super::hello::{FirstCheck, Judgement};
+use super::pipeline::Route;
 use super::pipeline::{self, refuse};
 use super::relay::read_first;
 use super::respond::{Body, ProxyError};
 use super::{forward, Shared};
 use crate::access::{Access, EventKind};
-use crate::policy::{Candidate, Kind, Policy, Resolved};
+use crate::policy::{Candidate, Kind, Policy};
 use crate::target;
 
 /// What the requests inside one inspected tunnel share.
@@ -42,8 +43,9 @@ pub struct Tunnel {
     pub cand: Candidate,
     /// `host:port` as requests inside must name it.
     pub authority: String,
-    /// The addresses the CONNECT checked; every request goes to one of them.
-    pub targets: Vec<Resolved>,
+    /// Where the CONNECT may go: one of the addresses it checked, or
+    /// through the parent; every request inside goes there.
+    pub route: Route,
     pub check: FirstCheck,
 }
 
@@ -165,11 +167,12 @@ async fn request(
     if let Err(e) = decide(&shared, t, &req, &mut ev) {
         return refuse(ev, &label(), e);
     }
+    ev.via(t.route.via());
     match forward::exchange(
         &shared,
         &pool,
         req,
-        &t.targets,
+        t.route.hop(&t.authority),
         &ctx.transport,
         &t.authority,
         &mut ev,

@@ -18,6 +18,7 @@
 pub mod server;
 // Step 1, per request.
 pub mod auth;
+pub mod parent;
 // Steps 1 to 4, and 7.
 pub mod pipeline;
 // Step 4.
@@ -84,6 +85,8 @@ pub struct ProxyConfig {
     pub clients: Vec<IpNet>,
     /// Proxy authentication, when required.
     pub auth: Option<Arc<auth::Authenticator>>,
+    /// The parent proxy allowed traffic leaves through (`--upstream-proxy`).
+    pub parent: Option<Arc<parent::Parent>>,
     pub resolver: Resolver,
     /// The CA directory for TLS inspection (`--ca`), reread on SIGHUP.
     pub ca_dir: Option<std::path::PathBuf>,
@@ -106,6 +109,7 @@ impl ProxyConfig {
             splice: relay::SpliceMode::default(),
             clients: default_clients(),
             auth: None,
+            parent: None,
             resolver: Resolver::new(Vec::new(), DnsMode::System, DEFAULT_DNS_TIMEOUT),
             ca_dir: None,
             upstream_ca: Vec::new(),

@@ -20,10 +20,12 @@ use std::time::Instant;
 
 use http::{header, HeaderMap, Response, Uri};
 
+use super::dial::Hop;
+use super::parent::Parent;
 use super::respond::{Body, ProxyError};
 use super::Shared;
 use crate::access::Access;
-use crate::policy::{normalize_host, Candidate, Checked, Decision, Kind, Policy, Refusal};
+use crate::policy::{normalize_host, Candidate, Decision, Kind, Policy, Refusal, Resolved, Via};
 use crate::target::{self, split_host_port};
 
 /// Who sent a request, and the policy that applies to them.
@@ -105,6 +107,37 @@ fn timed<T>(shared: &Shared, decide: impl FnOnce() -> T) -> T {
     d
 }
 
+/// Where an allowed request goes: to the addresses egressd checked, or
+/// through the parent proxy, which resolves names itself.
+pub enum Route {
+    Direct(Vec<Resolved>),
+    Parent(Arc<Parent>),
+}
+
+impl Route {
+    /// The dialler's view, for `authority` (`host:port`).
+    pub fn hop<'a>(&'a self, authority: &'a str) -> Hop<'a> {
+        match self {
+            Route::Direct(t) => Hop::Direct(t),
+            Route::Parent(p) => Hop::Parent { parent: p, authority },
+        }
+    }
+
+    pub fn via(&self) -> Via {
+        match self {
+            Route::Direct(_) => Via::Direct,
+            Route::Parent(_) => Via::Parent,
+        }
+    }
+}
+
+/// A request allowed through steps 3 and 4: the decision that counts, and
+/// where it goes.
+pub struct Authorized {
+    pub decision: Decision,
+    pub route: Route,
+}
+
 /// Step 4: resolves the destination and judges every address; returns the
 /// addresses that may be dialled, in order, or the decision that refused.
 pub async fn check_addresses(
@@ -112,7 +145,7 @@ pub async fn check_addresses(
     policy: &Policy,
     cand: &Candidate,
     by_name: Decision,
-) -> Result<Checked, (ProxyError, Option<Decision>)> {
+) -> Result<crate::policy::Checked, (ProxyError, Option<Decision>)> {
     policy.needs_addresses(cand, &by_name).map_err(refusal)?;
     let resolved = shared
         .config
@@ -145,7 +178,7 @@ pub async fn authorize(
     policy: &Policy,
     cand: &Candidate,
     ev: &mut Access,
-) -> Result<Checked, ProxyError> {
+) -> Result<Authorized, ProxyError> {
     let by_name = decide(shared, policy, cand);
     authorize_decided(shared, policy, cand, by_name, ev).await
 }
@@ -157,7 +190,7 @@ pub async fn authorize_tunnel(
     policy: &Policy,
     cand: &Candidate,
     ev: &mut Access,
-) -> Result<(Checked, bool), ProxyError> {
+) -> Result<(Authorized, bool), ProxyError> {
     let can_inspect = shared.inspector.load().is_some();
     let (by_name, inspect) = timed(shared, || policy.decide_tunnel(cand, can_inspect));
     let checked = authorize_decided(shared, policy, cand, by_name, ev).await?;
@@ -170,12 +203,40 @@ async fn authorize_decided(
     cand: &Candidate,
     by_name: Decision,
     ev: &mut Access,
-) -> Result<Checked, ProxyError> {
+) -> Result<Authorized, ProxyError> {
     ev.decided(policy, &by_name);
+    let parent = shared
+        .config
+        .parent
+        .as_ref()
+        .filter(|_| policy.via(&by_name) == Via::Parent);
+    // Through a parent, names are the parent's to resolve: the decision by
+    // name is the decision. IP literals are still judged by address.
+    if let (Some(p), true) = (parent, cand.host.as_name().is_some()) {
+        if !by_name.verdict.proceeds() {
+            return Err(ProxyError::Denied {
+                reason: by_name.reason,
+                by_address: false,
+            });
+        }
+        ev.via(Via::Parent);
+        return Ok(Authorized {
+            decision: by_name,
+            route: Route::Parent(p.clone()),
+        });
+    }
     match check_addresses(shared, policy, cand, by_name).await {
         Ok(checked) => {
             ev.decided(policy, &checked.decision);
-            Ok(checked)
+            let route = match parent {
+                Some(p) => Route::Parent(p.clone()),
+                None => Route::Direct(checked.targets),
+            };
+            ev.via(route.via());
+            Ok(Authorized {
+                decision: checked.decision,
+                route,
+            })
         }
         Err((e, d)) => {
             if let Some(d) = d {

@@ -90,6 +90,23 @@ pub enum ProxyError {
     ClientTls(String),
     #[error("the request names {0:?}, not the tunnel's host")]
     Misdirected(String),
+    #[error("{}", parent_refusal_text(*.status))]
+    ParentRefused {
+        status: u16,
+        proxy_status: Option<String>,
+    },
+    #[error("the parent proxy is unreachable: {0}")]
+    ParentUnreachable(String),
+    #[error("the parent proxy did not answer in time")]
+    ParentTimeout,
+}
+
+fn parent_refusal_text(status: u16) -> String {
+    match status {
+        407 => "the parent proxy refused egressd's credentials (407): check --upstream-proxy".into(),
+        403 => "the parent proxy refused this destination (403)".into(),
+        s => format!("the parent proxy answered {s}"),
+    }
 }
 
 /// Who an error class blames, for metrics: only `Upstream` classes count
@@ -157,6 +174,9 @@ classes! {
     ClientRejectedCertificate => "client_rejected_certificate", Client;
     ClientTlsError => "client_tls_error", Client;
     Misdirected => "misdirected_request", Client;
+    ParentRefused => "parent_refused", Upstream;
+    ParentUnreachable => "parent_unreachable", Upstream;
+    ParentTimeout => "parent_timeout", Upstream;
 }
 
 impl ProxyError {
@@ -222,7 +242,7 @@ impl ProxyError {
             BadRequest(_) | NotAProxyRequest => StatusCode::BAD_REQUEST,
             Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Denied { .. } | Loop | ClientNotAllowed | SniMismatch { .. } | NotTls => StatusCode::FORBIDDEN,
-            DnsTimeout | ConnectTimeout | ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            DnsTimeout | ConnectTimeout | ResponseTimeout | ParentTimeout => StatusCode::GATEWAY_TIMEOUT,
             Overloaded | Shutdown => StatusCode::SERVICE_UNAVAILABLE,
             TooManyTunnels | Auth(AuthError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
             Auth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
@@ -269,6 +289,9 @@ impl ProxyError {
             ProxyError::ClientRejectedCertificate(_) => C::ClientRejectedCertificate,
             ProxyError::ClientTls(_) => C::ClientTlsError,
             ProxyError::Misdirected(_) => C::Misdirected,
+            ProxyError::ParentRefused { .. } => C::ParentRefused,
+            ProxyError::ParentUnreachable(_) => C::ParentUnreachable,
+            ProxyError::ParentTimeout => C::ParentTimeout,
         }
     }
 
@@ -330,11 +353,23 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        let value = format!(
-            "egressd; error={}; details={}",
-            self.class().as_str(),
-            sf_string(&text)
-        );
+        // RFC 9209: one entry per intermediary, the one nearest the origin
+        // first; a parent's refusal keeps its own entry and status.
+        let value = match self {
+            ProxyError::ParentRefused { status, proxy_status } => format!(
+                "{}egressd; error={}; received-status={status}; details={}",
+                proxy_status
+                    .as_deref()
+                    .map_or(String::new(), |p| format!("{p}, ")),
+                self.class().as_str(),
+                sf_string(&text)
+            ),
+            _ => format!(
+                "egressd; error={}; details={}",
+                self.class().as_str(),
+                sf_string(&text)
+            ),
+        };
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert("proxy-status", v);
         }
@@ -388,6 +423,22 @@ mod tests {
             r.headers()["proxy-status"],
             "egressd; error=http_request_denied; details=\"no rule allows this destination\""
         );
+    }
+
+    #[test]
+    fn a_parent_s_refusal_keeps_its_entry_and_status() {
+        let r = ProxyError::ParentRefused {
+            status: 403,
+            proxy_status: Some("corp; error=http_request_denied".into()),
+        }
+        .response("CONNECT x.example:443");
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            r.headers()["proxy-status"],
+            "corp; error=http_request_denied, egressd; error=parent_refused; received-status=403; \
+             details=\"the parent proxy refused this destination (403)\""
+        );
+        assert_eq!(ProxyError::ParentTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
     }
 
     #[test]

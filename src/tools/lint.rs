@@ -16,6 +16,8 @@ pub struct LintOptions {
     /// Warnings fail too.
     pub strict: bool,
     pub format: OutputFormat,
+    /// The proxy runs with a parent proxy (`--upstream-proxy`).
+    pub with_parent: bool,
 }
 
 pub fn lint(args: LintOptions) -> ExitCode {
@@ -26,7 +28,10 @@ pub fn lint(args: LintOptions) -> ExitCode {
             return super::bad_input(e);
         }
     };
-    let findings = lint::lint(&policy);
+    let mut findings = lint::lint(&policy);
+    if args.with_parent {
+        findings.extend(lint::through_parent(&policy));
+    }
     match args.format {
         OutputFormat::Json => {
             println!("{}", serde_json::to_string_pretty(&findings).unwrap_or_default());

@@ -525,3 +525,69 @@ pub async fn read_response(s: &mut TcpStream) -> String {
     }
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+// === the egressd binary ===
+
+/// The egressd binary, writing its JSON log (access events included) to a
+/// file in `dir`.
+pub struct Egressd {
+    child: std::process::Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for Egressd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Egressd {
+    // The child is waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
+    pub fn start(
+        dir: &std::path::Path,
+        policy: &std::path::Path,
+        pins: &[String],
+        extra: &[&str],
+    ) -> Egressd {
+        let log = dir.join("access.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
+            .args(["run", "--policy", policy.to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--log-format", "json", "--dns", "static"])
+            .args(pins)
+            .args(extra)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.contains("egressd listening")) {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                return Egressd {
+                    child,
+                    proxy: v["listen"].as_str().unwrap().parse().unwrap(),
+                    admin: v["admin"].as_str().unwrap().parse().unwrap(),
+                    log,
+                };
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "egressd did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn access_events(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "egressd::access")
+            .collect()
+    }
+}
