@@ -26,11 +26,21 @@ pub enum PacDefault {
     Direct,
 }
 
+/// How a PAC file names the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacScheme {
+    /// `PROXY host:port`: plain HTTP to the proxy.
+    Proxy,
+    /// `HTTPS host:port`: TLS to the proxy (`--listen-tls`).
+    Https,
+}
+
 /// Settings of the admin listener.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// What browsers should use as the proxy in the PAC file (`host:port`).
     pub pac_proxy: String,
+    pub pac_scheme: PacScheme,
     pub pac_default: PacDefault,
 }
 
@@ -116,7 +126,12 @@ fn route(shared: &Shared, config: &AdminConfig, peer: SocketAddr, req: Request<I
         "/proxy.pac" => text(
             StatusCode::OK,
             "application/x-ns-proxy-autoconfig",
-            pac(&shared.policy.load(), &config.pac_proxy, config.pac_default),
+            pac(
+                &shared.policy.load(),
+                &config.pac_proxy,
+                config.pac_scheme,
+                config.pac_default,
+            ),
         ),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -254,8 +269,11 @@ fn decisions(shared: &Shared, query: Option<&str>) -> Response<Body> {
 
 /// A PAC file that sends the policy's allowed hosts through the proxy.
 /// Deny rules and paths are left to the proxy, which sees every request.
-pub fn pac(policy: &Policy, proxy: &str, default: PacDefault) -> String {
-    let via = format!("PROXY {proxy}");
+pub fn pac(policy: &Policy, proxy: &str, scheme: PacScheme, default: PacDefault) -> String {
+    let via = match scheme {
+        PacScheme::Proxy => format!("PROXY {proxy}"),
+        PacScheme::Https => format!("HTTPS {proxy}"),
+    };
     let mut exact = Vec::new();
     let mut zones = Vec::new();
     let mut nets = Vec::new();
@@ -370,12 +388,14 @@ mod tests {
     #[test]
     fn pac_lists_allowed_hosts_zones_and_nets() {
         let p = Policy::from_toml(crate::DEFAULT_POLICY, "q.toml").unwrap();
-        let pac = pac(&p, "proxy.corp:3128", PacDefault::Direct);
+        let pac = pac(&p, "proxy.corp:3128", PacScheme::Proxy, PacDefault::Direct);
         assert!(pac.contains("var PROXY = \"PROXY proxy.corp:3128\";"));
         assert!(pac.contains("\"unpkg.com\""));
         assert!(pac.contains("\"www.google.com\""));
         assert!(pac.contains("\".qualtrics.com\""));
         assert!(pac.contains("[\"162.247.216.0\", \"255.255.252.0\"]"));
         assert!(pac.contains("return \"DIRECT\";"));
+        let tls = super::pac(&p, "proxy.corp:3129", PacScheme::Https, PacDefault::Proxy);
+        assert!(tls.contains("var PROXY = \"HTTPS proxy.corp:3129\";"), "{tls}");
     }
 }

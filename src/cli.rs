@@ -175,6 +175,15 @@ pub struct RunArgs {
     /// Address to listen on; repeat for several (IPv4 and IPv6).
     #[arg(long, env = "EGRESSD_LISTEN", value_delimiter = ',', default_value = proxy::DEFAULT_LISTEN)]
     pub listen: Vec<SocketAddr>,
+    /// Address where clients speak TLS to the proxy (curl --proxy https://..., PAC `HTTPS host:port`); repeatable. With it and no --listen, there is no plain listener.
+    #[arg(long, env = "EGRESSD_LISTEN_TLS", value_delimiter = ',', requires_all = ["tls_cert", "tls_key"])]
+    pub listen_tls: Vec<SocketAddr>,
+    /// The TLS listener's certificate chain (PEM); SIGHUP rereads it.
+    #[arg(long, env = "EGRESSD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS listener's private key (PEM); SIGHUP rereads it.
+    #[arg(long, env = "EGRESSD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Override the policy's mode.
     #[arg(long, env = "EGRESSD_MODE")]
     pub mode: Option<Mode>,
@@ -311,6 +320,15 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
                 .subcommand_matches("run")
                 .and_then(|m| m.value_source("admin"))
                 .is_some_and(|s| s != ValueSource::DefaultValue);
+            let mut args = args;
+            let listen_explicit = matches
+                .subcommand_matches("run")
+                .and_then(|m| m.value_source("listen"))
+                .is_some_and(|s| s != ValueSource::DefaultValue);
+            // TLS listeners alone: the default plain listener is not opened.
+            if !listen_explicit && !args.listen_tls.is_empty() {
+                args.listen.clear();
+            }
             match run(args, admin_explicit) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -436,6 +454,9 @@ fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
     config.resolver = Resolver::new(args.resolve.clone(), args.dns, args.dns_timeout);
     config.ca_dir = args.ca.clone();
     config.upstream_ca = args.upstream_ca.clone();
+    config.listen_tls = args.listen_tls.clone();
+    config.tls_cert = args.tls_cert.clone();
+    config.tls_key = args.tls_key.clone();
     if let Some(url) = &args.upstream_proxy {
         let upstream_ca = args.upstream_ca.clone();
         let parent =

@@ -39,6 +39,8 @@ pub struct RunConfig {
 /// The bound sockets: the proxy's, one set per worker, and the admin one.
 pub struct Listeners {
     pub by_worker: Vec<Vec<std::net::TcpListener>>,
+    /// The TLS listeners (`--listen-tls`), one set per worker.
+    pub tls_by_worker: Vec<Vec<std::net::TcpListener>>,
     pub admin: Option<tokio::net::TcpListener>,
 }
 
@@ -46,6 +48,7 @@ pub struct Listeners {
 /// anything starts.
 pub async fn bind(config: &RunConfig) -> anyhow::Result<Listeners> {
     let by_worker = proxy::server::bind_workers(&config.proxy.listen, config.workers)?;
+    let tls_by_worker = proxy::server::bind_workers(&config.proxy.listen_tls, config.workers)?;
     let admin = match crate::admin::bind(config.admin_addr).await {
         Ok(l) => l,
         // Optional on a developer's machine: a default port that is taken
@@ -56,7 +59,11 @@ pub async fn bind(config: &RunConfig) -> anyhow::Result<Listeners> {
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(Listeners { by_worker, admin })
+    Ok(Listeners {
+        by_worker,
+        tls_by_worker,
+        admin,
+    })
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, turns not
@@ -73,10 +80,19 @@ pub async fn run(
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
+    let tls_addrs: Vec<String> = listeners
+        .tls_by_worker
+        .first()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
     let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
     let policy = config.policy;
     tracing::info!(
         listen = %addrs.join(","),
+        listen_tls = %tls_addrs.join(","),
         admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
         policy = policy.origin(),
         policy_version = policy.version(),
@@ -94,7 +110,12 @@ pub async fn run(
             "the open-file limit is below --max-connections: accepts will fail before the limit is reached"
         );
     }
+    warn_clear_text_credentials(&config.proxy);
     let shared = Shared::new(policy, config.proxy);
+    // A certificate that does not load stops the start, as a CA does.
+    if let Some(fp) = shared.load_listener_tls().map_err(|e| anyhow::anyhow!(e))? {
+        tracing::info!(cert_sha256 = %fp, listen_tls = %tls_addrs.join(","), "TLS listener ready");
+    }
     // A CA that does not load stops the start: inspection was asked for.
     if let Some(fp) = shared
         .load_inspector()
@@ -109,10 +130,15 @@ pub async fn run(
         }
     }
     if let Some(l) = listeners.admin {
+        // Browsers reach a TLS listener with `HTTPS host:port`: named when
+        // it is the only way in.
+        let (pac_scheme, first) = match (addrs.first(), tls_addrs.first()) {
+            (None, Some(tls)) => (crate::admin::PacScheme::Https, tls.clone()),
+            (plain, _) => (crate::admin::PacScheme::Proxy, plain.cloned().unwrap_or_default()),
+        };
         let admin = AdminConfig {
-            pac_proxy: config
-                .pac_proxy
-                .unwrap_or_else(|| addrs.first().cloned().unwrap_or_default()),
+            pac_proxy: config.pac_proxy.unwrap_or(first),
+            pac_scheme,
             pac_default: config.pac_default,
         };
         tokio::spawn(crate::admin::serve(shared.clone(), l, admin));
@@ -133,7 +159,7 @@ pub async fn run(
         None => None,
     };
     tokio::spawn(turn_days(shared.clone()));
-    let server = proxy::server::serve_workers(shared.clone(), listeners.by_worker)?;
+    let server = proxy::server::serve_workers(shared.clone(), listeners.by_worker, listeners.tls_by_worker)?;
     shared.ready.store(true, Ordering::Relaxed);
 
     shutdown.await;
@@ -147,6 +173,20 @@ pub async fn run(
     drain(&shared, config.drain).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Basic credentials cross the network in clear text on a plain listener
+/// that other hosts can reach: say so once, at start.
+fn warn_clear_text_credentials(config: &crate::proxy::ProxyConfig) {
+    if config.auth.is_none() {
+        return;
+    }
+    for a in config.listen.iter().filter(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            listen = %a,
+            "--auth on a plain listener reachable from other hosts: Basic credentials travel in clear text; use --listen-tls"
+        );
+    }
 }
 
 /// At each midnight (UTC), moves rule expiry on a day, until the proxy is cut.

@@ -108,7 +108,8 @@ impl Reloader {
 }
 
 /// On every SIGHUP until the proxy is cut, reloads the policy file (when
-/// there is one) and the credentials file (with `--auth`). Also keeps a
+/// there is one), the credentials file (with `--auth`), the CA and the TLS
+/// listener's certificate. Also keeps a
 /// stray SIGHUP from ending a proxy that has nothing to reload.
 pub fn on_sighup(shared: Arc<Shared>, reloader: Option<Arc<Reloader>>) {
     #[cfg(unix)]
@@ -131,6 +132,18 @@ pub fn on_sighup(shared: Arc<Shared>, reloader: Option<Arc<Reloader>>) {
             }
             if shared.config.ca_dir.is_some() {
                 reload_ca(shared.clone()).await;
+            }
+            if shared.config.tls_cert.is_some() {
+                let s = shared.clone();
+                match tokio::task::spawn_blocking(move || s.load_listener_tls()).await {
+                    Ok(Ok(fp)) => tracing::info!(cert_sha256 = ?fp, "TLS listener certificate reloaded"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "TLS listener certificate not reloaded; the loaded one stays")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS listener certificate not reloaded; the loaded one stays")
+                    }
+                }
             }
         }
     });

@@ -33,7 +33,6 @@ use support::Egressd as Proxy;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const BROWSER_WAIT: Duration = Duration::from_secs(60);
-const WAIT: Duration = Duration::from_secs(10);
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("egressd-browser-{name}-{}", std::process::id()));
@@ -314,16 +313,7 @@ async fn a_browser_session_behind_egressd_is_logged_reported_and_shown_live() {
     );
     trust(&dir, &[("test-root", &root), ("egressd-ca", &ca.join("ca.pem"))]);
 
-    let pac_text = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(proxy.admin).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        s.write_all(b"GET /proxy.pac HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let pac_text = proxy.admin_get("/proxy.pac");
     assert!(pac_text.contains(&format!("PROXY {}", proxy.proxy)), "{pac_text}");
 
     let netlog = dir.join("netlog.json");

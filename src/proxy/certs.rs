@@ -71,6 +71,40 @@ pub fn upstream_client_config(upstream_ca: &[PathBuf]) -> Result<Arc<rustls::Cli
     Ok(Arc::new(config))
 }
 
+/// The TLS listeners' server configuration from a PEM certificate chain
+/// and key; HTTP/1.1 only (CONNECT and absolute-form requests), and the
+/// certificate's SHA-256 fingerprint for the log.
+pub fn listener_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(rustls::ServerConfig, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    use sha2::Digest as _;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    let first = chain
+        .first()
+        .ok_or_else(|| format!("--tls-cert {}: no PEM certificate", cert.display()))?;
+    let fingerprint = sha2::Sha256::digest(first.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, fingerprint))
+}
+
 impl Inspector {
     /// Loads the CA in `dir` and the extra upstream roots in `upstream_ca`
     /// (PEM files), beside the system roots (webpki-roots).

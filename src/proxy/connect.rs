@@ -16,7 +16,7 @@ use super::inspect;
 use super::parent::ParentStream;
 use super::pipeline::Route;
 use super::pipeline::{self, refuse};
-use super::relay::{relay, relay_halves};
+use super::relay::{relay, relay_halves, Rewind};
 use super::respond::{empty, Body, ProxyError};
 use super::{Shared, TunnelSlot};
 use crate::access::{Access, EventKind};
@@ -193,7 +193,9 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
                 }
                 (upgraded, Way::Parent { upstream, early }) => {
                     let mut client: Box<dyn ClientIo> = match upgraded {
-                        Ok(parts) => Box::new(Prefixed::new(parts)),
+                        // Bytes hyper had already read (sent into the tunnel
+                        // before the `200` arrived) come first.
+                        Ok(parts) => Box::new(Rewind::new(parts.read_buf.to_vec(), parts.io.into_inner())),
                         Err(upgraded) => Box::new(TokioIo::new(upgraded)),
                     };
                     match send_early(&mut client, &early).await {
@@ -206,7 +208,14 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
                         Err(e) => Err(e),
                     }
                 }
-                (Err(_), Way::Inspect(..)) => Err(ProxyError::ClientUpgrade("not a TCP connection".into())),
+                // A client on a TLS listener: its upgraded connection as it is.
+                (Err(upgraded), Way::Inspect(tunnel, inspector)) => {
+                    let client = TokioIo::new(upgraded);
+                    tokio::select! {
+                        r = inspect::serve(shared.clone(), pool, inspector, client, Vec::new(), *tunnel, &mut ev) => r,
+                        _ = cut.cancelled() => Err(ProxyError::Shutdown),
+                    }
+                }
             },
             Err(e) => Err(ProxyError::ClientUpgrade(e.to_string())),
         };
@@ -233,57 +242,3 @@ async fn send_early<W: tokio::io::AsyncWrite + Unpin>(
 
 trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientIo for T {}
-
-/// The client's socket after the upgrade, with the bytes hyper had already
-/// read from it (sent into the tunnel before the `200` arrived) first.
-struct Prefixed {
-    pre: bytes::Bytes,
-    io: TcpStream,
-}
-
-impl Prefixed {
-    fn new(parts: hyper::upgrade::Parts<TokioIo<TcpStream>>) -> Prefixed {
-        Prefixed {
-            pre: parts.read_buf,
-            io: parts.io.into_inner(),
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if !self.pre.is_empty() {
-            let n = self.pre.len().min(buf.remaining());
-            let chunk = self.pre.split_to(n);
-            buf.put_slice(&chunk);
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}

@@ -10,24 +10,20 @@
 //! The certificates are [`super::certs`]'s.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::{header, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::certs::Inspector;
 use super::dial::{Pool, TlsOrigin, Transport};
 use super::hello::{FirstCheck, Judgement};
 use super::pipeline::Route;
 use super::pipeline::{self, refuse};
-use super::relay::read_first;
+use super::relay::{read_first, Rewind};
 use super::respond::{Body, ProxyError};
 use super::{forward, Shared};
 use crate::access::{Access, EventKind};
@@ -51,15 +47,18 @@ pub struct Tunnel {
 
 /// Ends the client's TLS and serves the requests inside until the client
 /// is done. `ev` is the tunnel's own event.
-pub async fn serve(
+pub async fn serve<C>(
     shared: Arc<Shared>,
     pool: Arc<Pool>,
     inspector: Arc<Inspector>,
-    mut client: TcpStream,
+    mut client: C,
     pre: Vec<u8>,
     tunnel: Tunnel,
     ev: &mut Access,
-) -> Result<(), ProxyError> {
+) -> Result<(), ProxyError>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // The same first-bytes judgement as a spliced tunnel (SNI, TLS only).
     // Bounded like a request's headers: a client that opens a tunnel and
     // never speaks holds no task for ever (a spliced tunnel's idle timer
@@ -80,11 +79,7 @@ pub async fn serve(
     let leaf_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
     let (config, signed) = inspector.server_config(&leaf_host)?;
     shared.metrics.count_leaf(signed);
-    let io = Rewind {
-        pre: first,
-        at: 0,
-        inner: client,
-    };
+    let io = Rewind::new(first, client);
     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
     let tls = match tokio::time::timeout(shared.config.header_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
@@ -220,44 +215,4 @@ fn decide(shared: &Shared, t: &Tunnel, req: &Request<Incoming>, ev: &mut Access)
         });
     }
     Ok(())
-}
-
-/// A stream that first yields bytes already read from it.
-struct Rewind<S> {
-    pre: Vec<u8>,
-    at: usize,
-    inner: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.at < self.pre.len() {
-            let n = (self.pre.len() - self.at).min(buf.remaining());
-            let at = self.at;
-            buf.put_slice(&self.pre[at..at + n]);
-            self.at += n;
-            if self.at == self.pre.len() {
-                self.pre = Vec::new();
-                self.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, b)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

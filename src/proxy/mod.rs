@@ -70,6 +70,11 @@ pub const DEFAULT_MAX_TUNNELS_PER_CLIENT: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
+    /// Listeners where clients speak TLS to egressd (`--listen-tls`).
+    pub listen_tls: Vec<SocketAddr>,
+    /// The TLS listeners' certificate chain and key (PEM), reread on SIGHUP.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
     pub connect_timeout: Duration,
     pub header_timeout: Duration,
     pub max_connections: usize,
@@ -99,6 +104,9 @@ impl ProxyConfig {
     pub fn new(listen: Vec<SocketAddr>) -> ProxyConfig {
         ProxyConfig {
             listen,
+            listen_tls: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -149,6 +157,9 @@ pub struct Shared {
     pub cut: CancellationToken,
     /// TLS inspection, when a CA is loaded (swapped whole on reload).
     pub inspector: arc_swap::ArcSwapOption<certs::Inspector>,
+    /// The TLS listeners' server configuration (swapped whole on reload).
+    pub listener_tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
+    own: Vec<SocketAddr>,
     /// Open tunnels per client address.
     tunnels_by_client: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -177,6 +188,7 @@ impl Drop for TunnelSlot {
 
 impl Shared {
     pub fn new(policy: Policy, config: ProxyConfig) -> Arc<Shared> {
+        let own: Vec<SocketAddr> = config.listen.iter().chain(&config.listen_tls).copied().collect();
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(crate::policy::PolicyBuilder::new("empty").build()),
             loaded_at: AtomicU64::new(0),
@@ -189,6 +201,8 @@ impl Shared {
             cut: CancellationToken::new(),
             tunnels_by_client: Mutex::new(HashMap::new()),
             inspector: arc_swap::ArcSwapOption::empty(),
+            listener_tls: arc_swap::ArcSwapOption::empty(),
+            own,
         });
         shared.store_policy(policy);
         shared
@@ -225,6 +239,23 @@ impl Shared {
         let fingerprint = inspector.ca().fingerprint();
         self.inspector.store(Some(Arc::new(inspector)));
         Ok(Some(fingerprint))
+    }
+
+    /// Loads (or reloads) the TLS listeners' certificate and key, when
+    /// `--listen-tls` was given; returns the certificate's SHA-256. On error
+    /// the loaded ones stay.
+    pub fn load_listener_tls(&self) -> Result<Option<String>, String> {
+        let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) else {
+            return Ok(None);
+        };
+        let (config, fingerprint) = certs::listener_config(cert, key)?;
+        self.listener_tls.store(Some(Arc::new(config)));
+        Ok(Some(fingerprint))
+    }
+
+    /// Every address the proxy listens on, plain and TLS: never dialled.
+    pub fn own_addresses(&self) -> &[SocketAddr] {
+        &self.own
     }
 
     /// Moves rule expiry on to `day`, in the proxy's policy and the users'.

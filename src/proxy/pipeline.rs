@@ -154,7 +154,7 @@ pub async fn check_addresses(
         .await
         .map_err(|e| (e, None))?;
     policy
-        .decide_addresses(cand, by_name, resolved, &shared.config.listen)
+        .decide_addresses(cand, by_name, resolved, shared.own_addresses())
         .map_err(refusal)
 }
 

@@ -65,9 +65,12 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub fn serve_workers(
     shared: Arc<Shared>,
     by_worker: Vec<Vec<std::net::TcpListener>>,
+    tls_by_worker: Vec<Vec<std::net::TcpListener>>,
 ) -> io::Result<impl std::future::Future<Output = ()>> {
     let mut stopped = Vec::with_capacity(by_worker.len());
+    let mut tls_by_worker = tls_by_worker.into_iter();
     for (i, listeners) in by_worker.into_iter().enumerate() {
+        let tls_listeners = tls_by_worker.next().unwrap_or_default();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -78,14 +81,19 @@ pub fn serve_workers(
             .name(format!("egressd-w{i}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    let mut ls = Vec::with_capacity(listeners.len());
-                    for l in listeners {
-                        match TcpListener::from_std(l) {
-                            Ok(l) => ls.push(l),
-                            Err(e) => tracing::error!(worker = i, error = %e, "cannot register a listener"),
-                        }
-                    }
-                    serve(shared.clone(), ls).await;
+                    let register = |ls: Vec<std::net::TcpListener>| {
+                        ls.into_iter()
+                            .filter_map(|l| match TcpListener::from_std(l) {
+                                Ok(l) => Some(l),
+                                Err(e) => {
+                                    tracing::error!(worker = i, error = %e, "cannot register a listener");
+                                    None
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                    };
+                    let (plain, tls) = (register(listeners), register(tls_listeners));
+                    serve_all(shared.clone(), plain, tls).await;
                     let _ = done.send(());
                     // Connections and tunnels run on this thread: keep it
                     // turning until they are drained or cut.
@@ -104,16 +112,37 @@ pub fn serve_workers(
 /// Connections and tunnels live on in `shared.tasks` for the caller to drain.
 /// Upstream connections are pooled per call (per worker).
 pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) {
+    serve_all(shared, listeners, Vec::new()).await
+}
+
+/// [`serve`], with listeners where clients speak TLS to the proxy.
+pub async fn serve_all(shared: Arc<Shared>, listeners: Vec<TcpListener>, tls: Vec<TcpListener>) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
     let pool = Arc::new(Pool::default());
     let mut loops = tokio::task::JoinSet::new();
-    for l in listeners {
-        loops.spawn(accept_loop(shared.clone(), l, limit.clone(), pool.clone()));
+    for (l, is_tls) in listeners
+        .into_iter()
+        .map(|l| (l, false))
+        .chain(tls.into_iter().map(|l| (l, true)))
+    {
+        loops.spawn(accept_loop(
+            shared.clone(),
+            l,
+            is_tls,
+            limit.clone(),
+            pool.clone(),
+        ));
     }
     while loops.join_next().await.is_some() {}
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, limit: Arc<Semaphore>, pool: Arc<Pool>) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: bool,
+    limit: Arc<Semaphore>,
+    pool: Arc<Pool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -139,7 +168,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, limit: Arc<Sema
         let shared2 = shared.clone();
         let pool = pool.clone();
         shared.tasks.spawn(async move {
-            serve_connection(shared2, pool, stream, peer).await;
+            if tls {
+                serve_tls_connection(shared2, pool, stream, peer).await;
+            } else {
+                serve_connection(shared2, pool, stream, peer).await;
+            }
             drop(permit);
         });
     }
@@ -168,7 +201,24 @@ async fn refuse_connection(mut stream: TcpStream, e: ProxyError) {
     let _ = stream.shutdown().await;
 }
 
-async fn serve_connection(shared: Arc<Shared>, pool: Arc<Pool>, stream: TcpStream, peer: SocketAddr) {
+/// A connection on a TLS listener: the handshake (bounded like a
+/// request's headers), then the same HTTP/1.1 service as a plain one.
+async fn serve_tls_connection(shared: Arc<Shared>, pool: Arc<Pool>, stream: TcpStream, peer: SocketAddr) {
+    let Some(config) = shared.listener_tls.load_full() else {
+        return;
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    match tokio::time::timeout(shared.config.header_timeout, accept).await {
+        Ok(Ok(tls)) => serve_connection(shared, pool, tls, peer).await,
+        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS with the client failed"),
+        Err(_) => tracing::debug!(client = %peer, "no TLS handshake in time"),
+    }
+}
+
+async fn serve_connection<IO>(shared: Arc<Shared>, pool: Arc<Pool>, stream: IO, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| route(svc_shared.clone(), pool.clone(), req, peer));
     let mut builder = http1::Builder::new();

@@ -308,6 +308,30 @@ pub struct TestCert {
     pub key: rustls::pki_types::PrivateKeyDer<'static>,
 }
 
+impl TestCert {
+    /// The certificate and key as PEM files in `dir` (`name.pem`, `name.key`).
+    pub fn write_pem(&self, dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        use base64::Engine;
+        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        std::fs::write(&cert, egressd::ca::pem_certificate(&self.der)).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(self.key.secret_der());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        std::fs::write(
+            &key,
+            format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                lines.join("\n")
+            ),
+        )
+        .unwrap();
+        (cert, key)
+    }
+}
+
 pub fn test_cert(names: &[&str]) -> TestCert {
     let ck =
         rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
@@ -532,7 +556,10 @@ pub async fn read_response(s: &mut TcpStream) -> String {
 /// file in `dir`.
 pub struct Egressd {
     child: std::process::Child,
+    /// The first plain listener (the TLS one when there is none).
     pub proxy: SocketAddr,
+    /// The first TLS listener (`--listen-tls`), if any.
+    pub proxy_tls: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub log: std::path::PathBuf,
 }
@@ -545,21 +572,31 @@ impl Drop for Egressd {
 }
 
 impl Egressd {
-    // The child is waited for in `Drop`.
-    #[allow(clippy::zombie_processes)]
     pub fn start(
         dir: &std::path::Path,
         policy: &std::path::Path,
         pins: &[String],
         extra: &[&str],
     ) -> Egressd {
+        let mut args: Vec<String> = ["--policy", policy.to_str().unwrap(), "--listen", "127.0.0.1:0"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--dns", "static"].map(String::from));
+        args.extend(pins.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Egressd::start_with(dir, &args)
+    }
+
+    /// `egressd run ARGS --admin 127.0.0.1:0 --log-format json`, and no
+    /// other defaults (no listener unless ARGS give one).
+    // The child is waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_with(dir: &std::path::Path, args: &[String]) -> Egressd {
         let log = dir.join("access.log");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
-            .args(["run", "--policy", policy.to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--dns", "static"])
-            .args(pins)
-            .args(extra)
+            .arg("run")
+            .args(args)
+            .args(["--admin", "127.0.0.1:0", "--log-format", "json"])
             .stdout(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
@@ -568,9 +605,12 @@ impl Egressd {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if let Some(l) = text.lines().find(|l| l.contains("egressd listening")) {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let first = |k: &str| v[k].as_str().and_then(|s| s.split(',').next()?.parse().ok());
+                let proxy_tls = first("listen_tls");
                 return Egressd {
                     child,
-                    proxy: v["listen"].as_str().unwrap().parse().unwrap(),
+                    proxy: first("listen").or(proxy_tls).unwrap(),
+                    proxy_tls,
                     admin: v["admin"].as_str().unwrap().parse().unwrap(),
                     log,
                 };
@@ -580,6 +620,45 @@ impl Egressd {
                 "egressd did not start:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET path` on the admin listener: the whole answer, head and body.
+    pub fn admin_get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.admin).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// Sends a signal (`-HUP`, `-TERM`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits (bounded) for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?}:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
