@@ -5,6 +5,7 @@
 #   ROUNDS=2 DURATION=3 bash benches/compare.sh
 #   SCENARIOS="keepalive idle" bash benches/compare.sh    # a subset
 #   SCENARIOS="inspect inspect-new" bash benches/compare.sh   # TLS inspection beside Squid ssl_bump
+#   SCENARIOS="chain chain-tunnel" bash benches/compare.sh   # via a parent proxy, and TLS to the proxy
 #   EGRESSD_BASELINE=/path/to/old/egressd bash benches/compare.sh
 #       # also runs an earlier build ("egressd-base") in the same rounds, for
 #       # before/after figures measured side by side
@@ -28,11 +29,12 @@ SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk latency idle 
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130 P_BASE=13131 P_INSPECT=13132 P_BUMP=13133
+P_CHAIN=13134 P_TLSL=13135
 BASELINE=${EGRESSD_BASELINE:-}
 if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "EGRESSD_BASELINE=$BASELINE is not executable" >&2; exit 1; fi
 TARGETS="direct egressd ${BASELINE:+egressd-base} squid tinyproxy"
 # Something else answering on these ports would be measured instead.
-for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP; do
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP $P_CHAIN $P_TLSL; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port 127.0.0.1:$p is in use; stop what listens there first" >&2
     exit 1
@@ -211,7 +213,30 @@ EOF
   cat "$work/ca.pem" "$work/egressd-ca/ca.pem" "$work/bump-ca.pem" > "$work/trust.pem"
 fi
 
+# === egressd chained to a parent (the egressd above, as the corporate
+# proxy would be), and egressd with a TLS listener ===
+CHAINING=0
+if want chain || want chain-tunnel; then
+  CHAINING=1
+  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/policy.toml" --listen 127.0.0.1:$P_CHAIN --admin off \
+    --upstream-proxy http://127.0.0.1:$P_EGRESSD --log-format json --no-watch \
+    --max-tunnels-per-client 100000 > "$work/egressd-chain.log" 2>&1 &
+  pids+=($!)
+  CHAIN_PID=$!
+  openssl req -newkey rsa:2048 -nodes -subj /CN=proxy.test -keyout "$work/proxy-key.pem" -out "$work/proxy.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:proxy.test\nbasicConstraints=CA:FALSE\n' > "$work/proxy.ext"
+  openssl x509 -req -in "$work/proxy.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
+    -extfile "$work/proxy.ext" -out "$work/proxy-cert.pem" 2>/dev/null
+  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/policy.toml" --listen-tls 127.0.0.1:$P_TLSL --admin off \
+    --tls-cert "$work/proxy-cert.pem" --tls-key "$work/proxy-key.pem" \
+    --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
+    --max-tunnels-per-client 100000 > "$work/egressd-tls.log" 2>&1 &
+  pids+=($!)
+  TLSL_PID=$!
+fi
+
 for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY ${BASELINE:+$P_BASE}; do wait_port "$p"; done
+if [ "$CHAINING" = 1 ]; then wait_port $P_CHAIN; wait_port $P_TLSL; fi
 if [ "$INSPECTING" = 1 ]; then wait_port $P_INSPECT; wait_port $P_BUMP; fi
 sleep 1
 
@@ -231,8 +256,9 @@ tree_sum() { # pid file awk-program
   done
   echo "$total"
 }
-# CPU clock ticks (user+sys) used so far, and resident KiB, of a process tree.
-cpu_of() { tree_sum "$1" stat '{print $14 + $15}'; }
+# CPU clock ticks (user+sys) used so far by process trees (a chain counts
+# both hops), and resident KiB of one.
+cpu_of() { local t=0 p; for p in "$@"; do t=$((t + $(tree_sum "$p" stat '{print $14 + $15}'))); done; echo "$t"; }
 rss_kib() { tree_sum "$1" status '/VmRSS/ {print $2}'; }
 # Busy clock ticks of the whole machine (user, nice, system, irq, softirq).
 machine_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
@@ -241,8 +267,8 @@ HZ=$(getconf CLK_TCK)
 us_per() { awk -v d="$1" -v hz="$HZ" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }'; }
 s_per_gib() { awk -v d="$1" -v hz="$HZ" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }'; }
 
-proxy_addr() { case $1 in egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; egressd-inspect) echo $P_INSPECT;; squid) echo $P_SQUID;; squid-bump) echo $P_BUMP;; tinyproxy) echo $P_TINY;; esac; }
-proxy_pid() { case $1 in egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; egressd-inspect) echo "$INSPECT_PID";; squid) echo "$SQUID_PID";; squid-bump) echo "$BUMP_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
+proxy_addr() { case $1 in egressd-chain) echo $P_CHAIN;; egressd-tls) echo $P_TLSL;; egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; egressd-inspect) echo $P_INSPECT;; squid) echo $P_SQUID;; squid-bump) echo $P_BUMP;; tinyproxy) echo $P_TINY;; esac; }
+proxy_pid() { case $1 in egressd-chain) echo "$CHAIN_PID $EGRESSD_PID";; egressd-tls) echo "$TLSL_PID";; egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; egressd-inspect) echo "$INSPECT_PID";; squid) echo "$SQUID_PID";; squid-bump) echo "$BUMP_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
 origin_host() { [ "$1" = tinyproxy ] && echo 127.0.0.1 || echo origin.test; }
 
 cat > "$work/request.lua" <<'EOF'
@@ -304,9 +330,11 @@ scenario_loadgen() { # name mode path [targets]
       if [ "$t" = direct ]; then
         args=(--target 127.0.0.1:$O_TLS --host origin.test)
       else
-        args=(--proxy 127.0.0.1:"$(proxy_addr "$t")" --target "$(origin_host "$t")":$O_TLS --host origin.test)
+        args=(--proxy 127.0.0.1:"$(proxy_addr "$t")" --target "$(origin_host "$t")":${PORT:-$O_TLS} --host origin.test)
+        [ "$t" = egressd-tls ] && args+=(--proxy-tls proxy.test)
       fi
-      [ -n "$pid" ] && c0=$(cpu_of "$pid")
+      [ "$t" = direct ] && [ -n "${PORT:-}" ] && args=(--target 127.0.0.1:$PORT --host origin.test)
+      [ -n "$pid" ] && c0=$(cpu_of $pid)
       local m0 m1; m0=$(machine_busy)
       out=$("$LOADGEN" "$mode" "${args[@]}" --ca "${TRUST:-$work/ca.pem}" --concurrency "$CONC" \
         --duration "$DURATION" --path "$3" | tail -1)
@@ -326,7 +354,7 @@ scenario_loadgen() { # name mode path [targets]
         v=$(jq -r '.rps // 0' <<<"$out")
         local n p99; n=$(jq -r '.requests // 0' <<<"$out"); p99=$(jq -r '.p99_ms // 0' <<<"$out")
         if [ -n "$pid" ]; then
-          c1=$(cpu_of "$pid")
+          c1=$(cpu_of $pid)
           cpu_per=$(us_per $((c1 - c0)) "$n")
         fi
         record "$name" "$t" "$r" "$v" req/s "$cpu_per" "$p99"
@@ -366,6 +394,11 @@ want latency && { echo "== latency at $RATE req/s, $CONC keep-alive connections"
 # Spliced egressd beside inspecting egressd and bumping Squid.
 want inspect && { echo "== HTTPS keep-alive through inspected tunnels"; TRUST=$work/trust.pem scenario_loadgen inspect tunnel-https / "direct egressd egressd-inspect squid-bump"; }
 want inspect-new && { echo "== a new inspected tunnel per request"; TRUST=$work/trust.pem scenario_loadgen inspect-new tunnel-new / "direct egressd egressd-inspect squid-bump"; }
+
+# Through a parent (both hops' CPU counted) and over TLS to the proxy,
+# beside the direct figures, with the same load generator.
+want chain && { echo "== keep-alive HTTP: direct, egressd, egressd chained to a parent, TLS to egressd"; PORT=$O_HTTP scenario_loadgen chain http / "direct egressd egressd-chain egressd-tls"; }
+want chain-tunnel && { echo "== HTTPS in tunnels: direct, egressd, chained, TLS to egressd"; scenario_loadgen chain-tunnel tunnel-https / "direct egressd egressd-chain egressd-tls"; }
 
 want idle && echo "== idle tunnels and memory"
 want idle && for t in egressd squid tinyproxy; do
@@ -414,7 +447,7 @@ print(f"{'scenario':<16}{'target':<14}{'median':>12} {'unit':<11}{'x direct':>9}
 for s in dict.fromkeys(r["scenario"] for r in rows):
     unit = next(r["unit"] for r in rows if r["scenario"] == s)
     d, sq = med(s, "direct"), med(s, "squid") or med(s, "squid-bump")
-    for t in ["direct", "egressd", "egressd-base", "egressd-inspect", "squid", "squid-bump", "tinyproxy"]:
+    for t in ["direct", "egressd", "egressd-base", "egressd-inspect", "egressd-chain", "egressd-tls", "squid", "squid-bump", "tinyproxy"]:
         v = med(s, t)
         if v is None:
             continue

@@ -131,32 +131,32 @@ pub fn on_sighup(shared: Arc<Shared>, reloader: Option<Arc<Reloader>>) {
                 reload_users(auth).await;
             }
             if shared.config.ca_dir.is_some() {
-                reload_ca(shared.clone()).await;
+                reload_certificates(shared.clone(), "CA", Shared::load_inspector).await;
             }
             if shared.config.tls_cert.is_some() {
-                let s = shared.clone();
-                match tokio::task::spawn_blocking(move || s.load_listener_tls()).await {
-                    Ok(Ok(fp)) => tracing::info!(cert_sha256 = ?fp, "TLS listener certificate reloaded"),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "TLS listener certificate not reloaded; the loaded one stays")
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "TLS listener certificate not reloaded; the loaded one stays")
-                    }
-                }
+                reload_certificates(
+                    shared.clone(),
+                    "TLS listener certificate",
+                    Shared::load_listener_tls,
+                )
+                .await;
             }
         }
     });
 }
 
-/// Rereads the CA and upstream roots off the request path; a CA that does
-/// not load leaves the old one (and its certificates) serving.
-async fn reload_ca(shared: Arc<Shared>) {
-    let s = shared.clone();
-    match tokio::task::spawn_blocking(move || s.load_inspector()).await {
-        Ok(Ok(fp)) => tracing::info!(ca_sha256 = ?fp, "CA reloaded"),
-        Ok(Err(e)) => tracing::error!(error = %e, "CA not reloaded; the loaded one stays"),
-        Err(e) => tracing::error!(error = %e, "CA not reloaded; the loaded one stays"),
+/// Rereads certificates off the request path (the CA and upstream roots,
+/// or the TLS listener's certificate); what does not load leaves the old
+/// ones (and the certificates they made) serving.
+async fn reload_certificates(
+    shared: Arc<Shared>,
+    what: &'static str,
+    load: fn(&Shared) -> Result<Option<String>, String>,
+) {
+    match tokio::task::spawn_blocking(move || load(&shared)).await {
+        Ok(Ok(fp)) => tracing::info!(sha256 = ?fp, "{what} reloaded"),
+        Ok(Err(e)) => tracing::error!(error = %e, "{what} not reloaded; the loaded one stays"),
+        Err(e) => tracing::error!(error = %e, "{what} not reloaded; the loaded one stays"),
     }
 }
 

@@ -36,6 +36,8 @@ struct Opts {
     ca: Option<String>,
     /// Requests per second over all connections; back to back when absent.
     rate: Option<f64>,
+    /// Speak TLS to the proxy itself, verifying this name (with `--ca`).
+    proxy_tls: Option<String>,
 }
 
 fn parse() -> Opts {
@@ -52,6 +54,7 @@ fn parse() -> Opts {
         bytes: 256 << 20,
         ca: None,
         rate: None,
+        proxy_tls: None,
     };
     while let Some(k) = a.next() {
         let v = a.next().unwrap_or_else(|| usage());
@@ -65,6 +68,7 @@ fn parse() -> Opts {
             "--bytes" => o.bytes = v.parse().unwrap_or_else(|_| usage()),
             "--ca" => o.ca = Some(v),
             "--rate" => o.rate = Some(v.parse().unwrap_or_else(|_| usage())),
+            "--proxy-tls" => o.proxy_tls = Some(v),
             _ => usage(),
         }
     }
@@ -81,21 +85,29 @@ fn parse() -> Opts {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: loadgen http|http-new|tunnel-https|bulk|idle --target HOST:PORT [--proxy ADDR] [--host NAME] [--path P] [--concurrency N] [--duration S] [--bytes N] [--ca PEM] [--rate R]");
+    eprintln!("usage: loadgen http|http-new|tunnel-https|bulk|idle --target HOST:PORT [--proxy ADDR] [--host NAME] [--path P] [--concurrency N] [--duration S] [--bytes N] [--ca PEM] [--rate R] [--proxy-tls NAME]");
     std::process::exit(2)
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Where to connect: the proxy if any, else the target (resolved locally).
-async fn dial(o: &Opts) -> std::io::Result<TcpStream> {
+/// Where to connect: the proxy if any (over TLS with `--proxy-tls`), else
+/// the target (resolved locally).
+async fn dial(o: &Opts) -> std::io::Result<Box<dyn Io>> {
     let s = match o.proxy {
         Some(p) => TcpStream::connect(p).await?,
         None => TcpStream::connect(&o.target).await?,
     };
     s.set_nodelay(true)?;
-    Ok(s)
+    match (&o.proxy, &o.proxy_tls) {
+        (Some(_), Some(name)) => {
+            let name =
+                rustls::pki_types::ServerName::try_from(name.clone()).map_err(std::io::Error::other)?;
+            Ok(Box::new(tls_connector(o).connect(name, s).await?))
+        }
+        _ => Ok(Box::new(s)),
+    }
 }
 
 /// Reads one response (head + Content-Length body); returns body bytes.
@@ -144,7 +156,7 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 }
 
 /// Opens a CONNECT tunnel through the proxy (or a plain connection).
-async fn tunnel(o: &Opts) -> std::io::Result<TcpStream> {
+async fn tunnel(o: &Opts) -> std::io::Result<Box<dyn Io>> {
     let mut s = dial(o).await?;
     if o.proxy.is_some() {
         s.write_all(format!("CONNECT {} HTTP/1.1\r\nHost: {}\r\n\r\n", o.target, o.target).as_bytes())
@@ -182,7 +194,7 @@ fn tls_connector(o: &Opts) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-async fn tls(o: &Opts, s: TcpStream) -> std::io::Result<Box<dyn Io>> {
+async fn tls(o: &Opts, s: Box<dyn Io>) -> std::io::Result<Box<dyn Io>> {
     let name = rustls::pki_types::ServerName::try_from(o.host.clone()).map_err(std::io::Error::other)?;
     Ok(Box::new(tls_connector(o).connect(name, s).await?))
 }
@@ -227,7 +239,7 @@ async fn worker(o: Arc<Opts>, stats: Arc<Stats>, stop: Arc<AtomicBool>, index: u
         period.map(|p| tokio::time::Instant::now() + p.mul_f64(index as f64 / o.concurrency as f64));
     'outer: while !stop.load(Ordering::Relaxed) {
         let conn: std::io::Result<Box<dyn Io>> = match o.mode.as_str() {
-            "http" | "http-new" => dial(&o).await.map(|s| Box::new(s) as Box<dyn Io>),
+            "http" | "http-new" => dial(&o).await,
             _ => match tunnel(&o).await {
                 Ok(s) => tls(&o, s).await,
                 Err(e) => Err(e),

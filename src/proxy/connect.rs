@@ -180,33 +180,16 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
                     }
                 }
                 (Err(upgraded), Way::Splice { upstream, early, .. }) => {
-                    let mut client = TokioIo::new(upgraded);
-                    match send_early(&mut client, &early).await {
-                        Ok(()) => {
-                            let out = relay(client, upstream, t.check, idle, cut).await;
-                            ev.bytes(out.up, out.down + early.len() as u64);
-                            ev.sni(out.sni);
-                            out.end
-                        }
-                        Err(e) => Err(e),
-                    }
+                    relay_after(TokioIo::new(upgraded), upstream, &early, t.check, idle, cut, &mut ev).await
                 }
                 (upgraded, Way::Parent { upstream, early }) => {
-                    let mut client: Box<dyn ClientIo> = match upgraded {
+                    let client: Box<dyn ClientIo> = match upgraded {
                         // Bytes hyper had already read (sent into the tunnel
                         // before the `200` arrived) come first.
                         Ok(parts) => Box::new(Rewind::new(parts.read_buf.to_vec(), parts.io.into_inner())),
                         Err(upgraded) => Box::new(TokioIo::new(upgraded)),
                     };
-                    match send_early(&mut client, &early).await {
-                        Ok(()) => {
-                            let out = relay(client, upstream, t.check, idle, cut).await;
-                            ev.bytes(out.up, out.down + early.len() as u64);
-                            ev.sni(out.sni);
-                            out.end
-                        }
-                        Err(e) => Err(e),
-                    }
+                    relay_after(client, upstream, &early, t.check, idle, cut, &mut ev).await
                 }
                 // A client on a TLS listener: its upgraded connection as it is.
                 (Err(upgraded), Way::Inspect(tunnel, inspector)) => {
@@ -223,6 +206,28 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
         drop(t.slot);
         ev.finish(end.as_ref().map(|_| ()));
     });
+}
+
+/// Relays between any two streams (no splice), after passing on the bytes
+/// a parent sent past its `200`.
+async fn relay_after<C, U>(
+    mut client: C,
+    upstream: U,
+    early: &[u8],
+    check: FirstCheck,
+    idle: std::time::Duration,
+    cut: tokio_util::sync::CancellationToken,
+    ev: &mut Access,
+) -> Result<(), ProxyError>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    send_early(&mut client, early).await?;
+    let out = relay(client, upstream, check, idle, cut).await;
+    ev.bytes(out.up, out.down + early.len() as u64);
+    ev.sni(out.sni);
+    out.end
 }
 
 /// Bytes a parent sent past its `200`, passed on to the client first.

@@ -97,16 +97,23 @@ fn replay_one(
     }
 }
 
+type Progressed = BufReader<indicatif::ProgressBarIter<std::fs::File>>;
+
+/// A browser export opened for streaming, with a progress bar on a terminal.
+fn open_with_progress(path: &Path) -> Result<(Progressed, indicatif::ProgressBar), String> {
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let pb = progress(len);
+    Ok((BufReader::with_capacity(1 << 16, pb.wrap_read(f)), pb))
+}
+
 fn replay_netlog(
     policy: &Policy,
     path: &Path,
     connect: audit::HttpsAs,
     summary: &mut Summary,
 ) -> Result<(), String> {
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let pb = progress(len);
-    let reader = BufReader::with_capacity(1 << 16, pb.wrap_read(f));
+    let (reader, pb) = open_with_progress(path)?;
     let mut unreadable = 0u64;
     let end = netlog::for_each_request(reader, |req| {
         let hour = req.time_ms.map(|t| t.div_euclid(3_600_000));
@@ -132,10 +139,7 @@ fn replay_har(
     connect: audit::HttpsAs,
     summary: &mut Summary,
 ) -> Result<(), String> {
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let pb = progress(len);
-    let reader = BufReader::with_capacity(1 << 16, pb.wrap_read(f));
+    let (reader, pb) = open_with_progress(path)?;
     let mut unreadable = 0u64;
     har::for_each_request(reader, |req| {
         let hour = req.started.as_deref().and_then(logs::hour_of);
