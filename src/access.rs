@@ -32,6 +32,9 @@ pub enum EventKind {
     Http,
     /// A request inside an inspected TLS tunnel.
     Inspected,
+    /// A connection redirected to a transparent listener (or a plain HTTP
+    /// request on one): decided by SNI, `Host` or original destination.
+    Transparent,
 }
 
 impl EventKind {
@@ -40,6 +43,7 @@ impl EventKind {
             EventKind::Connect => "connect",
             EventKind::Http => "http",
             EventKind::Inspected => "inspected",
+            EventKind::Transparent => "transparent",
         }
     }
 }
@@ -81,6 +85,11 @@ pub struct Access {
     policy_version: Arc<str>,
     dialled: Option<Resolved>,
     via: Option<Via>,
+    /// Where a redirected connection was going (transparent mode).
+    original_dst: Option<SocketAddr>,
+    /// The original destination is none of the addresses egressd checked
+    /// for the name (and so was not dialled).
+    dst_mismatch: bool,
     sni: Option<String>,
     status: u16,
     bytes_up: u64,
@@ -117,6 +126,8 @@ impl Access {
             policy_version: policy.version_shared(),
             dialled: None,
             via: None,
+            original_dst: None,
+            dst_mismatch: false,
             sni: None,
             status: 0,
             bytes_up: 0,
@@ -156,6 +167,25 @@ impl Access {
         self.why = Some(Why::Policy(d.reason));
         self.rule = d.rule.map(|r| policy.rule(r).id.clone());
         self.flags = d.flags;
+    }
+
+    /// A redirected connection (transparent mode) and where it was going.
+    pub fn transparent(&mut self, original: SocketAddr) {
+        self.kind = EventKind::Transparent;
+        self.original_dst = Some(original);
+    }
+
+    pub fn client(&self) -> SocketAddr {
+        self.client
+    }
+
+    pub fn original_dst(&self) -> Option<SocketAddr> {
+        self.original_dst
+    }
+
+    /// The app's own idea of the address differs from egressd's answer.
+    pub fn dst_mismatch(&mut self) {
+        self.dst_mismatch = true;
     }
 
     /// Which way the allowed request left: direct, or through the parent.
@@ -214,7 +244,7 @@ impl Access {
                 client: self.client.ip(),
                 user: self.user.take(),
                 kind: self.kind,
-                method: self.method.as_str(),
+                method: &self.method,
                 host: std::mem::take(&mut self.host),
                 port: self.port,
                 path: self.path.take(),
@@ -249,6 +279,8 @@ impl Access {
             addr = self.dialled.map(|t| tracing::field::display(t.addr)),
             pinned = self.dialled.is_some_and(|t| t.pinned),
             via = self.via.map(Via::as_str),
+            original_dst = self.original_dst.map(tracing::field::display),
+            dst_mismatch = self.dst_mismatch.then_some(true),
             sni = self.sni.as_deref().map(Esc).map(tracing::field::display),
             status = self.status,
             bytes_up = self.bytes_up,

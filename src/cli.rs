@@ -50,6 +50,8 @@ pub enum Command {
     Lint(LintArgs),
     /// Hash a password (read from stdin) for the --auth credentials file.
     HashPassword,
+    /// Print the nftables (or iptables) rules that redirect a host's or pod's outbound TCP to a transparent listener, and the rules that remove them.
+    TransparentRules(TransparentRulesArgs),
     /// The local certificate authority for TLS inspection.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -154,6 +156,24 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TransparentRulesArgs {
+    /// The transparent listener's port (egressd run --transparent 127.0.0.1:PORT and [::1]:PORT).
+    #[arg(long, default_value_t = 15001)]
+    pub port: u16,
+    /// egressd's upstream sockets carry this mark (run --mark): excluded from the redirect.
+    #[arg(long, value_parser = parse_mark, conflicts_with = "uid")]
+    pub mark: Option<u32>,
+    /// egressd runs as this uid: its sockets are excluded from the redirect.
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Destination ports to redirect.
+    #[arg(long, value_delimiter = ',', default_value = "80,443")]
+    pub ports: Vec<u16>,
+    #[arg(long, value_enum, default_value = "nft")]
+    pub format: crate::tools::transparent_rules::RulesFormat,
+}
+
+#[derive(Debug, Args)]
 pub struct LintArgs {
     /// Policy file. Default: the built-in policy.
     pub policy: Option<PathBuf>,
@@ -178,6 +198,12 @@ pub struct RunArgs {
     /// Address where clients speak TLS to the proxy (curl --proxy https://..., PAC `HTTPS host:port`); repeatable. With it and no --listen, there is no plain listener.
     #[arg(long, env = "EGRESSD_LISTEN_TLS", value_delimiter = ',', requires_all = ["tls_cert", "tls_key"])]
     pub listen_tls: Vec<SocketAddr>,
+    /// A transparent listener for connections redirected by nftables/iptables (REDIRECT or TPROXY); repeatable. See `egressd transparent-rules`.
+    #[arg(long, env = "EGRESSD_TRANSPARENT", value_delimiter = ',')]
+    pub transparent: Vec<SocketAddr>,
+    /// SO_MARK on every upstream socket (decimal or 0x hex), so that redirect rules can let egressd's own connections pass.
+    #[arg(long, env = "EGRESSD_MARK", value_parser = parse_mark)]
+    pub mark: Option<u32>,
     /// The TLS listener's certificate chain (PEM); SIGHUP rereads it.
     #[arg(long, env = "EGRESSD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -300,6 +326,15 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// `--mark 1337` or `--mark 0x539`.
+pub fn parse_mark(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?}: a mark is a 32-bit number (1337 or 0x539)"))
+}
+
 /// Parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -375,6 +410,15 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             with_parent: a.upstream_proxy.is_some(),
         }),
         Command::HashPassword => hash_password(),
+        Command::TransparentRules(a) => {
+            crate::tools::transparent_rules::print(&crate::tools::transparent_rules::RulesOptions {
+                port: a.port,
+                mark: a.mark,
+                uid: a.uid,
+                ports: a.ports,
+                format: a.format,
+            })
+        }
         Command::Ca(c) => ca(c),
     }
 }
@@ -455,6 +499,8 @@ fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
     config.ca_dir = args.ca.clone();
     config.upstream_ca = args.upstream_ca.clone();
     config.listen_tls = args.listen_tls.clone();
+    config.transparent = args.transparent.clone();
+    config.mark = args.mark;
     config.tls_cert = args.tls_cert.clone();
     config.tls_key = args.tls_key.clone();
     if let Some(url) = &args.upstream_proxy {

@@ -41,6 +41,8 @@ pub struct Listeners {
     pub by_worker: Vec<Vec<std::net::TcpListener>>,
     /// The TLS listeners (`--listen-tls`), one set per worker.
     pub tls_by_worker: Vec<Vec<std::net::TcpListener>>,
+    /// The transparent listeners (`--transparent`), one set per worker.
+    pub transparent_by_worker: Vec<Vec<std::net::TcpListener>>,
     pub admin: Option<tokio::net::TcpListener>,
 }
 
@@ -49,6 +51,8 @@ pub struct Listeners {
 pub async fn bind(config: &RunConfig) -> anyhow::Result<Listeners> {
     let by_worker = proxy::server::bind_workers(&config.proxy.listen, config.workers)?;
     let tls_by_worker = proxy::server::bind_workers(&config.proxy.listen_tls, config.workers)?;
+    let transparent_by_worker =
+        proxy::server::bind_workers_as(&config.proxy.transparent, config.workers, true)?;
     let admin = match crate::admin::bind(config.admin_addr).await {
         Ok(l) => l,
         // Optional on a developer's machine: a default port that is taken
@@ -62,6 +66,7 @@ pub async fn bind(config: &RunConfig) -> anyhow::Result<Listeners> {
     Ok(Listeners {
         by_worker,
         tls_by_worker,
+        transparent_by_worker,
         admin,
     })
 }
@@ -75,24 +80,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let fd_limit = raise_fd_limit();
-    let addrs: Vec<String> = listeners.by_worker[0]
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .map(|a| a.to_string())
-        .collect();
-    let tls_addrs: Vec<String> = listeners
-        .tls_by_worker
-        .first()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l.local_addr().ok())
-        .map(|a| a.to_string())
-        .collect();
+    let addrs = bound(&listeners.by_worker);
+    let tls_addrs = bound(&listeners.tls_by_worker);
+    let transparent_addrs = bound(&listeners.transparent_by_worker);
     let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
     let policy = config.policy;
     tracing::info!(
         listen = %addrs.join(","),
         listen_tls = %tls_addrs.join(","),
+        transparent = %transparent_addrs.join(","),
+        mark = config.proxy.mark,
         admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
         policy = policy.origin(),
         policy_version = policy.version(),
@@ -159,7 +156,12 @@ pub async fn run(
         None => None,
     };
     tokio::spawn(turn_days(shared.clone()));
-    let server = proxy::server::serve_workers(shared.clone(), listeners.by_worker, listeners.tls_by_worker)?;
+    let server = proxy::server::serve_workers(
+        shared.clone(),
+        listeners.by_worker,
+        listeners.tls_by_worker,
+        listeners.transparent_by_worker,
+    )?;
     shared.ready.store(true, Ordering::Relaxed);
 
     shutdown.await;
@@ -173,6 +175,17 @@ pub async fn run(
     drain(&shared, config.drain).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The addresses one worker's listeners are bound to (all workers share them).
+fn bound(by_worker: &[Vec<std::net::TcpListener>]) -> Vec<String> {
+    by_worker
+        .first()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect()
 }
 
 /// Basic credentials cross the network in clear text on a plain listener

@@ -7,8 +7,10 @@
 //! and examples each. Query strings never reach it (the pipeline records
 //! paths only) and paths are cut at [`MAX_PATH`] bytes.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -36,7 +38,8 @@ pub struct Entry {
     pub client: IpAddr,
     pub user: Option<Arc<str>>,
     pub kind: &'static str,
-    pub method: String,
+    #[serde(serialize_with = "method_str")]
+    pub method: http::Method,
     pub host: String,
     pub port: u16,
     pub path: Option<String>,
@@ -46,12 +49,16 @@ pub struct Entry {
     pub status: u16,
 }
 
+fn method_str<S: serde::Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
 /// What the pipeline hands over when an event finishes.
 pub struct Finished<'a> {
     pub client: IpAddr,
     pub user: Option<Arc<str>>,
     pub kind: EventKind,
-    pub method: &'a str,
+    pub method: &'a http::Method,
     pub host: String,
     pub port: u16,
     pub path: Option<String>,
@@ -65,7 +72,7 @@ pub struct Finished<'a> {
 }
 
 /// A refused destination, since start.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Dest {
     counts: DeniedHost,
     port: u16,
@@ -75,9 +82,11 @@ struct Dest {
     users: BTreeSet<Arc<str>>,
 }
 
+/// One worker thread's share: recorded under a lock no other worker takes
+/// (only a reader of `/decisions` does), so that recording costs no
+/// cross-core contention and its strings are freed where they were made.
 #[derive(Default)]
-struct Inner {
-    next_seq: u64,
+struct Shard {
     ring: VecDeque<Entry>,
     dests: HashMap<(String, u16), Dest>,
     /// Refusals to destinations beyond [`MAX_DESTS`].
@@ -87,8 +96,19 @@ struct Inner {
 }
 
 pub struct Live {
+    /// Tells this instance's shards from another's (tests run several).
+    id: u64,
     started_ms: u64,
-    inner: Mutex<Inner>,
+    /// The last decision number given out: a global order for the cursor.
+    seq: AtomicU64,
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's shard of each `Live` it recorded into (usually one).
+    static SHARDS: RefCell<Vec<(u64, Arc<Mutex<Shard>>)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for Live {
@@ -100,11 +120,10 @@ impl std::fmt::Debug for Live {
 impl Default for Live {
     fn default() -> Live {
         Live {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             started_ms: now_ms(),
-            inner: Mutex::new(Inner {
-                next_seq: 1,
-                ..Default::default()
-            }),
+            seq: AtomicU64::new(0),
+            shards: Mutex::new(Vec::new()),
         }
     }
 }
@@ -127,7 +146,27 @@ fn cut(mut path: String) -> String {
     path
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Live {
+    /// This thread's shard, made and registered on first use.
+    fn shard(&self) -> Arc<Mutex<Shard>> {
+        SHARDS.with(|cell| {
+            let mut mine = cell.borrow_mut();
+            if let Some((_, s)) = mine.iter().find(|(id, _)| *id == self.id) {
+                return s.clone();
+            }
+            let s = Arc::new(Mutex::new(Shard::default()));
+            lock(&self.shards).push(s.clone());
+            // A thread outliving many instances (tests) keeps few.
+            mine.retain(|(_, s)| Arc::strong_count(s) > 1);
+            mine.push((self.id, s.clone()));
+            s
+        })
+    }
+
     /// Records one finished event.
     pub fn record(&self, f: Finished) {
         let time_ms = now_ms();
@@ -141,20 +180,19 @@ impl Live {
                 let target = logs::event_target(f.kind, &f.host, f.port, path.as_deref());
                 Observation::parse(&target).map(|o| (o, reason))
             });
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let shard = self.shard();
+        let mut g = lock(&shard);
         g.decisions += 1;
         if let Some((o, reason)) = refused {
             g.refused += 1;
-            let host = o.candidate.host.to_string();
-            let port = o.candidate.port;
-            let key = (host, port);
+            let key = (o.candidate.host.to_string(), o.candidate.port);
             let room = g.dests.len() < MAX_DESTS;
             match g.dests.get_mut(&key) {
                 Some(d) => d.note(&o, reason, time_ms, f.client, f.user.as_ref()),
                 None if room => {
                     let mut d = Dest {
                         counts: DeniedHost::new(key.0.clone()),
-                        port,
+                        port: key.1,
                         first_ms: time_ms,
                         last_ms: time_ms,
                         clients: BTreeSet::new(),
@@ -166,8 +204,7 @@ impl Live {
                 None => g.dests_dropped += 1,
             }
         }
-        let seq = g.next_seq;
-        g.next_seq += 1;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         if g.ring.len() == RING {
             g.ring.pop_front();
         }
@@ -177,7 +214,7 @@ impl Live {
             client: f.client,
             user: f.user,
             kind: f.kind.as_str(),
-            method: f.method.to_string(),
+            method: f.method.clone(),
             host: f.host,
             port: f.port,
             path,
@@ -191,17 +228,38 @@ impl Live {
     /// The decisions after `since` (at most [`MAX_ANSWER`], the newest),
     /// the refused destinations by requests, and the suggested rules.
     pub fn snapshot(&self, since: u64) -> Snapshot {
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let oldest = g.ring.front().map_or(g.next_seq, |e| e.seq);
-        let newer = g.ring.iter().filter(|e| e.seq > since).count();
-        let decisions: Vec<Entry> = g
-            .ring
-            .iter()
-            .skip(g.ring.len() - newer.min(MAX_ANSWER))
-            .cloned()
-            .collect();
-        let mut denied: Vec<Denied> = g
-            .dests
+        let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
+        let next = self.seq.load(Ordering::Relaxed);
+        let mut ring: Vec<Entry> = Vec::new();
+        let mut dests: HashMap<(String, u16), Dest> = HashMap::new();
+        let (mut decisions_total, mut refused_total, mut destinations_dropped) = (0, 0, 0);
+        // The oldest decision every shard still holds: below it, some
+        // shard's decisions are gone.
+        let mut oldest = 0;
+        for s in &shards {
+            let g = lock(s);
+            decisions_total += g.decisions;
+            refused_total += g.refused;
+            destinations_dropped += g.dests_dropped;
+            if g.ring.len() == RING {
+                oldest = oldest.max(g.ring.front().map_or(0, |e| e.seq));
+            }
+            ring.extend(g.ring.iter().filter(|e| e.seq > since && e.seq <= next).cloned());
+            for (k, d) in &g.dests {
+                let room = dests.len() < MAX_DESTS;
+                match dests.get_mut(k) {
+                    Some(m) => m.merge(d),
+                    None if room => {
+                        dests.insert(k.clone(), d.clone());
+                    }
+                    None => destinations_dropped += d.counts.requests,
+                }
+            }
+        }
+        ring.sort_unstable_by_key(|e| e.seq);
+        let keep = ring.len().saturating_sub(MAX_ANSWER);
+        let decisions: Vec<Entry> = ring.split_off(keep);
+        let mut denied: Vec<Denied> = dests
             .values()
             .map(|d| Denied {
                 host: d.counts.host.clone(),
@@ -223,7 +281,7 @@ impl Live {
         });
         // The same engine as `report`: one record per host, all its ports.
         let mut by_host: HashMap<&str, DeniedHost> = HashMap::new();
-        for d in g.dests.values() {
+        for d in dests.values() {
             by_host
                 .entry(d.counts.host.as_str())
                 .and_modify(|h| h.merge(&d.counts))
@@ -242,13 +300,13 @@ impl Live {
             .collect();
         Snapshot {
             since,
-            next: g.next_seq - 1,
-            gap: since + 1 < oldest && since < g.next_seq - 1,
+            next,
+            gap: since < oldest,
             started_at_ms: self.started_ms,
             now_ms: now_ms(),
-            decisions_total: g.decisions,
-            refused_total: g.refused,
-            destinations_dropped: g.dests_dropped,
+            decisions_total,
+            refused_total,
+            destinations_dropped,
             decisions,
             denied,
             suggestions,
@@ -257,6 +315,23 @@ impl Live {
 }
 
 impl Dest {
+    /// Adds another shard's counts for the same destination.
+    fn merge(&mut self, other: &Dest) {
+        self.counts.merge(&other.counts);
+        self.first_ms = self.first_ms.min(other.first_ms);
+        self.last_ms = self.last_ms.max(other.last_ms);
+        for c in &other.clients {
+            if self.clients.len() < MAX_WHO {
+                self.clients.insert(*c);
+            }
+        }
+        for u in &other.users {
+            if self.users.len() < MAX_WHO {
+                self.users.insert(u.clone());
+            }
+        }
+    }
+
     fn note(&mut self, o: &Observation, reason: Reason, t: u64, client: IpAddr, user: Option<&Arc<str>>) {
         self.counts.note(&o.candidate, reason, &o.target);
         self.last_ms = t;
@@ -331,7 +406,11 @@ mod tests {
             } else {
                 EventKind::Connect
             },
-            method: if path.is_some() { "GET" } else { "CONNECT" },
+            method: if path.is_some() {
+                &http::Method::GET
+            } else {
+                &http::Method::CONNECT
+            },
             host: host.into(),
             port,
             path: path.map(str::to_string),
@@ -362,8 +441,8 @@ mod tests {
         assert!(s.gap);
         assert_eq!(s.denied.len(), MAX_DESTS);
         assert_eq!(s.destinations_dropped, (n - MAX_DESTS) as u64);
-        let g = live.inner.lock().unwrap();
-        assert_eq!(g.ring.len(), RING);
+        let shards = live.shards.lock().unwrap();
+        assert!(shards.iter().all(|s| s.lock().unwrap().ring.len() <= RING));
     }
 
     #[test]

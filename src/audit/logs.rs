@@ -37,7 +37,8 @@ pub fn parse_line(line: &str) -> Option<Observation> {
         .as_deref()
         .map(|c| c.rsplit_once(':').map_or(c, |(ip, _)| ip).to_string());
     o.time = r.timestamp.as_deref().and_then(hour_of);
-    o.inspected = r.kind == EventKind::Connect
+    o.inspected = matches!(r.kind, EventKind::Connect | EventKind::Transparent)
+        && r.path.is_none()
         && r.flags
             .as_deref()
             .is_some_and(|f| f.split(',').any(|f| f == "inspected"));
@@ -46,11 +47,15 @@ pub fn parse_line(line: &str) -> Option<Observation> {
 
 /// The target an access event stands for, as `check` would be given it.
 pub fn event_target(kind: EventKind, host: &str, port: u16, path: Option<&str>) -> String {
+    let has_path = path.is_some();
     let path = path.unwrap_or("/");
     match kind {
         EventKind::Connect => format!("CONNECT {host}:{port}"),
         EventKind::Http => format!("http://{host}:{port}{path}"),
         EventKind::Inspected => format!("https://{host}:{port}{path}"),
+        // A redirected HTTP request carries its path; a connection does not.
+        EventKind::Transparent if has_path => format!("http://{host}:{port}{path}"),
+        EventKind::Transparent => format!("CONNECT {host}:{port}"),
     }
 }
 

@@ -123,12 +123,14 @@ async fn open(
             return Ok(Tunnel { way, check, slot });
         }
     };
-    let (upstream, dialled) = dial(&targets, shared.config.connect_timeout).await.map_err(|f| {
-        if let Some(t) = f.last {
-            ev.dialled(t);
-        }
-        f.error
-    })?;
+    let (upstream, dialled) = dial(&targets, shared.config.connect_timeout, shared.config.mark)
+        .await
+        .map_err(|f| {
+            if let Some(t) = f.last {
+                ev.dialled(t);
+            }
+            f.error
+        })?;
     ev.dialled(dialled);
     Ok(Tunnel {
         way: Way::Splice {

@@ -35,16 +35,37 @@ pub struct DialError {
     pub last: Option<Resolved>,
 }
 
+/// A TCP connection to `addr`; with `mark`, its socket carries that
+/// `SO_MARK`, so that transparent mode's redirect rules let egressd's own
+/// upstream connections pass instead of sending them back to it.
+pub async fn connect_tcp(addr: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
+    let Some(mark) = mark else {
+        return TcpStream::connect(addr).await;
+    };
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_mark(mark)?;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpSocket::from_std_stream(s.into())
+        .connect(addr)
+        .await
+}
+
 /// Dials the first of `targets` that answers, in order, within `timeout`
-/// each. Returns the stream and the address it reached.
-pub async fn dial(targets: &[Resolved], timeout: Duration) -> Result<(TcpStream, Resolved), DialError> {
+/// each (sockets marked with `mark`). Returns the stream and the address
+/// it reached.
+pub async fn dial(
+    targets: &[Resolved],
+    timeout: Duration,
+    mark: Option<u32>,
+) -> Result<(TcpStream, Resolved), DialError> {
     let mut failed = DialError {
         error: ProxyError::ConnectOther("no address".into()),
         last: None,
     };
     for t in targets {
         failed.last = Some(*t);
-        match tokio::time::timeout(timeout, TcpStream::connect(t.addr)).await {
+        match tokio::time::timeout(timeout, connect_tcp(t.addr, mark)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok((s, *t));
@@ -125,9 +146,19 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
     returns: AtomicU64,
+    /// `SO_MARK` for new upstream sockets (`--mark`).
+    mark: Option<u32>,
 }
 
 impl Pool {
+    /// A pool whose new upstream sockets carry `mark`.
+    pub fn new(mark: Option<u32>) -> Pool {
+        Pool {
+            mark,
+            ..Pool::default()
+        }
+    }
+
     /// An idle connection for `hop` (to the first checked address that has one).
     async fn checkout(
         &self,
@@ -223,7 +254,7 @@ impl Pool {
     ) -> Result<(Upstream, Resolved), DialError> {
         let (sender, t) = match hop {
             Hop::Direct(targets) => {
-                let (stream, t) = dial(targets, timeout).await?;
+                let (stream, t) = dial(targets, timeout, self.mark).await?;
                 let failed = |error| DialError { error, last: Some(t) };
                 let sender = match transport {
                     Transport::Plain => handshake(TokioIo::new(stream)).await.map_err(failed)?,
@@ -317,16 +348,16 @@ mod tests {
         let dead = closed_port().await;
         let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let live_addr = live.local_addr().unwrap();
-        let (_, reached) = dial(&[target(dead), target(live_addr)], Duration::from_secs(2))
+        let (_, reached) = dial(&[target(dead), target(live_addr)], Duration::from_secs(2), None)
             .await
             .unwrap();
         assert_eq!(reached.addr, live_addr);
 
-        let failed = dial(&[target(live_addr), target(dead)], Duration::from_secs(2)).await;
+        let failed = dial(&[target(live_addr), target(dead)], Duration::from_secs(2), None).await;
         assert_eq!(failed.unwrap().1.addr, live_addr, "the first that answers wins");
 
         let dead2 = closed_port().await;
-        let e = dial(&[target(dead), target(dead2)], Duration::from_secs(2))
+        let e = dial(&[target(dead), target(dead2)], Duration::from_secs(2), None)
             .await
             .unwrap_err();
         assert!(matches!(e.error, ProxyError::ConnectRefused), "{:?}", e.error);

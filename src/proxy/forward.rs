@@ -96,7 +96,31 @@ pub async fn handle(
     req: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<Body> {
-    let mut ev = shared.access(client, EventKind::Http, req.method());
+    let ev = shared.access(client, EventKind::Http, req.method());
+    handle_event(shared, pool, req, client, ev).await
+}
+
+/// A plain HTTP request on a redirected connection (transparent mode),
+/// made absolute from its `Host`; `original` is where the app sent it.
+pub async fn handle_transparent(
+    shared: Arc<Shared>,
+    pool: &Arc<Pool>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    original: SocketAddr,
+) -> Response<Body> {
+    let mut ev = shared.access(client, EventKind::Transparent, req.method());
+    ev.transparent(original);
+    handle_event(shared, pool, req, client, ev).await
+}
+
+async fn handle_event(
+    shared: Arc<Shared>,
+    pool: &Arc<Pool>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    mut ev: Access,
+) -> Response<Body> {
     ev.raw_target(
         req.uri().authority().map_or("", |a| a.as_str()),
         Some(req.uri().path()),
@@ -126,7 +150,10 @@ async fn forward(
     client: SocketAddr,
     ev: &mut Access,
 ) -> Result<Sent, ProxyError> {
-    let admitted = pipeline::admit(shared, req.headers(), client.ip())?;
+    let admitted = match ev.original_dst() {
+        Some(_) => pipeline::Admitted::redirected(shared),
+        None => pipeline::admit(shared, req.headers(), client.ip())?,
+    };
     ev.admitted(admitted.user.clone(), &admitted.policy);
     let cand = pipeline::http_target(req.method(), req.uri(), req.headers())?;
     ev.target(&cand);

@@ -196,7 +196,7 @@ pub fn judge(check: &FirstCheck, first: &[u8]) -> Judgement {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal ClientHello record with the given SNI.

@@ -29,6 +29,7 @@ pub mod dial;
 pub mod forward;
 // Step 6.
 pub mod connect;
+pub mod transparent;
 // Step 6.
 pub mod relay;
 // Step 6.
@@ -92,6 +93,10 @@ pub struct ProxyConfig {
     pub auth: Option<Arc<auth::Authenticator>>,
     /// The parent proxy allowed traffic leaves through (`--upstream-proxy`).
     pub parent: Option<Arc<parent::Parent>>,
+    /// Transparent listeners (`--transparent`): redirected connections.
+    pub transparent: Vec<SocketAddr>,
+    /// `SO_MARK` on every upstream socket (`--mark`), for redirect rules.
+    pub mark: Option<u32>,
     pub resolver: Resolver,
     /// The CA directory for TLS inspection (`--ca`), reread on SIGHUP.
     pub ca_dir: Option<std::path::PathBuf>,
@@ -118,6 +123,8 @@ impl ProxyConfig {
             clients: default_clients(),
             auth: None,
             parent: None,
+            transparent: Vec::new(),
+            mark: None,
             resolver: Resolver::new(Vec::new(), DnsMode::System, DEFAULT_DNS_TIMEOUT),
             ca_dir: None,
             upstream_ca: Vec::new(),
@@ -188,7 +195,13 @@ impl Drop for TunnelSlot {
 
 impl Shared {
     pub fn new(policy: Policy, config: ProxyConfig) -> Arc<Shared> {
-        let own: Vec<SocketAddr> = config.listen.iter().chain(&config.listen_tls).copied().collect();
+        let own: Vec<SocketAddr> = config
+            .listen
+            .iter()
+            .chain(&config.listen_tls)
+            .chain(&config.transparent)
+            .copied()
+            .collect();
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(crate::policy::PolicyBuilder::new("empty").build()),
             loaded_at: AtomicU64::new(0),

@@ -38,6 +38,8 @@ pub struct Parent {
     /// Verified TLS to the parent itself (`https://`).
     tls: Option<(ServerName<'static>, Arc<rustls::ClientConfig>)>,
     auth: Option<HeaderValue>,
+    /// `SO_MARK` for connections to the parent (`--mark`).
+    mark: Option<u32>,
 }
 
 impl std::fmt::Debug for Parent {
@@ -149,7 +151,14 @@ impl Parent {
             port,
             tls,
             auth,
+            mark: None,
         })
+    }
+
+    /// Connections to the parent carry `SO_MARK` `mark` (`--mark`).
+    pub fn with_mark(mut self, mark: Option<u32>) -> Parent {
+        self.mark = mark;
+        self
     }
 
     /// The `Proxy-Authorization` egressd sends the parent, if any.
@@ -170,7 +179,7 @@ impl Parent {
                 .collect();
         let mut last = unreachable("no address".into());
         for addr in addrs {
-            let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            let tcp = match tokio::time::timeout(timeout, super::dial::connect_tcp(addr, self.mark)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     last = unreachable(e.to_string());

@@ -35,6 +35,17 @@ pub struct Admitted {
     pub user: Option<Arc<str>>,
 }
 
+impl Admitted {
+    /// A redirected connection (transparent mode) carries no credentials:
+    /// its network position admitted it, under the proxy's policy.
+    pub fn redirected(shared: &Shared) -> Admitted {
+        Admitted {
+            policy: shared.policy.load_full(),
+            user: None,
+        }
+    }
+}
+
 /// Step 1: authenticates the request when the proxy requires it, and picks
 /// the policy that applies: the user's own, or the proxy's.
 pub fn admit(shared: &Shared, headers: &HeaderMap, client: IpAddr) -> Result<Admitted, ProxyError> {
@@ -232,6 +243,13 @@ async fn authorize_decided(
                 Some(p) => Route::Parent(p.clone()),
                 None => Route::Direct(checked.targets),
             };
+            // Transparent mode: the app's own answer for the name is logged
+            // when it is none of egressd's, and never dialled.
+            if let (Some(orig), Route::Direct(targets)) = (ev.original_dst(), &route) {
+                if !targets.iter().any(|t| t.addr.ip() == orig.ip()) {
+                    ev.dst_mismatch();
+                }
+            }
             ev.via(route.via());
             Ok(Authorized {
                 decision: checked.decision,

@@ -33,6 +33,17 @@ use crate::access::EventKind;
 /// already in use is an error, even if its holder would share it: each
 /// address is first bound alone, which fails against any listener.
 pub fn bind_workers(addrs: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec<std::net::TcpListener>>> {
+    bind_workers_as(addrs, workers, false)
+}
+
+/// [`bind_workers`]; `transparent` listeners also accept `TPROXY`ed
+/// connections for foreign addresses (`IP_TRANSPARENT`, which needs
+/// `CAP_NET_ADMIN`; without it `REDIRECT` still works).
+pub fn bind_workers_as(
+    addrs: &[SocketAddr],
+    workers: usize,
+    transparent: bool,
+) -> io::Result<Vec<Vec<std::net::TcpListener>>> {
     let in_use = |a: SocketAddr, e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}"));
     let mut by_worker: Vec<Vec<std::net::TcpListener>> = (0..workers.max(1)).map(|_| Vec::new()).collect();
     for &a in addrs {
@@ -41,15 +52,25 @@ pub fn bind_workers(addrs: &[SocketAddr], workers: usize) -> io::Result<Vec<Vec<
             .and_then(|l| l.local_addr())
             .map_err(|e| in_use(a, e))?;
         for w in by_worker.iter_mut() {
-            w.push(reuseport_listener(actual).map_err(|e| in_use(actual, e))?);
+            w.push(reuseport_listener(actual, transparent).map_err(|e| in_use(actual, e))?);
         }
     }
     Ok(by_worker)
 }
 
-fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+fn reuseport_listener(addr: SocketAddr, transparent: bool) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if transparent {
+        let r = if addr.is_ipv6() {
+            s.set_ip_transparent_v6(true)
+        } else {
+            s.set_ip_transparent_v4(true)
+        };
+        if let Err(e) = r {
+            tracing::debug!(listen = %addr, error = %e, "no IP_TRANSPARENT (TPROXY needs CAP_NET_ADMIN); REDIRECT works");
+        }
+    }
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
@@ -66,11 +87,14 @@ pub fn serve_workers(
     shared: Arc<Shared>,
     by_worker: Vec<Vec<std::net::TcpListener>>,
     tls_by_worker: Vec<Vec<std::net::TcpListener>>,
+    transparent_by_worker: Vec<Vec<std::net::TcpListener>>,
 ) -> io::Result<impl std::future::Future<Output = ()>> {
     let mut stopped = Vec::with_capacity(by_worker.len());
     let mut tls_by_worker = tls_by_worker.into_iter();
+    let mut transparent_by_worker = transparent_by_worker.into_iter();
     for (i, listeners) in by_worker.into_iter().enumerate() {
         let tls_listeners = tls_by_worker.next().unwrap_or_default();
+        let transparent_listeners = transparent_by_worker.next().unwrap_or_default();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -92,8 +116,12 @@ pub fn serve_workers(
                             })
                             .collect::<Vec<_>>()
                     };
-                    let (plain, tls) = (register(listeners), register(tls_listeners));
-                    serve_all(shared.clone(), plain, tls).await;
+                    let all = vec![
+                        (Way::Plain, register(listeners)),
+                        (Way::Tls, register(tls_listeners)),
+                        (Way::Transparent, register(transparent_listeners)),
+                    ];
+                    serve_all(shared.clone(), all).await;
                     let _ = done.send(());
                     // Connections and tunnels run on this thread: keep it
                     // turning until they are drained or cut.
@@ -112,26 +140,29 @@ pub fn serve_workers(
 /// Connections and tunnels live on in `shared.tasks` for the caller to drain.
 /// Upstream connections are pooled per call (per worker).
 pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) {
-    serve_all(shared, listeners, Vec::new()).await
+    serve_all(shared, vec![(Way::Plain, listeners)]).await
 }
 
-/// [`serve`], with listeners where clients speak TLS to the proxy.
-pub async fn serve_all(shared: Arc<Shared>, listeners: Vec<TcpListener>, tls: Vec<TcpListener>) {
+/// How clients come in on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// Clients that know they speak to a proxy.
+    Plain,
+    /// The same, over TLS to the proxy (`--listen-tls`).
+    Tls,
+    /// Redirected connections (`--transparent`).
+    Transparent,
+}
+
+/// [`serve`], with listeners of every way in.
+pub async fn serve_all(shared: Arc<Shared>, listeners: Vec<(Way, Vec<TcpListener>)>) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let pool = Arc::new(Pool::default());
+    let pool = Arc::new(Pool::new(shared.config.mark));
     let mut loops = tokio::task::JoinSet::new();
-    for (l, is_tls) in listeners
-        .into_iter()
-        .map(|l| (l, false))
-        .chain(tls.into_iter().map(|l| (l, true)))
-    {
-        loops.spawn(accept_loop(
-            shared.clone(),
-            l,
-            is_tls,
-            limit.clone(),
-            pool.clone(),
-        ));
+    for (way, ls) in listeners {
+        for l in ls {
+            loops.spawn(accept_loop(shared.clone(), l, way, limit.clone(), pool.clone()));
+        }
     }
     while loops.join_next().await.is_some() {}
 }
@@ -139,10 +170,14 @@ pub async fn serve_all(shared: Arc<Shared>, listeners: Vec<TcpListener>, tls: Ve
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: bool,
+    way: Way,
     limit: Arc<Semaphore>,
     pool: Arc<Pool>,
 ) {
+    // A transparent listener on loopback is reached only by this host's
+    // (this pod's) own redirected connections, whatever their source
+    // address: the client networks do not apply to it.
+    let local_only = way == Way::Transparent && listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     loop {
         let (stream, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -156,7 +191,7 @@ async fn accept_loop(
                 }
             },
         };
-        let permit = match admit_connection(&shared, &limit, peer) {
+        let permit = match admit_connection(&shared, &limit, peer, local_only) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(client = %peer, error = e.class().as_str(), "{e}; connection refused");
@@ -168,10 +203,10 @@ async fn accept_loop(
         let shared2 = shared.clone();
         let pool = pool.clone();
         shared.tasks.spawn(async move {
-            if tls {
-                serve_tls_connection(shared2, pool, stream, peer).await;
-            } else {
-                serve_connection(shared2, pool, stream, peer).await;
+            match way {
+                Way::Plain => serve_connection(shared2, pool, stream, peer).await,
+                Way::Tls => serve_tls_connection(shared2, pool, stream, peer).await,
+                Way::Transparent => super::transparent::serve(shared2, pool, stream, peer).await,
             }
             drop(permit);
         });
@@ -183,8 +218,9 @@ fn admit_connection(
     shared: &Shared,
     limit: &Arc<Semaphore>,
     peer: SocketAddr,
+    local_only: bool,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, ProxyError> {
-    if !shared.config.client_allowed(peer.ip()) {
+    if !local_only && !shared.config.client_allowed(peer.ip()) {
         return Err(ProxyError::ClientNotAllowed);
     }
     limit

@@ -8,6 +8,7 @@ pub mod check;
 pub mod lint;
 pub mod report;
 pub mod test_policy;
+pub mod transparent_rules;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

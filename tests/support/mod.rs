@@ -592,8 +592,24 @@ impl Egressd {
     // The child is waited for in `Drop`.
     #[allow(clippy::zombie_processes)]
     pub fn start_with(dir: &std::path::Path, args: &[String]) -> Egressd {
+        Egressd::start_wrapped(dir, &[], args)
+    }
+
+    /// [`Egressd::start_with`] under `wrapper` (e.g. `ip netns exec NS`).
+    // The child is waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_wrapped(dir: &std::path::Path, wrapper: &[&str], args: &[String]) -> Egressd {
         let log = dir.join("access.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
+        let bin = env!("CARGO_BIN_EXE_egressd");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = std::process::Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
+        let child = cmd
             .arg("run")
             .args(args)
             .args(["--admin", "127.0.0.1:0", "--log-format", "json"])

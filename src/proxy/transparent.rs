@@ -1,0 +1,371 @@
+//! Transparent mode (`--transparent ADDR`): connections that nftables or
+//! iptables redirected here (`REDIRECT`: the original destination comes
+//! from `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST`; `TPROXY`: it is the
+//! socket's own local address). The app never asked for a proxy, so its
+//! first bytes say what it wants:
+//!
+//! - a TLS ClientHello: its SNI is the host, decided like `CONNECT
+//!   SNI:port` (inspected when the policy says so);
+//! - plain HTTP: each request's `Host` and path, decided like an
+//!   absolute-form request;
+//! - anything else (SSH, TLS without SNI): the original destination address
+//!   and port, against CIDR rules only.
+//!
+//! The original destination is never trusted for a name: egressd resolves
+//! the name itself, checks the addresses and dials one of its own; a
+//! different original destination is logged (`dst_mismatch`), not dialled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Method, Request, Uri};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::dial::{dial, Pool};
+use super::hello::{self, FirstBytes, FirstCheck};
+use super::inspect;
+use super::pipeline::{self, Route};
+use super::relay::{relay_halves, Rewind};
+use super::respond::ProxyError;
+use super::{forward, Shared};
+use crate::access::{Access, EventKind};
+use crate::policy::{Candidate, Kind};
+
+/// The most first bytes read to tell what a connection is.
+const MAX_FIRST: usize = 16 * 1024;
+/// A fatal `handshake_failure` alert: how a refused TLS client is told.
+const TLS_REFUSAL: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28];
+
+/// Where a redirected connection was going.
+pub fn original_destination(s: &TcpStream) -> SocketAddr {
+    let sock = socket2::SockRef::from(s);
+    let local = s.local_addr().ok();
+    let redirected = match local {
+        Some(SocketAddr::V6(_)) => sock.original_dst_v6(),
+        _ => sock.original_dst_v4(),
+    };
+    // No NAT entry: TPROXY, where the socket's own address is the original.
+    redirected
+        .ok()
+        .and_then(|a| a.as_socket())
+        .or(local)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// What the first client bytes are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum First {
+    Tls {
+        sni: Option<String>,
+    },
+    Http,
+    Other,
+    /// More bytes are needed to tell.
+    Incomplete,
+}
+
+/// Reads what the first bytes say (pure).
+pub fn classify(buf: &[u8]) -> First {
+    match hello::inspect(buf) {
+        FirstBytes::ClientHello { sni } => return First::Tls { sni },
+        FirstBytes::Incomplete if buf.len() < MAX_FIRST => return First::Incomplete,
+        FirstBytes::Incomplete | FirstBytes::Malformed => return First::Other,
+        FirstBytes::NotTls => {}
+    }
+    // An HTTP/1 request line: a method token, a space.
+    let token = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    match buf.get(token) {
+        Some(b' ') if token > 0 => First::Http,
+        None if token == buf.len() && buf.len() < 16 => First::Incomplete,
+        _ => First::Other,
+    }
+}
+
+/// Serves one redirected connection to its end.
+pub async fn serve(shared: Arc<Shared>, pool: Arc<Pool>, mut client: TcpStream, peer: SocketAddr) {
+    let original = original_destination(&client);
+    let mut ev = shared.access(peer, EventKind::Transparent, &Method::CONNECT);
+    ev.transparent(original);
+    ev.raw_target(&original.ip().to_string(), None);
+    let first = match read_first(&mut client, shared.config.header_timeout).await {
+        Ok(f) => f,
+        Err(e) => return ev.finish(Err(&e)),
+    };
+    match classify(&first) {
+        First::Http => {
+            drop(ev);
+            serve_http(shared, pool, Rewind::new(first, client), peer, original).await
+        }
+        First::Tls { sni: Some(sni) } => tunnel(&shared, pool, client, first, Some(sni), original, ev).await,
+        First::Tls { sni: None } | First::Other | First::Incomplete => {
+            tunnel(&shared, pool, client, first, None, original, ev).await
+        }
+    }
+}
+
+/// The first bytes, enough to classify them, within the header timeout.
+async fn read_first(client: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, ProxyError> {
+    let mut buf = Vec::with_capacity(2048);
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = client
+                .read(&mut chunk)
+                .await
+                .map_err(|e| ProxyError::io(super::respond::Side::Client, &e))?;
+            if n == 0 {
+                return Err(ProxyError::ClientGone);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if classify(&buf) != First::Incomplete || buf.len() >= MAX_FIRST {
+                return Ok(());
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(())) => Ok(buf),
+        Ok(Err(e)) => Err(e),
+        // A server-first protocol (SSH waits for the server's banner): decided
+        // by address with what was sent, which may be nothing.
+        Err(_) => Ok(buf),
+    }
+}
+
+/// A TLS connection by its SNI (like `CONNECT sni:port`), or anything else
+/// by its original destination (CIDR rules only); relayed or inspected.
+async fn tunnel(
+    shared: &Arc<Shared>,
+    pool: Arc<Pool>,
+    mut client: TcpStream,
+    first: Vec<u8>,
+    sni: Option<String>,
+    original: SocketAddr,
+    mut ev: Access,
+) {
+    let tls = sni.is_some();
+    let host = sni.clone().unwrap_or_else(|| original.ip().to_string());
+    ev.sni(sni.clone());
+    let peer = ev.client();
+    let opened = open(shared, peer, &host, original, sni.is_some(), &mut ev).await;
+    let (opened, check) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            if tls {
+                let _ = client.write_all(&TLS_REFUSAL).await;
+            }
+            return ev.finish(Err(&e));
+        }
+    };
+    ev.status(200);
+    let tunnels = shared.metrics.tunnels_active.clone();
+    tunnels.inc();
+    let end = match opened {
+        Opened::Inspect(t, inspector) => {
+            let cut = shared.cut.clone();
+            tokio::select! {
+                r = inspect::serve(shared.clone(), pool, inspector, client, first, *t, &mut ev) => r,
+                _ = cut.cancelled() => Err(ProxyError::Shutdown),
+            }
+        }
+        Opened::Relay(Route::Direct(targets)) => {
+            match dial(&targets, shared.config.connect_timeout, shared.config.mark).await {
+                Ok((mut upstream, dialled)) => {
+                    ev.dialled(dialled);
+                    let splice = shared.config.splice.applies(original.ip(), dialled.addr.ip());
+                    let (cr, cw) = client.split();
+                    let (ur, uw) = upstream.split();
+                    let out = relay_halves(
+                        cr,
+                        cw,
+                        ur,
+                        uw,
+                        first,
+                        splice,
+                        check,
+                        shared.config.tunnel_idle,
+                        shared.cut.clone(),
+                    )
+                    .await;
+                    ev.bytes(out.up, out.down);
+                    out.end
+                }
+                Err(f) => {
+                    if let Some(t) = f.last {
+                        ev.dialled(t);
+                    }
+                    Err(f.error)
+                }
+            }
+        }
+        Opened::Relay(Route::Parent(parent)) => {
+            let authority = format!("{host}:{}", original.port());
+            let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
+            match parent.tunnel(&authority, timeouts.0, timeouts.1).await {
+                Ok((mut upstream, early, reached)) => {
+                    ev.dialled(reached);
+                    if !early.is_empty() {
+                        let _ = client.write_all(&early).await;
+                    }
+                    let mut io = Rewind::new(first, client);
+                    let out = super::relay::relay(
+                        &mut io,
+                        &mut upstream,
+                        check,
+                        shared.config.tunnel_idle,
+                        shared.cut.clone(),
+                    )
+                    .await;
+                    ev.bytes(out.up, out.down + early.len() as u64);
+                    out.end
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    tunnels.dec();
+    ev.finish(end.as_ref().map(|_| ()));
+}
+
+/// A redirected connection allowed through: relayed on its route, or
+/// inspected.
+enum Opened {
+    Relay(Route),
+    Inspect(Box<inspect::Tunnel>, Arc<super::certs::Inspector>),
+}
+
+/// Decides a redirected connection to `host` (an SNI, or the original
+/// address) on the original port, and checks its addresses.
+async fn open(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    host: &str,
+    original: SocketAddr,
+    by_name: bool,
+    ev: &mut Access,
+) -> Result<(Opened, FirstCheck), ProxyError> {
+    if shared.own_addresses().contains(&original) {
+        return Err(ProxyError::Loop);
+    }
+    let authority = match original.ip() {
+        std::net::IpAddr::V6(ip) if !by_name => format!("[{ip}]:{}", original.port()),
+        _ => format!("{host}:{}", original.port()),
+    };
+    let cand: Candidate = crate::target::candidate(Kind::Connect, &authority, None)
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?
+        .with_method(Method::CONNECT);
+    ev.target(&cand);
+    let policy = shared.policy.load_full();
+    let (allowed, inspect) = pipeline::authorize_tunnel(shared, &policy, &cand, ev).await?;
+    let check = FirstCheck {
+        target: cand.host.as_name().map(str::to_string),
+        sni: policy.tunnel_sni(),
+        tls_only: allowed.decision.rule.is_some_and(|r| policy.rule(r).tls_only),
+    };
+    if let (true, Some(inspector)) = (inspect && by_name, shared.inspector.load_full()) {
+        let t = inspect::Tunnel {
+            client: peer,
+            policy: policy.clone(),
+            user: None,
+            cand,
+            authority,
+            route: allowed.route,
+            check: check.clone(),
+        };
+        return Ok((Opened::Inspect(Box::new(t), inspector), check));
+    }
+    Ok((Opened::Relay(allowed.route), check))
+}
+
+/// Plain HTTP on a redirected connection: each request's `Host` (on the
+/// original port when it names none) and path, decided and forwarded as an
+/// absolute-form request would be.
+async fn serve_http(
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+    io: Rewind<TcpStream>,
+    peer: SocketAddr,
+    original: SocketAddr,
+) {
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let (shared, pool) = (svc_shared.clone(), pool.clone());
+        async move {
+            let req = absolute(req, original.port());
+            Ok::<_, std::convert::Infallible>(
+                forward::handle_transparent(shared, &pool, req, peer, original).await,
+            )
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_timeout)
+        .max_header_size(shared.config.max_header_bytes)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "transparent connection ended with error");
+    }
+}
+
+/// An origin-form request made absolute from its `Host` (which then names
+/// the port too, as the pipeline's Host check wants). Without a `Host` it
+/// stays origin-form and is refused as not a proxy request.
+fn absolute(mut req: Request<Incoming>, port: u16) -> Request<Incoming> {
+    if req.uri().scheme().is_some() {
+        return req;
+    }
+    let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return req;
+    };
+    let has_port = matches!(crate::target::split_host_port(host), Ok((_, Some(_))));
+    let authority = if has_port || port == 80 {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(uri) = format!("http://{authority}{pq}").parse::<Uri>() {
+        *req.uri_mut() = uri;
+        if let Ok(h) = HeaderValue::from_str(&authority) {
+            req.headers_mut().insert(header::HOST, h);
+        }
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_say_what_a_connection_is() {
+        let hello = hello::tests::hello(Some("www.example.com"));
+        assert_eq!(
+            classify(&hello),
+            First::Tls {
+                sni: Some("www.example.com".into())
+            }
+        );
+        assert_eq!(classify(&hello[..20]), First::Incomplete);
+        assert_eq!(classify(&hello::tests::hello(None)), First::Tls { sni: None });
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), First::Http);
+        assert_eq!(classify(b"POS"), First::Incomplete);
+        assert_eq!(classify(b"SSH-2.0-OpenSSH_9.2\r\n"), First::Other);
+        assert_eq!(classify(b"\x00\x01binary"), First::Other);
+        assert_eq!(classify(b""), First::Incomplete);
+    }
+}

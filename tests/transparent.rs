@@ -1,0 +1,370 @@
+//! Transparent mode against the real kernel, inside a network namespace
+//! this test makes (`ip netns add`): documentation addresses
+//! (198.51.100.0/24, 2001:db8::/32) on its loopback exist only there,
+//! origins listen on them, `egressd transparent-rules | nft -f -` redirects
+//! TCP 80/443 to egressd's transparent listener, and curl runs without any
+//! proxy setting. Nothing leaves the namespace. Needs root, iproute2 and
+//! nftables (CI installs them); if the namespace cannot be made, the test
+//! fails and says why.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::*;
+
+const MARK: &str = "1337";
+const PORT: u16 = 15001;
+
+/// A network namespace, deleted when dropped.
+struct Netns {
+    name: String,
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} cannot run ({e}); CI installs iproute2, nftables and curl"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Netns {
+    fn create(tag: &str) -> Netns {
+        let name = format!("egressd-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let out = Command::new("ip").args(["netns", "add", &name]).output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "cannot create a network namespace (ip netns add: {}); this test needs root and iproute2",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!("cannot run ip ({e}): install iproute2 (CI does)"),
+        }
+        let ns = Netns { name };
+        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        for a in ["198.51.100.10/32", "198.51.100.20/32", "2001:db8::10/128"] {
+            run(Command::new("ip").args(["-n", &ns.name, "addr", "add", a, "dev", "lo"]));
+        }
+        ns
+    }
+
+    fn exec(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]);
+        c
+    }
+
+    /// Runs `f` on a thread inside the namespace: sockets it makes live there.
+    fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
+        std::thread::spawn(move || {
+            rustix::thread::move_into_link_name_space(
+                file.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns into the test namespace");
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// An origin that names itself: `origin ADDR saw METHOD PATH host=HOST`.
+async fn origin_service(req: Request<Incoming>, me: SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = format!("origin {me} saw {} {} host={host}", req.method(), req.uri());
+    Ok(Response::new(Full::new(Bytes::from(body))))
+}
+
+/// Plain HTTP origins and TLS origins (with `cert`) on the namespace's
+/// documentation addresses, served from a thread inside it.
+fn start_origins(ns: &Netns, cert: &TestCert) {
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    ns.enter(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let plain: Vec<SocketAddr> = ["198.51.100.10:80", "198.51.100.20:80", "[2001:db8::10]:80"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+            let tls: Vec<SocketAddr> = ["198.51.100.10:443", "198.51.100.20:443"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+            for (addr, secure) in plain
+                .into_iter()
+                .map(|a| (a, false))
+                .chain(tls.into_iter().map(|a| (a, true)))
+            {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .expect("bind an origin in the namespace");
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    while let Ok((s, _)) = l.accept().await {
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            let svc = service_fn(move |req| origin_service(req, addr));
+                            let http = hyper::server::conn::http1::Builder::new();
+                            if secure {
+                                if let Ok(tls) = acceptor.accept(s).await {
+                                    let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                                }
+                            } else {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        });
+                    }
+                });
+            }
+            ready_tx.send(()).unwrap();
+            std::future::pending::<()>().await;
+        })
+    });
+    ready_rx
+        .recv_timeout(WAIT)
+        .expect("origins started in the namespace");
+}
+
+/// curl inside the namespace, with no proxy: exit code, status, body.
+fn curl(ns: &Netns, args: &[&str]) -> (i32, String, String) {
+    let out = ns
+        .exec()
+        .args([
+            "curl",
+            "-s",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .output()
+        .unwrap_or_else(|e| panic!("curl cannot run ({e}); CI installs it"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        out.status.code().unwrap_or(-1),
+        code.to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn redirected_connections_are_decided_by_sni_host_and_path() {
+    let dir = std::env::temp_dir().join(format!("egressd-transparent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ns = Netns::create("t");
+    let cert = test_cert(&["allowed.test", "denied.test"]);
+    let (cert_pem, _) = cert.write_pem(&dir, "origin");
+    start_origins(&ns, &cert);
+
+    // The redirect, exactly as `transparent-rules` prints it.
+    let rules = run(Command::new(env!("CARGO_BIN_EXE_egressd")).args([
+        "transparent-rules",
+        "--mark",
+        MARK,
+        "--port",
+        &PORT.to_string(),
+    ]));
+    let rules_file = dir.join("rules.nft");
+    std::fs::write(&rules_file, rules).unwrap();
+    run(ns.exec().args(["nft", "-f", rules_file.to_str().unwrap()]));
+
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "allow = [\"http://allowed.test/ok\", \"https://allowed.test\", \"http://v6.test\"]\n",
+    )
+    .unwrap();
+    let args: Vec<String> = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--transparent",
+        &format!("127.0.0.1:{PORT}"),
+        "--transparent",
+        &format!("[::1]:{PORT}"),
+        "--mark",
+        MARK,
+        "--dns",
+        "static",
+        "--resolve",
+        "allowed.test=198.51.100.10",
+        "--resolve",
+        "denied.test=198.51.100.10",
+        "--resolve",
+        "v6.test=2001:db8::10",
+    ]
+    .map(String::from)
+    .to_vec();
+    let e = Egressd::start_wrapped(&dir, &["ip", "netns", "exec", &ns.name], &args);
+
+    // Plain HTTP: Host and path decide.
+    let (_, code, body) = curl(
+        &ns,
+        &[
+            "--resolve",
+            "allowed.test:80:198.51.100.10",
+            "http://allowed.test/ok/1",
+        ],
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(body, "origin 198.51.100.10:80 saw GET /ok/1 host=allowed.test");
+    let (_, code, body) = curl(
+        &ns,
+        &[
+            "--resolve",
+            "allowed.test:80:198.51.100.10",
+            "http://allowed.test/other",
+        ],
+    );
+    assert_eq!(code, "403", "path rules apply to redirected HTTP: {body}");
+    let (_, code, _) = curl(
+        &ns,
+        &["--resolve", "denied.test:80:198.51.100.10", "http://denied.test/"],
+    );
+    assert_eq!(code, "403");
+
+    // TLS: the SNI decides; the client sees the origin's own certificate.
+    let ca = cert_pem.to_str().unwrap();
+    let (rc, code, body) = curl(
+        &ns,
+        &[
+            "--cacert",
+            ca,
+            "--resolve",
+            "allowed.test:443:198.51.100.10",
+            "https://allowed.test/tls",
+        ],
+    );
+    assert_eq!((rc, code.as_str()), (0, "200"), "{body}");
+    assert_eq!(body, "origin 198.51.100.10:443 saw GET /tls host=allowed.test");
+    let (rc, _, _) = curl(
+        &ns,
+        &[
+            "--cacert",
+            ca,
+            "--resolve",
+            "denied.test:443:198.51.100.10",
+            "https://denied.test/",
+        ],
+    );
+    assert_ne!(rc, 0, "a denied TLS connection is closed");
+
+    // An allowed SNI sent to the wrong address reaches egressd's own answer.
+    let (rc, _, body) = curl(
+        &ns,
+        &[
+            "--cacert",
+            ca,
+            "--resolve",
+            "allowed.test:443:198.51.100.20",
+            "https://allowed.test/where",
+        ],
+    );
+    assert_eq!(rc, 0, "{body}");
+    assert!(
+        body.starts_with("origin 198.51.100.10:443 "),
+        "dialled egressd's address, not the app's: {body}"
+    );
+
+    // IPv6 redirect.
+    let (_, code, body) = curl(
+        &ns,
+        &["--resolve", "v6.test:80:[2001:db8::10]", "http://v6.test/six"],
+    );
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(body, "origin [2001:db8::10]:80 saw GET /six host=v6.test");
+
+    let events = e.access_events();
+    let one = |pred: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let found: Vec<&serde_json::Value> = events.iter().filter(|v| pred(v)).collect();
+        assert_eq!(found.len(), 1, "{events:#?}");
+        found[0].clone()
+    };
+    // Exactly one event each: egressd's marked upstream sockets were not
+    // redirected back to it.
+    let ok = one(&|v| v["path"] == "/ok/1");
+    assert_eq!(ok["kind"], "transparent");
+    assert_eq!(ok["original_dst"], "198.51.100.10:80");
+    assert_eq!(ok["decision"], "allow");
+    let denied = one(&|v| v["host"] == "denied.test" && v["port"] == 443);
+    assert_eq!(
+        (denied["decision"].as_str(), denied["sni"].as_str()),
+        (Some("deny"), Some("denied.test"))
+    );
+    let wrong = one(&|v| v["original_dst"] == "198.51.100.20:443");
+    assert_eq!(wrong["dst_mismatch"], true, "{wrong}");
+    assert_eq!(wrong["addr"], "198.51.100.10:443");
+    assert_eq!(one(&|v| v["path"] == "/six")["original_dst"], "[2001:db8::10]:80");
+    assert!(events.iter().all(|v| v["kind"] == "transparent"), "{events:#?}");
+
+    // report reads transparent events like the rest.
+    let out = Command::new(env!("CARGO_BIN_EXE_egressd"))
+        .args([
+            "report",
+            "--policy",
+            policy.to_str().unwrap(),
+            e.log.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hosts: Vec<&str> = v["denied_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["host"].as_str())
+        .collect();
+    assert!(
+        hosts.contains(&"denied.test") && hosts.contains(&"allowed.test"),
+        "{v:#}"
+    );
+}
