@@ -6,6 +6,7 @@
 #   SCENARIOS="keepalive idle" bash benches/compare.sh    # a subset
 #   SCENARIOS="inspect inspect-new" bash benches/compare.sh   # TLS inspection beside Squid ssl_bump
 #   SCENARIOS="chain chain-tunnel" bash benches/compare.sh   # via a parent proxy, and TLS to the proxy
+#   SCENARIOS="transparent transparent-tunnel" bash benches/compare.sh   # nft-redirected, beside explicit
 #   EGRESSD_BASELINE=/path/to/old/egressd bash benches/compare.sh
 #       # also runs an earlier build ("egressd-base") in the same rounds, for
 #       # before/after figures measured side by side
@@ -29,12 +30,12 @@ SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk latency idle 
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130 P_BASE=13131 P_INSPECT=13132 P_BUMP=13133
-P_CHAIN=13134 P_TLSL=13135
+P_CHAIN=13134 P_TLSL=13135 P_TRANS=13136
 BASELINE=${EGRESSD_BASELINE:-}
 if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "EGRESSD_BASELINE=$BASELINE is not executable" >&2; exit 1; fi
 TARGETS="direct egressd ${BASELINE:+egressd-base} squid tinyproxy"
 # Something else answering on these ports would be measured instead.
-for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP $P_CHAIN $P_TLSL; do
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP $P_CHAIN $P_TLSL $P_TRANS; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port 127.0.0.1:$p is in use; stop what listens there first" >&2
     exit 1
@@ -235,7 +236,28 @@ if want chain || want chain-tunnel; then
   TLSL_PID=$!
 fi
 
+# === egressd as a transparent proxy: the origin's ports are redirected to
+# it by nftables while those scenarios run (its own sockets are marked) ===
+TRANSPARENT=0
+if want transparent || want transparent-tunnel; then
+  TRANSPARENT=1
+  command -v nft >/dev/null || apt-get install -y -qq nftables >/dev/null
+  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/policy.toml" --listen 127.0.0.1:0 --admin off \
+    --transparent 127.0.0.1:$P_TRANS --mark 1337 \
+    --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
+    --max-tunnels-per-client 100000 > "$work/egressd-transparent.log" 2>&1 &
+  pids+=($!)
+  TRANS_PID=$!
+fi
+redirect_on() {
+  printf 'table ip egressd_bench {\n chain output {\n  type nat hook output priority -100; policy accept;\n  meta mark 0x539 return\n  ip daddr 127.0.0.1 tcp dport { %s, %s } redirect to :%s\n }\n}\n' \
+    "$O_HTTP" "$O_TLS" "$P_TRANS" | nft -f -
+}
+redirect_off() { nft delete table ip egressd_bench 2>/dev/null || true; }
+trap 'redirect_off; cleanup' EXIT
+
 for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY ${BASELINE:+$P_BASE}; do wait_port "$p"; done
+if [ "$TRANSPARENT" = 1 ]; then wait_port $P_TRANS; fi
 if [ "$CHAINING" = 1 ]; then wait_port $P_CHAIN; wait_port $P_TLSL; fi
 if [ "$INSPECTING" = 1 ]; then wait_port $P_INSPECT; wait_port $P_BUMP; fi
 sleep 1
@@ -268,7 +290,7 @@ us_per() { awk -v d="$1" -v hz="$HZ" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f"
 s_per_gib() { awk -v d="$1" -v hz="$HZ" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }'; }
 
 proxy_addr() { case $1 in egressd-chain) echo $P_CHAIN;; egressd-tls) echo $P_TLSL;; egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; egressd-inspect) echo $P_INSPECT;; squid) echo $P_SQUID;; squid-bump) echo $P_BUMP;; tinyproxy) echo $P_TINY;; esac; }
-proxy_pid() { case $1 in egressd-chain) echo "$CHAIN_PID $EGRESSD_PID";; egressd-tls) echo "$TLSL_PID";; egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; egressd-inspect) echo "$INSPECT_PID";; squid) echo "$SQUID_PID";; squid-bump) echo "$BUMP_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
+proxy_pid() { case $1 in egressd-transparent) echo "$TRANS_PID";; egressd-chain) echo "$CHAIN_PID $EGRESSD_PID";; egressd-tls) echo "$TLSL_PID";; egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; egressd-inspect) echo "$INSPECT_PID";; squid) echo "$SQUID_PID";; squid-bump) echo "$BUMP_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
 origin_host() { [ "$1" = tinyproxy ] && echo 127.0.0.1 || echo origin.test; }
 
 cat > "$work/request.lua" <<'EOF'
@@ -327,18 +349,20 @@ scenario_loadgen() { # name mode path [targets]
     for t in ${4:-$TARGETS}; do
       local pid c0 c1 out v cpu_per="" args=()
       pid=$(proxy_pid "$t")
-      if [ "$t" = direct ]; then
+      if [ "$t" = direct ] || [ "$t" = egressd-transparent ]; then
         args=(--target 127.0.0.1:$O_TLS --host origin.test)
       else
         args=(--proxy 127.0.0.1:"$(proxy_addr "$t")" --target "$(origin_host "$t")":${PORT:-$O_TLS} --host origin.test)
         [ "$t" = egressd-tls ] && args+=(--proxy-tls proxy.test)
       fi
-      [ "$t" = direct ] && [ -n "${PORT:-}" ] && args=(--target 127.0.0.1:$PORT --host origin.test)
+      { [ "$t" = direct ] || [ "$t" = egressd-transparent ]; } && [ -n "${PORT:-}" ] && args=(--target 127.0.0.1:$PORT --host origin.test)
+      [ "$t" = egressd-transparent ] && redirect_on
       [ -n "$pid" ] && c0=$(cpu_of $pid)
       local m0 m1; m0=$(machine_busy)
       out=$("$LOADGEN" "$mode" "${args[@]}" --ca "${TRUST:-$work/ca.pem}" --concurrency "$CONC" \
         --duration "$DURATION" --path "$3" | tail -1)
       m1=$(machine_busy)
+      [ "$t" = egressd-transparent ] && redirect_off
       if [ "$mode" = bulk ]; then
         v=$(jq -r '.mbps // 0' <<<"$out")
         local bytes; bytes=$(jq -r '.bytes // 0' <<<"$out")
@@ -400,6 +424,10 @@ want inspect-new && { echo "== a new inspected tunnel per request"; TRUST=$work/
 want chain && { echo "== keep-alive HTTP: direct, egressd, egressd chained to a parent, TLS to egressd"; PORT=$O_HTTP scenario_loadgen chain http / "direct egressd egressd-chain egressd-tls"; }
 want chain-tunnel && { echo "== HTTPS in tunnels: direct, egressd, chained, TLS to egressd"; scenario_loadgen chain-tunnel tunnel-https / "direct egressd egressd-chain egressd-tls"; }
 
+# The same loads, the app unaware of any proxy: nftables redirects them.
+want transparent && { echo "== keep-alive HTTP: direct, explicit egressd, transparent egressd"; PORT=$O_HTTP scenario_loadgen transparent http / "direct egressd egressd-transparent"; }
+want transparent-tunnel && { echo "== HTTPS keep-alive: direct, in CONNECT tunnels, transparent (by SNI)"; scenario_loadgen transparent-tunnel tunnel-https / "direct egressd egressd-transparent"; }
+
 want idle && echo "== idle tunnels and memory"
 want idle && for t in egressd squid tinyproxy; do
   pid=$(proxy_pid "$t")
@@ -447,7 +475,7 @@ print(f"{'scenario':<16}{'target':<14}{'median':>12} {'unit':<11}{'x direct':>9}
 for s in dict.fromkeys(r["scenario"] for r in rows):
     unit = next(r["unit"] for r in rows if r["scenario"] == s)
     d, sq = med(s, "direct"), med(s, "squid") or med(s, "squid-bump")
-    for t in ["direct", "egressd", "egressd-base", "egressd-inspect", "egressd-chain", "egressd-tls", "squid", "squid-bump", "tinyproxy"]:
+    for t in ["direct", "egressd", "egressd-base", "egressd-inspect", "egressd-chain", "egressd-tls", "egressd-transparent", "squid", "squid-bump", "tinyproxy"]:
         v = med(s, t)
         if v is None:
             continue

@@ -501,6 +501,9 @@ fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
     config.listen_tls = args.listen_tls.clone();
     config.transparent = args.transparent.clone();
     config.mark = args.mark;
+    if let Some(mark) = args.mark {
+        crate::proxy::dial::check_mark(mark).map_err(|e| anyhow::anyhow!(e))?;
+    }
     config.tls_cert = args.tls_cert.clone();
     config.tls_key = args.tls_key.clone();
     if let Some(url) = &args.upstream_proxy {

@@ -461,6 +461,40 @@ fn bad_input_under_json_is_json_too() {
     assert!(o.stdout.is_empty(), "text stays on stderr");
 }
 
+/// The Kubernetes example installs exactly what `transparent-rules` prints.
+#[test]
+fn the_transparent_sidecar_manifest_carries_the_printed_rules() {
+    let o = run(&[
+        "transparent-rules",
+        "--uid",
+        "1337",
+        "--port",
+        "15001",
+        "--format",
+        "iptables",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let printed = stdout(&o);
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/sidecar-transparent.yaml"),
+    )
+    .unwrap();
+    let start = manifest.find("  redirect.sh: |\n").unwrap() + "  redirect.sh: |\n".len();
+    let embedded: String = manifest[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    assert_eq!(embedded, printed);
+    let o = run(&["transparent-rules"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "without --mark or --uid egressd would loop"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--mark"));
+}
+
 #[test]
 fn lint_warns_and_strict_fails() {
     let dir = tmpdir("lint");

@@ -51,6 +51,20 @@ pub async fn connect_tcp(addr: SocketAddr, mark: Option<u32>) -> std::io::Result
         .await
 }
 
+/// Whether sockets can carry `mark` here: `SO_MARK` needs CAP_NET_ADMIN.
+/// Checked at start, so that a missing capability is one clear error
+/// rather than every upstream connection failing.
+pub fn check_mark(mark: u32) -> Result<(), String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
+    s.set_mark(mark).map_err(|e| {
+        format!(
+            "--mark {mark}: cannot mark sockets ({e}); it needs CAP_NET_ADMIN. Without it, exempt egressd by \
+             its uid instead: egressd transparent-rules --uid UID"
+        )
+    })
+}
+
 /// Dials the first of `targets` that answers, in order, within `timeout`
 /// each (sockets marked with `mark`). Returns the stream and the address
 /// it reached.

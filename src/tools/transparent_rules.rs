@@ -87,8 +87,10 @@ fn iptables(o: &RulesOptions, ports: &[String]) -> String {
         (None, Some(u)) => format!("-m owner --uid-owner {u} -j RETURN"),
         (None, None) => unreachable!("checked by rules()"),
     };
+    // A shell script: the install commands, then the removal ones
+    // commented out (run them by hand, or with `sed -n 's/^#- //p' | sh`).
     let mut out = format!(
-        "# egressd transparent mode: outbound TCP to ports {} goes to port {}.\n# Install:\n",
+        "#!/bin/sh\n# egressd transparent mode: outbound TCP to ports {} goes to port {}.\nset -e\n",
         ports.join(","),
         o.port
     );
@@ -105,12 +107,12 @@ fn iptables(o: &RulesOptions, ports: &[String]) -> String {
             o.port
         );
     }
-    out += "# Remove:\n";
+    out += "# To remove them:\n";
     for (cmd, _) in families {
         out += &format!(
-            "{cmd} -t nat -D OUTPUT -p tcp -j EGRESSD
-{cmd} -t nat -F EGRESSD
-{cmd} -t nat -X EGRESSD
+            "#- {cmd} -t nat -D OUTPUT -p tcp -j EGRESSD
+#- {cmd} -t nat -F EGRESSD
+#- {cmd} -t nat -X EGRESSD
 "
         );
     }
@@ -143,7 +145,7 @@ mod tests {
                 ipt.contains(&format!("{cmd} -t nat -A EGRESSD -m mark --mark 0x539 -j RETURN")),
                 "{ipt}"
             );
-            assert!(ipt.contains(&format!("{cmd} -t nat -X EGRESSD")), "{ipt}");
+            assert!(ipt.contains(&format!("#- {cmd} -t nat -X EGRESSD")), "{ipt}");
         }
         let by_uid = rules(&RulesOptions {
             mark: None,
