@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,16 +29,13 @@ use tokio::net::TcpListener;
 
 mod support;
 
-use support::Egressd as Proxy;
+use support::{fresh_dir, Egressd as Proxy};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const BROWSER_WAIT: Duration = Duration::from_secs(60);
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("egressd-browser-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    fresh_dir(&format!("browser-{name}"))
 }
 
 /// A test root and one leaf for every name the page uses.

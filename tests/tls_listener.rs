@@ -11,10 +11,7 @@ use std::process::Command;
 use support::*;
 
 fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("egressd-tls-listener-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    fresh_dir(&format!("tls-listener-{name}"))
 }
 
 /// curl's exit code, the status it printed, and its body.

@@ -194,9 +194,7 @@ fn curl(ns: &Netns, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn redirected_connections_are_decided_by_sni_host_and_path() {
-    let dir = std::env::temp_dir().join(format!("egressd-transparent-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("transparent");
     let ns = Netns::create("t");
     let cert = test_cert(&["allowed.test", "denied.test"]);
     let (cert_pem, _) = cert.write_pem(&dir, "origin");

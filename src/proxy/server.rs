@@ -257,6 +257,17 @@ where
 {
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| route(svc_shared.clone(), pool.clone(), req, peer));
+    serve_http1(&shared, stream, svc, peer).await
+}
+
+/// HTTP/1.1 with upgrades on a client connection, with the proxy's header
+/// limits, closed gracefully at shutdown.
+pub(super) async fn serve_http1<IO, S>(shared: &Shared, stream: IO, svc: S, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -22,7 +22,6 @@ use std::time::Duration;
 use http::{header, HeaderValue, Method, Request, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -301,24 +300,7 @@ async fn serve_http(
             )
         }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.header_timeout)
-        .max_header_size(shared.config.max_header_bytes)
-        .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shared.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "transparent connection ended with error");
-    }
+    super::server::serve_http1(&shared, io, svc, peer).await
 }
 
 /// An origin-form request made absolute from its `Host` (which then names

@@ -550,6 +550,14 @@ pub async fn read_response(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// A fresh directory for one test's files, named by `tag` and this process.
+pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("egressd-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 // === the egressd binary ===
 
 /// The egressd binary, writing its JSON log (access events included) to a
