@@ -279,3 +279,89 @@ async fn a_tunnel_whose_client_never_speaks_is_closed() {
     let ev = wait_access(|v| v["kind"] == "connect" && v["error"] == "client_tls_error").await;
     assert!(ev["detail"].as_str().unwrap().contains("ClientHello"), "{ev}");
 }
+
+/// An origin that speaks HTTP/2 (ALPN h2 only) gets inspected requests
+/// over HTTP/2, several of them on one connection, whatever the client
+/// spoke; it answers with the version and authority it saw.
+#[tokio::test]
+async fn origins_that_speak_http2_get_http2() {
+    let origin_cert = test_cert(&["h2.test"]);
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![origin_cert.der.clone()], origin_cert.key.clone_key())
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = l.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else { return };
+                let svc =
+                    hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                        let text = format!(
+                            "{:?} {} {}",
+                            req.version(),
+                            req.uri().authority().map_or("-", |a| a.as_str()),
+                            req.uri().path()
+                        );
+                        Ok::<_, std::convert::Infallible>(http::Response::new(full(text)))
+                    });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("egressd-inspect-h2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ca = egressd::ca::init(&egressd::ca::InitOptions {
+        dir: dir.join("ca"),
+        days: 30,
+        force: false,
+        permit: vec![],
+    })
+    .unwrap();
+    let roots = dir.join("origin-root.pem");
+    std::fs::write(&roots, egressd::ca::pem_certificate(&origin_cert.der)).unwrap();
+    let ca_dir = dir.join("ca");
+    let proxy = start_proxy(
+        ProxyOpts::new(policy(r#"allow = ["h2.test/api"]"#))
+            .config(move |c| {
+                c.ca_dir = Some(ca_dir);
+                c.upstream_ca = vec![roots];
+            })
+            .pin(&format!("h2.test:443={origin}")),
+    )
+    .await;
+    proxy.shared.load_inspector().unwrap();
+    let trust = TestCert {
+        der: ca.cert_der.clone(),
+        key: origin_cert.key.clone_key(),
+    };
+    for i in 0..3 {
+        let tunnel = connect(proxy.addr, "h2.test:443").await.unwrap();
+        let tls = tls_over(tunnel, "h2.test", &trust).await;
+        let req = Request::get(format!("/api/{i}"))
+            .header("host", "h2.test")
+            .body(full(""))
+            .unwrap();
+        let resp = request_over(tls, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(body_text(resp).await, format!("HTTP/2.0 h2.test:443 /api/{i}"));
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one HTTP/2 connection serves every request"
+    );
+}

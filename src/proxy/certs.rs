@@ -28,6 +28,8 @@ pub struct Inspector {
     provider: Arc<rustls::crypto::CryptoProvider>,
     configs: Mutex<lru::LruCache<String, (Arc<rustls::ServerConfig>, Instant)>>,
     upstream: Arc<rustls::ClientConfig>,
+    /// The same, offering HTTP/2 first (ALPN h2, http/1.1).
+    upstream_h2: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for Inspector {
@@ -112,6 +114,8 @@ impl Inspector {
         let ca = crate::ca::load(dir).map_err(|e| e.to_string())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let upstream = upstream_client_config(upstream_ca)?;
+        let mut h2 = (*upstream).clone();
+        h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let leaf_key =
             rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
         let leaf_signer = provider
@@ -127,6 +131,7 @@ impl Inspector {
                 NonZeroUsize::new(LEAF_CACHE).unwrap_or(NonZeroUsize::MIN),
             )),
             upstream,
+            upstream_h2: Arc::new(h2),
         })
     }
 
@@ -142,6 +147,11 @@ impl Inspector {
     /// How origins are verified: the system roots and `--upstream-ca`.
     pub fn upstream(&self) -> Arc<rustls::ClientConfig> {
         self.upstream.clone()
+    }
+
+    /// The same verification, offering HTTP/2 to the origin first.
+    pub fn upstream_h2(&self) -> Arc<rustls::ClientConfig> {
+        self.upstream_h2.clone()
     }
 
     /// The server configuration presenting a leaf for `host` (cached; a

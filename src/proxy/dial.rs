@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::Request;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -99,10 +101,13 @@ pub enum Transport {
     Tls(Arc<TlsOrigin>),
 }
 
-/// A TLS origin: the name its certificate must carry, and how to verify it.
+/// A TLS origin: the name its certificate must carry, and how to verify it
+/// (HTTP/1.1 only, and, when the origin may be offered HTTP/2, with ALPN
+/// `h2` first).
 pub struct TlsOrigin {
     pub name: ServerName<'static>,
     pub config: Arc<rustls::ClientConfig>,
+    pub config_h2: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Where a connection goes: to one of the checked addresses, or through
@@ -116,26 +121,102 @@ pub enum Hop<'a> {
 
 /// Pooled connections are told apart by where they lead: an address and
 /// TLS name, or the parent (and the origin a tunnel through it reaches).
+/// A TLS origin's connections are also told apart by whether HTTP/2 was
+/// offered: an upgrade (WebSocket) needs an HTTP/1.1 connection.
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Direct(SocketAddr, Option<ServerName<'static>>),
-    Parent(Option<(String, ServerName<'static>)>),
+    Direct(SocketAddr, Option<(ServerName<'static>, bool)>),
+    Parent(Option<(String, ServerName<'static>, bool)>),
 }
 
-fn key(hop: &Hop, addr: SocketAddr, transport: &Transport) -> Key {
+fn key(hop: &Hop, addr: SocketAddr, transport: &Transport, h2: bool) -> Key {
     let name = match transport {
         Transport::Plain => None,
-        Transport::Tls(t) => Some(t.name.clone()),
+        Transport::Tls(t) => Some((t.name.clone(), h2 && t.config_h2.is_some())),
     };
     match hop {
         Hop::Direct(_) => Key::Direct(addr, name),
-        Hop::Parent { authority, .. } => Key::Parent(name.map(|n| (authority.to_string(), n))),
+        Hop::Parent { authority, .. } => Key::Parent(name.map(|(n, h2)| (authority.to_string(), n, h2))),
     }
 }
 
-/// An HTTP/1.1 connection upstream.
+/// A client connection upstream: HTTP/1.1, or HTTP/2 (shared by every
+/// request to that origin while it lives).
+pub enum Sender {
+    H1(SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+impl Sender {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.is_ready(),
+        }
+    }
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
+
+    /// Sends `req`, made to fit the connection: origin-form with `Host` on
+    /// HTTP/1.1, absolute-form (`:authority`) on HTTP/2. A request the
+    /// connection could not send comes back in the error.
+    pub async fn try_send_request(
+        &mut self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>>
+    {
+        fit(&mut req, self.is_h2());
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    }
+}
+
+/// Moves a request between HTTP/1.1's form (origin-form, `Host`) and
+/// HTTP/2's (`https://authority/path`, no `Host`).
+fn fit(req: &mut Request<UpstreamBody>, h2: bool) {
+    use http::{header::HOST, HeaderValue, Uri, Version};
+    if h2 && req.version() != Version::HTTP_2 {
+        let host = req.headers_mut().remove(HOST);
+        let authority = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = format!("https://{authority}{pq}").parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_2;
+    } else if !h2 && req.version() == Version::HTTP_2 {
+        if let Some(a) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(HOST, a);
+        }
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = pq.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_11;
+    }
+}
+
+/// An HTTP connection upstream.
 pub struct Upstream {
-    pub sender: SendRequest<UpstreamBody>,
+    pub sender: Sender,
     key: Key,
     addr: SocketAddr,
     /// Taken from the pool: it may have been closed by the server meanwhile.
@@ -150,7 +231,7 @@ impl Upstream {
 }
 
 struct Idle {
-    sender: SendRequest<UpstreamBody>,
+    sender: Sender,
     since: Instant,
     reached: Resolved,
 }
@@ -179,19 +260,36 @@ impl Pool {
         hop: &Hop<'_>,
         timeout: Duration,
         transport: &Transport,
+        h2: bool,
     ) -> Option<(Upstream, Resolved)> {
         let keys: Vec<(Key, Option<Resolved>)> = match hop {
             Hop::Direct(targets) => targets
                 .iter()
-                .map(|t| (key(hop, t.addr, transport), Some(*t)))
+                .map(|t| (key(hop, t.addr, transport, h2), Some(*t)))
                 .collect(),
-            Hop::Parent { .. } => vec![(key(hop, SocketAddr::from(([0, 0, 0, 0], 0)), transport), None)],
+            Hop::Parent { .. } => vec![(key(hop, SocketAddr::from(([0, 0, 0, 0], 0)), transport, h2), None)],
         };
         for (key, target) in keys {
             loop {
                 let idle = {
                     let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                    m.get_mut(&key).and_then(Vec::pop)
+                    match m.get_mut(&key) {
+                        // An HTTP/2 connection serves many requests at once:
+                        // it stays in the pool while it is open.
+                        Some(v) => match v.last() {
+                            Some(Idle {
+                                sender: Sender::H2(s),
+                                reached,
+                                ..
+                            }) if !s.is_closed() => Some(Idle {
+                                sender: Sender::H2(s.clone()),
+                                since: Instant::now(),
+                                reached: *reached,
+                            }),
+                            _ => v.pop(),
+                        },
+                        None => None,
+                    }
                 };
                 let Some(mut idle) = idle else { break };
                 if idle.sender.is_closed() || idle.since.elapsed() > POOL_IDLE {
@@ -221,7 +319,8 @@ impl Pool {
 
     /// Keeps a connection whose response ended for the next request.
     pub fn checkin(&self, up: Upstream) {
-        if up.sender.is_closed() {
+        // HTTP/2 connections never left the pool.
+        if up.sender.is_closed() || up.sender.is_h2() {
             return;
         }
         let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -247,16 +346,18 @@ impl Pool {
 
     /// A connection for `hop`: an idle one, or a new one (to the checked
     /// addresses in order). The connection task runs on the current worker.
+    /// `h2`: HTTP/2 may be offered to a TLS origin (no upgrade is asked).
     pub async fn connect(
         &self,
         hop: &Hop<'_>,
         timeout: Duration,
         transport: &Transport,
+        h2: bool,
     ) -> Result<(Upstream, Resolved), DialError> {
-        if let Some(found) = self.checkout(hop, timeout, transport).await {
+        if let Some(found) = self.checkout(hop, timeout, transport, h2).await {
             return Ok(found);
         }
-        self.connect_new(hop, timeout, transport).await
+        self.connect_new(hop, timeout, transport, h2).await
     }
 
     /// A new connection, never one from the pool.
@@ -265,15 +366,16 @@ impl Pool {
         hop: &Hop<'_>,
         timeout: Duration,
         transport: &Transport,
+        h2: bool,
     ) -> Result<(Upstream, Resolved), DialError> {
         let (sender, t) = match hop {
             Hop::Direct(targets) => {
                 let (stream, t) = dial(targets, timeout, self.mark).await?;
                 let failed = |error| DialError { error, last: Some(t) };
                 let sender = match transport {
-                    Transport::Plain => handshake(TokioIo::new(stream)).await.map_err(failed)?,
+                    Transport::Plain => Sender::H1(handshake(TokioIo::new(stream)).await.map_err(failed)?),
                     Transport::Tls(origin) => {
-                        handshake(TokioIo::new(tls(origin, stream, timeout).await.map_err(failed)?))
+                        handshake_tls(tls(origin, stream, timeout, h2).await.map_err(failed)?)
                             .await
                             .map_err(failed)?
                     }
@@ -285,7 +387,10 @@ impl Pool {
                 match transport {
                     Transport::Plain => {
                         let (stream, t) = parent.open(timeout).await.map_err(failed)?;
-                        (handshake(TokioIo::new(stream)).await.map_err(failed)?, t)
+                        (
+                            Sender::H1(handshake(TokioIo::new(stream)).await.map_err(failed)?),
+                            t,
+                        )
                     }
                     Transport::Tls(origin) => {
                         let (stream, early, t) =
@@ -295,15 +400,25 @@ impl Pool {
                                 "the origin spoke before the TLS handshake".into(),
                             )));
                         }
-                        let tls = tls(origin, stream, timeout).await.map_err(failed)?;
-                        (handshake(TokioIo::new(tls)).await.map_err(failed)?, t)
+                        let tls = tls(origin, stream, timeout, h2).await.map_err(failed)?;
+                        (handshake_tls(tls).await.map_err(failed)?, t)
                     }
                 }
             }
         };
+        let key = key(hop, t.addr, transport, h2);
+        if let Sender::H2(s) = &sender {
+            // Shared from now on by every request to this origin.
+            let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            m.entry(key.clone()).or_default().push(Idle {
+                sender: Sender::H2(s.clone()),
+                since: Instant::now(),
+                reached: t,
+            });
+        }
         let up = Upstream {
             sender,
-            key: key(hop, t.addr, transport),
+            key,
             addr: t.addr,
             reused: false,
         };
@@ -311,20 +426,45 @@ impl Pool {
     }
 }
 
-/// TLS to an origin over `io`, verified for the origin's name.
+/// TLS to an origin over `io`, verified for the origin's name; offering
+/// HTTP/2 when `h2`.
 async fn tls<IO>(
     origin: &TlsOrigin,
     io: IO,
     timeout: Duration,
+    h2: bool,
 ) -> Result<tokio_rustls::client::TlsStream<IO>, ProxyError>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let connector = tokio_rustls::TlsConnector::from(origin.config.clone());
+    let config = match (&origin.config_h2, h2) {
+        (Some(c), true) => c.clone(),
+        _ => origin.config.clone(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
     tokio::time::timeout(timeout, connector.connect(origin.name.clone(), io))
         .await
         .map_err(|_| ProxyError::ConnectTimeout)?
         .map_err(|e| ProxyError::from_tls(&e))
+}
+
+/// The client connection the origin chose in ALPN: HTTP/2 or HTTP/1.1.
+async fn handshake_tls<IO>(tls: tokio_rustls::client::TlsStream<IO>) -> Result<Sender, ProxyError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Ok(Sender::H1(handshake(TokioIo::new(tls)).await?));
+    }
+    let (sender, conn) = http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .map_err(|e| ProxyError::ConnectOther(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with error");
+        }
+    });
+    Ok(Sender::H2(sender))
 }
 
 /// An HTTP/1.1 client connection over `io`, driven on the current worker.
@@ -393,6 +533,7 @@ mod tests {
                 &Hop::Direct(&[target(dead), target(live_addr)]),
                 Duration::from_secs(2),
                 &Transport::Plain,
+                false,
             )
             .await
             .unwrap();

@@ -197,7 +197,9 @@ pub(super) async fn exchange(
     .boxed_unsync();
     let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
     let request = Request::from_parts(parts, body);
-    match send(pool, &hop, request, transport, timeouts, ev).await {
+    // HTTP/2 may be offered to a TLS origin unless the request upgrades.
+    let h2 = client_upgrade.is_none();
+    match send(pool, &hop, request, transport, timeouts, h2, ev).await {
         Ok((resp, upstream)) => Ok(Sent {
             resp,
             upstream,
@@ -255,14 +257,15 @@ async fn send(
     mut request: Request<UpstreamBody>,
     transport: &Transport,
     (connect_timeout, response_timeout): (Duration, Duration),
+    h2: bool,
     ev: &mut Access,
 ) -> Result<(Response<Incoming>, Upstream), ProxyError> {
     let mut fresh = false;
     loop {
         let got = if fresh {
-            pool.connect_new(hop, connect_timeout, transport).await
+            pool.connect_new(hop, connect_timeout, transport, h2).await
         } else {
-            pool.connect(hop, connect_timeout, transport).await
+            pool.connect(hop, connect_timeout, transport, h2).await
         };
         let (mut upstream, dialled) = got.map_err(|f| {
             if let Some(t) = f.last {

@@ -101,6 +101,7 @@ where
     let origin = Arc::new(TlsOrigin {
         name: ServerName::try_from(leaf_host).map_err(|e| ProxyError::BadRequest(e.to_string()))?,
         config: inspector.upstream(),
+        config_h2: Some(inspector.upstream_h2()),
     });
     let ctx = Arc::new(Inner {
         tunnel,
