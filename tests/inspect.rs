@@ -19,10 +19,15 @@ struct Setup {
 }
 
 async fn setup(policy_src: &str, tag: &str) -> Setup {
-    setup_with(policy_src, tag, std::time::Duration::from_secs(30)).await
+    setup_with(policy_src, tag, std::time::Duration::from_secs(30), None).await
 }
 
-async fn setup_with(policy_src: &str, tag: &str, header_timeout: std::time::Duration) -> Setup {
+async fn setup_with(
+    policy_src: &str,
+    tag: &str,
+    header_timeout: std::time::Duration,
+    tunnel_idle: Option<std::time::Duration>,
+) -> Setup {
     let origin_cert = test_cert(&["inspect.test", "plain.test"]);
     let origin = start_tls_origin(&origin_cert).await;
     let dir = std::env::temp_dir().join(format!("egressd-inspect-{tag}-{}", std::process::id()));
@@ -41,6 +46,9 @@ async fn setup_with(policy_src: &str, tag: &str, header_timeout: std::time::Dura
         c.ca_dir = Some(ca_dir);
         c.upstream_ca = vec![roots];
         c.header_timeout = header_timeout;
+        if let Some(idle) = tunnel_idle {
+            c.tunnel_idle = idle;
+        }
     });
     for name in ["inspect.test", "plain.test", "wrong.test"] {
         opts = opts.pin(&format!("{name}:443={origin}"));
@@ -150,6 +158,43 @@ async fn http2_inside_the_tunnel() {
         assert_eq!(resp.version(), http::Version::HTTP_2);
         assert_eq!(resp.status(), want, "{path}");
     }
+}
+
+/// HTTP/2 has no header timeout between requests: an inspected h2
+/// connection with nothing in flight for the tunnel idle time is sent away.
+#[tokio::test]
+async fn an_idle_http2_connection_inside_is_closed() {
+    let s = setup_with(
+        POLICY,
+        "h2-idle",
+        std::time::Duration::from_secs(30),
+        Some(std::time::Duration::from_millis(300)),
+    )
+    .await;
+    let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let config = client_config(&[&s.ca.der], &[b"h2"]);
+    let name = rustls::pki_types::ServerName::try_from("inspect.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tunnel)
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get("https://inspect.test/allowed/once")
+        .body(full(""))
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop(body_text(resp).await);
+    // The proxy ends the connection on its own, well within the wait.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection stayed open");
 }
 
 #[tokio::test]
@@ -271,7 +316,7 @@ async fn methods_are_enforced_inside_https() {
 #[tokio::test]
 async fn a_tunnel_whose_client_never_speaks_is_closed() {
     use tokio::io::AsyncReadExt;
-    let s = setup_with(POLICY, "silent", std::time::Duration::from_millis(300)).await;
+    let s = setup_with(POLICY, "silent", std::time::Duration::from_millis(300), None).await;
     let mut tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
     let mut buf = Vec::new();
     let closed = tokio::time::timeout(WAIT, tunnel.read_to_end(&mut buf)).await;

@@ -108,16 +108,40 @@ where
         transport: Transport::Tls(origin),
     });
     let svc_shared = shared.clone();
+    let idle = Arc::new(Idle::default());
+    let seen = idle.clone();
     let svc = service_fn(move |req| {
-        let (shared, pool, ctx) = (svc_shared.clone(), pool.clone(), ctx.clone());
-        async move { Ok::<_, std::convert::Infallible>(request(shared, pool, ctx, req).await) }
+        let (shared, pool, ctx, seen) = (svc_shared.clone(), pool.clone(), ctx.clone(), seen.clone());
+        async move {
+            seen.begin();
+            let resp = request(shared, pool, ctx, req).await;
+            seen.end();
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let io = TokioIo::new(tls);
     let served = if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        // HTTP/2 has no header timeout between requests: a connection with
+        // nothing in flight for the tunnel idle time is asked to go away
+        // (GOAWAY; streams still running finish).
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .serve_connection(io, svc)
-            .await
+            .serve_connection(io, svc);
+        tokio::pin!(conn);
+        let limit = shared.config.tunnel_idle;
+        let tick = (limit / 4).max(std::time::Duration::from_millis(50));
+        let mut asked = false;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                _ = tokio::time::sleep(tick), if !asked => {
+                    if idle.idle_for() >= limit {
+                        conn.as_mut().graceful_shutdown();
+                        asked = true;
+                    }
+                }
+            }
+        }
     } else {
         hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -143,6 +167,43 @@ fn ev_rule(t: &Tunnel) -> Option<String> {
 struct Inner {
     tunnel: Tunnel,
     transport: Transport,
+}
+
+/// Requests in flight on an inspected connection, and when the last one
+/// began or ended.
+struct Idle {
+    active: std::sync::atomic::AtomicUsize,
+    since: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Default for Idle {
+    fn default() -> Idle {
+        Idle {
+            active: std::sync::atomic::AtomicUsize::new(0),
+            since: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+}
+
+impl Idle {
+    fn touch(&self) {
+        *self.since.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+    fn begin(&self) {
+        self.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.touch();
+    }
+    fn end(&self) {
+        self.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.touch();
+    }
+    /// How long nothing has been in flight (zero while something is).
+    fn idle_for(&self) -> std::time::Duration {
+        if self.active.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return std::time::Duration::ZERO;
+        }
+        self.since.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
 }
 
 /// One request inside the tunnel: the pipeline's steps 2, 3 and 6; the
