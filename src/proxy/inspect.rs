@@ -225,13 +225,18 @@ async fn request(
         return refuse(ev, &label(), e);
     }
     ev.via(t.route.via());
+    // The origin is named as a browser names it: without the default port.
+    let host = match t.authority.rsplit_once(':') {
+        Some((h, "443")) => h,
+        _ => &t.authority,
+    };
     match forward::exchange(
         &shared,
         &pool,
         req,
         t.route.hop(&t.authority),
         &ctx.transport,
-        &t.authority,
+        host,
         &mut ev,
     )
     .await
