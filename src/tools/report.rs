@@ -41,7 +41,28 @@ pub fn report(args: ReportOptions) -> ExitCode {
         },
         None => None,
     };
-    let mut observations: Vec<Observation> = Vec::new();
+    // Each observation is decided as it is read and only counted: memory
+    // grows with destinations, clients, hours and rules, not with lines.
+    let mut summary = Summary::default();
+    let mut by_client: HashMap<String, u64> = HashMap::new();
+    let mut changes = candidate.as_ref().map(|_| Changes::default());
+    let mut observe = |o: Observation| {
+        let d = o.decide(&policy);
+        summary.add(&o, &d);
+        if d.verdict != Verdict::Allow {
+            if let Some(c) = &o.client {
+                match by_client.get_mut(c.as_str()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        by_client.insert(c.clone(), 1);
+                    }
+                }
+            }
+        }
+        if let (Some(ch), Some(cand)) = (changes.as_mut(), candidate.as_ref()) {
+            ch.add(&o, d.verdict == Verdict::Allow, cand);
+        }
+    };
     let sources: Vec<String> = if args.logs.is_empty() && args.har.is_empty() {
         vec!["-".into()]
     } else {
@@ -56,7 +77,7 @@ pub fn report(args: ReportOptions) -> ExitCode {
         for line in r.lines() {
             match line {
                 Ok(l) => match logs::parse_line(&l) {
-                    Some(o) => observations.push(o),
+                    Some(o) => observe(o),
                     None if l.contains(crate::access::TARGET) => unreadable += 1,
                     None => {}
                 },
@@ -71,26 +92,14 @@ pub fn report(args: ReportOptions) -> ExitCode {
         };
         let r = har::for_each_request(BufReader::new(f), |req| {
             if let Some(o) = Observation::parse(&req.url).map(|o| o.with_method(&req.method)) {
-                observations.extend(o.as_connect().or(Some(o)));
+                observe(o.as_connect().unwrap_or(o));
             }
         });
         if let Err(e) = r {
             return bad_input(format!("{}: not a readable HAR file: {e}", path.display()));
         }
     }
-
-    let mut summary = Summary::default();
     summary.unreadable = unreadable;
-    let mut by_client: HashMap<String, u64> = HashMap::new();
-    for o in &observations {
-        let d = o.decide(&policy);
-        summary.add(o, &d);
-        if d.verdict != Verdict::Allow {
-            if let Some(c) = &o.client {
-                *by_client.entry(c.clone()).or_default() += 1;
-            }
-        }
-    }
     let mut extras = Extras {
         denied_by_client: by_client.into_iter().collect(),
         denied_by_hour: summary
@@ -116,7 +125,10 @@ pub fn report(args: ReportOptions) -> ExitCode {
         policy.origin(),
         policy.version()
     );
-    let diff = candidate.map(|cand| diff(&policy, &cand, &observations, args.format));
+    let diff = match (candidate, changes) {
+        (Some(cand), Some(ch)) => Some(ch.render(&cand, args.format)),
+        _ => None,
+    };
     if args.format == Format::Html {
         let sections: Vec<String> = diff.into_iter().collect();
         print!(
@@ -132,79 +144,92 @@ pub fn report(args: ReportOptions) -> ExitCode {
     super::denied_exit(&summary, args.exit_zero)
 }
 
-/// What `candidate` would newly deny or newly allow, by destination.
-fn diff(current: &Policy, candidate: &Policy, obs: &[Observation], format: Format) -> String {
-    let mut newly_denied: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    let mut newly_allowed: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    for o in obs {
-        let a = o.decide(current).verdict == Verdict::Allow;
-        let b = o.decide(candidate).verdict == Verdict::Allow;
-        let bucket = match (a, b) {
-            (true, false) => &mut newly_denied,
-            (false, true) => &mut newly_allowed,
-            _ => continue,
+/// What a candidate policy would newly deny or newly allow, by destination.
+#[derive(Default)]
+struct Changes {
+    newly_denied: BTreeMap<String, (u64, String)>,
+    newly_allowed: BTreeMap<String, (u64, String)>,
+}
+
+impl Changes {
+    fn add(&mut self, o: &Observation, allowed_now: bool, candidate: &Policy) {
+        let allowed_then = o.decide(candidate).verdict == Verdict::Allow;
+        let bucket = match (allowed_now, allowed_then) {
+            (true, false) => &mut self.newly_denied,
+            (false, true) => &mut self.newly_allowed,
+            _ => return,
         };
-        let e = bucket
-            .entry(audit::destination(&o.candidate))
-            .or_insert((0, o.target.clone()));
-        e.0 += 1;
-    }
-    let sorted = |m: BTreeMap<String, (u64, String)>| {
-        let mut v: Vec<(String, u64, String)> = m.into_iter().map(|(k, (n, ex))| (k, n, ex)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        v
-    };
-    let (denied, allowed) = (sorted(newly_denied), sorted(newly_allowed));
-    match format {
-        Format::Json => {
-            let list = |v: &[(String, u64, String)]| {
-                v.iter()
-                    .map(|(d, n, ex)| json!({"destination": d, "requests": n, "example": ex}))
-                    .collect::<Vec<_>>()
-            };
-            let mut s = serde_json::to_string_pretty(&json!({
-                "candidate": candidate.origin(),
-                "candidate_version": candidate.version(),
-                "newly_denied": list(&denied),
-                "newly_allowed": list(&allowed),
-            }))
-            .unwrap_or_default();
-            s.push('\n');
-            s
+        let dest = audit::destination(&o.candidate);
+        match bucket.get_mut(&dest) {
+            Some(e) => e.0 += 1,
+            None => {
+                bucket.insert(dest, (1, o.target.clone()));
+            }
         }
-        Format::Html => {
-            use crate::audit::html::esc;
-            let mut s = format!(
-                "<h2>Candidate {} ({})</h2>\n",
-                esc(candidate.origin()),
-                esc(candidate.version())
-            );
-            for (title, v) in [("Newly denied", &denied), ("Newly allowed", &allowed)] {
-                s += &format!("<h3>{title}: {}</h3>\n", v.len());
-                if v.is_empty() {
-                    continue;
-                }
-                s += "<table><tr><th>requests</th><th>destination</th><th>example</th></tr>\n";
-                for (d, n, ex) in v {
-                    s += &format!(
+    }
+
+    fn render(self, candidate: &Policy, format: Format) -> String {
+        let Changes {
+            newly_denied,
+            newly_allowed,
+        } = self;
+        let sorted = |m: BTreeMap<String, (u64, String)>| {
+            let mut v: Vec<(String, u64, String)> = m.into_iter().map(|(k, (n, ex))| (k, n, ex)).collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v
+        };
+        let (denied, allowed) = (sorted(newly_denied), sorted(newly_allowed));
+        match format {
+            Format::Json => {
+                let list = |v: &[(String, u64, String)]| {
+                    v.iter()
+                        .map(|(d, n, ex)| json!({"destination": d, "requests": n, "example": ex}))
+                        .collect::<Vec<_>>()
+                };
+                let mut s = serde_json::to_string_pretty(&json!({
+                    "candidate": candidate.origin(),
+                    "candidate_version": candidate.version(),
+                    "newly_denied": list(&denied),
+                    "newly_allowed": list(&allowed),
+                }))
+                .unwrap_or_default();
+                s.push('\n');
+                s
+            }
+            Format::Html => {
+                use crate::audit::html::esc;
+                let mut s = format!(
+                    "<h2>Candidate {} ({})</h2>\n",
+                    esc(candidate.origin()),
+                    esc(candidate.version())
+                );
+                for (title, v) in [("Newly denied", &denied), ("Newly allowed", &allowed)] {
+                    s += &format!("<h3>{title}: {}</h3>\n", v.len());
+                    if v.is_empty() {
+                        continue;
+                    }
+                    s += "<table><tr><th>requests</th><th>destination</th><th>example</th></tr>\n";
+                    for (d, n, ex) in v {
+                        s += &format!(
                         "<tr><td class=\"n\">{n}</td><td><code>{}</code></td><td><code>{}</code></td></tr>\n",
                         esc(d),
                         esc(ex)
                     );
+                    }
+                    s += "</table>\n";
                 }
-                s += "</table>\n";
+                s
             }
-            s
-        }
-        Format::Text | Format::Markdown => {
-            let mut s = format!("\nCandidate {} ({}):\n", candidate.origin(), candidate.version());
-            for (title, v) in [("newly denied", &denied), ("newly allowed", &allowed)] {
-                s += &format!("  {title}: {}\n", v.len());
-                for (d, n, ex) in v {
-                    s += &format!("    {n:>7}  {d}  e.g. {ex}\n");
+            Format::Text | Format::Markdown => {
+                let mut s = format!("\nCandidate {} ({}):\n", candidate.origin(), candidate.version());
+                for (title, v) in [("newly denied", &denied), ("newly allowed", &allowed)] {
+                    s += &format!("  {title}: {}\n", v.len());
+                    for (d, n, ex) in v {
+                        s += &format!("    {n:>7}  {d}  e.g. {ex}\n");
+                    }
                 }
+                s
             }
-            s
         }
     }
 }
