@@ -151,19 +151,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Live {
-    /// This thread's shard, made and registered on first use.
-    fn shard(&self) -> Arc<Mutex<Shard>> {
+    /// Runs `f` on this thread's shard, made and registered on first use
+    /// (no reference count is touched on the way).
+    fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
         SHARDS.with(|cell| {
             let mut mine = cell.borrow_mut();
             if let Some((_, s)) = mine.iter().find(|(id, _)| *id == self.id) {
-                return s.clone();
+                return f(&mut lock(s));
             }
             let s = Arc::new(Mutex::new(Shard::default()));
             lock(&self.shards).push(s.clone());
             // A thread outliving many instances (tests) keeps few.
             mine.retain(|(_, s)| Arc::strong_count(s) > 1);
-            mine.push((self.id, s.clone()));
-            s
+            let r = f(&mut lock(&s));
+            mine.push((self.id, s));
+            r
         })
     }
 
@@ -180,49 +182,49 @@ impl Live {
                 let target = logs::event_target(f.kind, &f.host, f.port, path.as_deref());
                 Observation::parse(&target).map(|o| (o, reason))
             });
-        let shard = self.shard();
-        let mut g = lock(&shard);
-        g.decisions += 1;
-        if let Some((o, reason)) = refused {
-            g.refused += 1;
-            let key = (o.candidate.host.to_string(), o.candidate.port);
-            let room = g.dests.len() < MAX_DESTS;
-            match g.dests.get_mut(&key) {
-                Some(d) => d.note(&o, reason, time_ms, f.client, f.user.as_ref()),
-                None if room => {
-                    let mut d = Dest {
-                        counts: DeniedHost::new(key.0.clone()),
-                        port: key.1,
-                        first_ms: time_ms,
-                        last_ms: time_ms,
-                        clients: BTreeSet::new(),
-                        users: BTreeSet::new(),
-                    };
-                    d.note(&o, reason, time_ms, f.client, f.user.as_ref());
-                    g.dests.insert(key, d);
-                }
-                None => g.dests_dropped += 1,
-            }
-        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if g.ring.len() == RING {
-            g.ring.pop_front();
-        }
-        g.ring.push_back(Entry {
-            seq,
-            time_ms,
-            client: f.client,
-            user: f.user,
-            kind: f.kind.as_str(),
-            method: f.method.clone(),
-            host: f.host,
-            port: f.port,
-            path,
-            decision: f.verdict.as_str(),
-            reason: f.why,
-            rule: f.rule,
-            status: f.status,
-        });
+        self.with_shard(|g| {
+            g.decisions += 1;
+            if let Some((o, reason)) = refused {
+                g.refused += 1;
+                let key = (o.candidate.host.to_string(), o.candidate.port);
+                let room = g.dests.len() < MAX_DESTS;
+                match g.dests.get_mut(&key) {
+                    Some(d) => d.note(&o, reason, time_ms, f.client, f.user.as_ref()),
+                    None if room => {
+                        let mut d = Dest {
+                            counts: DeniedHost::new(key.0.clone()),
+                            port: key.1,
+                            first_ms: time_ms,
+                            last_ms: time_ms,
+                            clients: BTreeSet::new(),
+                            users: BTreeSet::new(),
+                        };
+                        d.note(&o, reason, time_ms, f.client, f.user.as_ref());
+                        g.dests.insert(key, d);
+                    }
+                    None => g.dests_dropped += 1,
+                }
+            }
+            if g.ring.len() == RING {
+                g.ring.pop_front();
+            }
+            g.ring.push_back(Entry {
+                seq,
+                time_ms,
+                client: f.client,
+                user: f.user,
+                kind: f.kind.as_str(),
+                method: f.method.clone(),
+                host: f.host,
+                port: f.port,
+                path,
+                decision: f.verdict.as_str(),
+                reason: f.why,
+                rule: f.rule,
+                status: f.status,
+            });
+        })
     }
 
     /// The decisions after `since` (at most [`MAX_ANSWER`], the newest),

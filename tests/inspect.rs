@@ -32,15 +32,8 @@ async fn setup_with(
     let origin = start_tls_origin(&origin_cert).await;
     let dir = std::env::temp_dir().join(format!("egressd-inspect-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let ca = egressd::ca::init(&egressd::ca::InitOptions {
-        dir: dir.join("ca"),
-        days: 30,
-        force: false,
-        permit: vec![],
-    })
-    .unwrap();
-    let roots = dir.join("origin-root.pem");
-    std::fs::write(&roots, egressd::ca::pem_certificate(&origin_cert.der)).unwrap();
+    let ca = test_ca(&dir);
+    let roots = roots_pem(dir.join("origin-root.pem"), &[&origin_cert]);
     let ca_dir = dir.join("ca");
     let mut opts = ProxyOpts::new(policy(policy_src)).config(move |c| {
         c.ca_dir = Some(ca_dir);
@@ -331,16 +324,7 @@ async fn a_tunnel_whose_client_never_speaks_is_closed() {
 #[tokio::test]
 async fn origins_that_speak_http2_get_http2() {
     let origin_cert = test_cert(&["h2.test"]);
-    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![origin_cert.der.clone()], origin_cert.key.clone_key())
-    .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let acceptor = origin_cert.acceptor(&[b"h2"]);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = l.local_addr().unwrap();
     let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -369,15 +353,8 @@ async fn origins_that_speak_http2_get_http2() {
     });
     let dir = std::env::temp_dir().join(format!("egressd-inspect-h2-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let ca = egressd::ca::init(&egressd::ca::InitOptions {
-        dir: dir.join("ca"),
-        days: 30,
-        force: false,
-        permit: vec![],
-    })
-    .unwrap();
-    let roots = dir.join("origin-root.pem");
-    std::fs::write(&roots, egressd::ca::pem_certificate(&origin_cert.der)).unwrap();
+    let ca = test_ca(&dir);
+    let roots = roots_pem(dir.join("origin-root.pem"), &[&origin_cert]);
     let ca_dir = dir.join("ca");
     let proxy = start_proxy(
         ProxyOpts::new(policy(r#"allow = ["h2.test/api"]"#))

@@ -46,16 +46,7 @@ async fn recording_parent(origin: SocketAddr) -> (SocketAddr, Seen) {
 
 /// The same parent, reached over TLS with `cert` when one is given.
 async fn recording_parent_tls(origin: SocketAddr, cert: Option<&TestCert>) -> (SocketAddr, Seen) {
-    let acceptor = cert.map(|c| {
-        let config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![c.der.clone()], c.key.clone_key())
-                .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    });
+    let acceptor = cert.map(|c| c.acceptor(&[]));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen: Seen = Arc::default();
@@ -320,19 +311,8 @@ async fn a_tls_parent_and_inspected_requests_through_it() {
     let tls_origin = start_tls_origin(&origin_cert).await;
     let parent_cert = test_cert(&["localhost"]);
     let (rec, seen) = recording_parent_tls(tls_origin, Some(&parent_cert)).await;
-    let roots = dir.join("roots.pem");
-    std::fs::write(
-        &roots,
-        egressd::ca::pem_certificate(&parent_cert.der) + &egressd::ca::pem_certificate(&origin_cert.der),
-    )
-    .unwrap();
-    let ca = egressd::ca::init(&egressd::ca::InitOptions {
-        dir: dir.join("ca"),
-        days: 30,
-        force: false,
-        permit: vec![],
-    })
-    .unwrap();
+    let roots = roots_pem(dir.join("roots.pem"), &[&parent_cert, &origin_cert]);
+    let ca = test_ca(&dir);
     let url = format!("https://user:pw@localhost:{}", rec.port());
     let roots_for_parent = vec![roots.clone()];
     let p = Arc::new(

@@ -42,13 +42,7 @@ async fn curl_speaks_tls_to_the_proxy() {
     let stranger = test_cert(&["localhost", "127.0.0.1"]);
     let (stranger_pem, _) = stranger.write_pem(&dir, "stranger");
 
-    let users = dir.join("users.toml");
-    let hash = egressd::proxy::auth::hash_password("pw").unwrap();
-    std::fs::write(
-        &users,
-        format!("[[user]]\nname = \"alice\"\npassword = \"{hash}\"\n"),
-    )
-    .unwrap();
+    let users = users_file(&dir, &[("alice", "pw")]);
     let policy = dir.join("p.toml");
     let (p1, p2) = (origin.port(), tls_origin.port());
     std::fs::write(
@@ -79,51 +73,37 @@ async fn curl_speaks_tls_to_the_proxy() {
     );
     let proxy = format!("https://127.0.0.1:{}", e.proxy_tls.unwrap().port());
     let ca = cert.to_str().unwrap();
+    let stranger_ca = stranger_pem.to_str().unwrap();
+    // curl through the TLS listener, trusting `trust`, as alice or no one.
+    let through = |trust: &str, user: bool, extra: &[&str], url: &str| {
+        let mut args = vec!["--proxy", proxy.as_str(), "--proxy-cacert", trust];
+        if user {
+            args.extend(["--proxy-user", "alice:pw"]);
+        }
+        args.extend(extra);
+        args.push(url);
+        curl(&args)
+    };
 
     // Plain HTTP and a CONNECT tunnel, both inside TLS to the proxy.
-    let (rc, code, body) = curl(&[
-        "--proxy",
-        &proxy,
-        "--proxy-cacert",
-        ca,
-        "--proxy-user",
-        "alice:pw",
-        &format!("http://a.test:{p1}/plain"),
-    ]);
+    let (rc, code, body) = through(ca, true, &[], &format!("http://a.test:{p1}/plain"));
     assert_eq!((rc, code.as_str()), (0, "200"), "{body}");
     assert!(body.starts_with("GET /plain"), "{body}");
-    let (rc, code, body) = curl(&[
-        "--proxy",
-        &proxy,
-        "--proxy-cacert",
+    let (rc, code, body) = through(
         ca,
-        "--proxy-user",
-        "alice:pw",
-        "--cacert",
-        origin_pem.to_str().unwrap(),
+        true,
+        &["--cacert", origin_pem.to_str().unwrap()],
         &format!("https://tls.test:{p2}/tunnelled"),
-    ]);
+    );
     assert_eq!((rc, code.as_str()), (0, "200"), "{body}");
     assert!(body.starts_with("GET /tunnelled"), "{body}");
 
     // Basic credentials over TLS: 407 without them.
-    let (_, code, _) = curl(&[
-        "--proxy",
-        &proxy,
-        "--proxy-cacert",
-        ca,
-        &format!("http://a.test:{p1}/x"),
-    ]);
+    let (_, code, _) = through(ca, false, &[], &format!("http://a.test:{p1}/x"));
     assert_eq!(code, "407");
 
     // A client that does not trust the proxy's certificate refuses it.
-    let (rc, _, _) = curl(&[
-        "--proxy",
-        &proxy,
-        "--proxy-cacert",
-        stranger_pem.to_str().unwrap(),
-        &format!("http://a.test:{p1}/x"),
-    ]);
+    let (rc, _, _) = through(stranger_ca, false, &[], &format!("http://a.test:{p1}/x"));
     assert_ne!(rc, 0, "curl must refuse an untrusted proxy certificate");
 
     // A plain listener exists too: the PAC file names it.
@@ -134,29 +114,13 @@ async fn curl_speaks_tls_to_the_proxy() {
     e.signal("-HUP");
     e.wait_log("TLS listener certificate not reloaded");
     proxy_cert.write_pem(&dir, "proxy");
-    let (_, code, _) = curl(&[
-        "--proxy",
-        &proxy,
-        "--proxy-cacert",
-        ca,
-        "--proxy-user",
-        "alice:pw",
-        &format!("http://a.test:{p1}/still"),
-    ]);
+    let (_, code, _) = through(ca, true, &[], &format!("http://a.test:{p1}/still"));
     assert_eq!(code, "200", "the loaded certificate stays");
     let (new_cert, new_key) = stranger.write_pem(&dir, "proxy");
     assert_eq!((new_cert, new_key), (cert.clone(), key.clone()));
     e.signal("-HUP");
     e.wait_log("TLS listener certificate reloaded");
-    let (rc, code, _) = curl(&[
-        "--proxy",
-        &proxy,
-        "--proxy-cacert",
-        stranger_pem.to_str().unwrap(),
-        "--proxy-user",
-        "alice:pw",
-        &format!("http://a.test:{p1}/new"),
-    ]);
+    let (rc, code, _) = through(stranger_ca, true, &[], &format!("http://a.test:{p1}/new"));
     assert_eq!((rc, code.as_str()), (0, "200"), "the new certificate serves");
 }
 

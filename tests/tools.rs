@@ -229,6 +229,23 @@ fn audit_of_a_chrome_har() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// Waits for `child` (at most 120 s) while polling its peak RSS (VmHWM,
+/// KiB); returns it with the child's output.
+fn peak_rss(mut child: std::process::Child) -> (u64, Output) {
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut peak_kib = 0u64;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak_kib = peak_kib.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    (peak_kib, child.wait_with_output().unwrap())
+}
+
 #[test]
 fn audit_streams_a_large_har() {
     // ~60 MB of entries with response bodies: read as a stream, not loaded whole.
@@ -260,24 +277,12 @@ fn audit_streams_a_large_har() {
     }
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size > 55_000_000);
-    let mut child = egressd()
+    let child = egressd()
         .args(["audit", "--har", path.to_str().unwrap(), "--format", "json"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // Poll the child's peak RSS (VmHWM) while it runs; bounded by the deadline.
-    let status = format!("/proc/{}/status", child.id());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut peak_kib = 0u64;
-    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        if let Ok(s) = std::fs::read_to_string(&status) {
-            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak_kib = peak_kib.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let o = child.wait_with_output().unwrap();
+    let (peak_kib, o) = peak_rss(child);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -518,7 +523,7 @@ fn report_memory_does_not_grow_with_lines() {
     }
     let size = std::fs::metadata(&path).unwrap().len();
     let policy = write(&dir, "p.toml", "allow = [\"*.example.com\"]\n");
-    let mut child = egressd()
+    let child = egressd()
         .args([
             "report",
             "--policy",
@@ -530,18 +535,7 @@ fn report_memory_does_not_grow_with_lines() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let status = format!("/proc/{}/status", child.id());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut peak_kib = 0u64;
-    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        if let Ok(s) = std::fs::read_to_string(&status) {
-            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak_kib = peak_kib.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let o = child.wait_with_output().unwrap();
+    let (peak_kib, o) = peak_rss(child);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["requests"], lines);
     assert_eq!(v["denied"], lines / 10);

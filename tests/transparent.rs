@@ -13,7 +13,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::process::Command;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Request, Response};
@@ -106,14 +105,7 @@ async fn origin_service(req: Request<Incoming>, me: SocketAddr) -> Result<Respon
 /// Plain HTTP origins and TLS origins (with `cert`) on the namespace's
 /// documentation addresses, served from a thread inside it.
 fn start_origins(ns: &Netns, cert: &TestCert) {
-    let config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
-            .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = cert.acceptor(&[]);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     ns.enter(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

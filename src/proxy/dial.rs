@@ -129,6 +129,8 @@ enum Key {
     Parent(Option<(String, ServerName<'static>, bool)>),
 }
 
+/// The pool key of a connection for `hop` (to `addr`, which a connection
+/// through the parent does not depend on).
 fn key(hop: &Hop, addr: SocketAddr, transport: &Transport, h2: bool) -> Key {
     let name = match transport {
         Transport::Plain => None,
@@ -262,14 +264,17 @@ impl Pool {
         transport: &Transport,
         h2: bool,
     ) -> Option<(Upstream, Resolved)> {
-        let keys: Vec<(Key, Option<Resolved>)> = match hop {
-            Hop::Direct(targets) => targets
-                .iter()
-                .map(|t| (key(hop, t.addr, transport, h2), Some(*t)))
-                .collect(),
-            Hop::Parent { .. } => vec![(key(hop, SocketAddr::from(([0, 0, 0, 0], 0)), transport, h2), None)],
+        // Each checked address in order, or the parent once: no list is
+        // built per request.
+        let (targets, parent): (&[Resolved], bool) = match hop {
+            Hop::Direct(targets) => (targets, false),
+            Hop::Parent { .. } => (&[], true),
         };
-        for (key, target) in keys {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let tried = targets.iter().map(Some).chain(parent.then_some(None));
+        for target in tried {
+            let key = key(hop, target.map_or(unspecified, |t| t.addr), transport, h2);
+            let target = target.copied();
             loop {
                 let idle = {
                     let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());

@@ -88,20 +88,25 @@ pub fn classify(buf: &[u8]) -> First {
 /// Serves one redirected connection to its end.
 pub async fn serve(shared: Arc<Shared>, pool: Arc<Pool>, mut client: TcpStream, peer: SocketAddr) {
     let original = original_destination(&client);
-    let mut ev = shared.access(peer, EventKind::Transparent, &Method::CONNECT);
-    ev.transparent(original);
-    ev.raw_target(&original.ip().to_string(), None);
+    // The connection's own event; plain HTTP has one per request instead.
+    let event = || {
+        let mut ev = shared.access(peer, EventKind::Transparent, &Method::CONNECT);
+        ev.transparent(original);
+        ev.raw_target(&original.ip().to_string(), None);
+        ev
+    };
     let first = match read_first(&mut client, shared.config.header_timeout).await {
         Ok(f) => f,
-        Err(e) => return ev.finish(Err(&e)),
+        Err(e) => return event().finish(Err(&e)),
     };
     match classify(&first) {
-        First::Http => {
-            drop(ev);
-            serve_http(shared, pool, Rewind::new(first, client), peer, original).await
+        First::Http => serve_http(shared, pool, Rewind::new(first, client), peer, original).await,
+        First::Tls { sni } => {
+            let ev = event();
+            tunnel(&shared, pool, client, first, sni, original, ev).await
         }
-        First::Tls { sni: Some(sni) } => tunnel(&shared, pool, client, first, Some(sni), original, ev).await,
-        First::Tls { sni: None } | First::Other | First::Incomplete => {
+        First::Other | First::Incomplete => {
+            let ev = event();
             tunnel(&shared, pool, client, first, None, original, ev).await
         }
     }

@@ -345,15 +345,32 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// An HTTPS origin on 127.0.0.1 serving the same routes with `cert`.
-pub async fn start_tls_origin(cert: &TestCert) -> SocketAddr {
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+/// A TLS server presenting `chain` (with `key`), offering `alpn`.
+pub fn tls_acceptor(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsAcceptor {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+        .with_single_cert(chain, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+impl TestCert {
+    /// A TLS server presenting this certificate.
+    pub fn acceptor(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+        tls_acceptor(vec![self.der.clone()], self.key.clone_key(), alpn)
+    }
+}
+
+/// An HTTPS origin on 127.0.0.1 serving the same routes with `cert`.
+pub async fn start_tls_origin(cert: &TestCert) -> SocketAddr {
+    let acceptor = cert.acceptor(&[]);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -548,6 +565,41 @@ pub async fn read_response(s: &mut TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A CA from `ca init` in `dir/ca` (30 days), as egressd's `--ca` takes it.
+pub fn test_ca(dir: &std::path::Path) -> egressd::ca::Authority {
+    egressd::ca::init(&egressd::ca::InitOptions {
+        dir: dir.join("ca"),
+        days: 30,
+        force: false,
+        permit: vec![],
+    })
+    .unwrap()
+}
+
+/// `certs` as one PEM file at `path` (roots for `--upstream-ca`).
+pub fn roots_pem(path: std::path::PathBuf, certs: &[&TestCert]) -> std::path::PathBuf {
+    let pem: String = certs
+        .iter()
+        .map(|c| egressd::ca::pem_certificate(&c.der))
+        .collect();
+    std::fs::write(&path, pem).unwrap();
+    path
+}
+
+/// A credentials file (`--auth`) with these users and passwords.
+pub fn users_file(dir: &std::path::Path, users: &[(&str, &str)]) -> std::path::PathBuf {
+    let path = dir.join("users.toml");
+    let text: String = users
+        .iter()
+        .map(|(name, pw)| {
+            let hash = egressd::proxy::auth::hash_password(pw).unwrap();
+            format!("[[user]]\nname = \"{name}\"\npassword = \"{hash}\"\n")
+        })
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// A fresh directory for one test's files, named by `tag` and this process.
