@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, Sample};
 use crate::policy::{Candidate, Decision, Flags, Policy, Resolved, Verdict, Via};
 use crate::proxy::auth::AuthError;
 use crate::proxy::respond::{ErrorClass, ProxyError};
-use crate::telemetry::Esc;
+use crate::telemetry::Line;
 
 /// Target of access-log events.
 pub const TARGET: &str = "egressd::access";
@@ -236,8 +236,11 @@ impl Access {
             bytes_down: self.bytes_down,
             via: self.via.map(Via::as_str),
         });
-        if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
-            self.log();
+        if let Some((sink, json)) = crate::logsink::access() {
+            // EGRESSD_LOG can still turn access events off (`warn`).
+            if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+                sink.line(|b| self.write_line(b, json));
+            }
         }
         if let Some(live) = self.live.take() {
             live.record(Finished {
@@ -260,36 +263,40 @@ impl Access {
         }
     }
 
-    fn log(&self) {
-        let flags = self.flags.names().join(",");
-        tracing::info!(
-            target: TARGET,
-            client = %self.client,
-            user = self.user.as_deref(),
-            kind = self.kind.as_str(),
-            method = %Esc(self.method.as_str()),
-            host = %Esc(&self.host),
-            port = self.port,
-            path = self.path.as_deref().map(Esc).map(tracing::field::display),
-            decision = self.verdict.as_str(),
-            reason = self.why.map_or("", Why::as_str),
-            rule = self.rule.as_deref(),
-            flags = %flags,
-            policy_version = &*self.policy_version,
-            addr = self.dialled.map(|t| tracing::field::display(t.addr)),
-            pinned = self.dialled.is_some_and(|t| t.pinned),
-            via = self.via.map(Via::as_str),
-            original_dst = self.original_dst.map(tracing::field::display),
-            dst_mismatch = self.dst_mismatch.then_some(true),
-            sni = self.sni.as_deref().map(Esc).map(tracing::field::display),
-            status = self.status,
-            bytes_up = self.bytes_up,
-            bytes_down = self.bytes_down,
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
-            error = self.error.map(ErrorClass::as_str),
-            detail = self.detail.as_deref().map(Esc).map(tracing::field::display),
-            "access"
-        );
+    /// Writes the event as one log line (JSON or readable text).
+    pub fn write_line(&self, b: &mut Vec<u8>, json: bool) {
+        let mut l = Line::start(b, json, TARGET, "access");
+        l.display("client", self.client);
+        l.opt_str("user", self.user.as_deref());
+        l.str("kind", self.kind.as_str());
+        l.str("method", self.method.as_str());
+        l.str("host", &self.host);
+        l.u64("port", u64::from(self.port));
+        l.opt_str("path", self.path.as_deref());
+        l.str("decision", self.verdict.as_str());
+        l.str("reason", self.why.map_or("", Why::as_str));
+        l.opt_str("rule", self.rule.as_deref());
+        l.list("flags", self.flags.names());
+        l.str("policy_version", &self.policy_version);
+        if let Some(t) = self.dialled {
+            l.display("addr", t.addr);
+        }
+        l.bool("pinned", self.dialled.is_some_and(|t| t.pinned));
+        l.opt_str("via", self.via.map(Via::as_str));
+        if let Some(o) = self.original_dst {
+            l.display("original_dst", o);
+        }
+        if self.dst_mismatch {
+            l.bool("dst_mismatch", true);
+        }
+        l.opt_str("sni", self.sni.as_deref());
+        l.u64("status", u64::from(self.status));
+        l.u64("bytes_up", self.bytes_up);
+        l.u64("bytes_down", self.bytes_down);
+        l.f64("duration_ms", self.start.elapsed().as_secs_f64() * 1000.0);
+        l.opt_str("error", self.error.map(ErrorClass::as_str));
+        l.opt_str("detail", self.detail.as_deref());
+        l.end(TARGET);
     }
 }
 

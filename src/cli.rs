@@ -256,6 +256,9 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "EGRESSD_LOG_FORMAT", value_enum, default_value = "auto")]
     pub log_format: LogFormat,
+    /// Where access events go: `-` (standard output, with the other logs) or a file (JSON), appended to and reopened on SIGHUP after rotation.
+    #[arg(long, env = "EGRESSD_ACCESS_LOG", default_value = "-")]
+    pub access_log: String,
     /// Admin listener (/ live view, /decisions, /healthz /readyz /metrics /policy /proxy.pac /ca.pem), or `off`.
     #[arg(long, env = "EGRESSD_ADMIN", default_value = "127.0.0.1:9090", value_parser = parse_admin)]
     pub admin: AdminAddr,
@@ -348,7 +351,14 @@ pub fn main() -> ExitCode {
 pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
     match cli.command {
         Command::Run(args) => {
-            let _guard = telemetry::init(args.log_format);
+            let _guard =
+                match telemetry::init(args.log_format, &crate::logsink::Dest::parse(&args.access_log)) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        eprintln!("egressd: cannot open the log: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
             // A default admin port that is taken only warns; one that was
             // asked for (flag or environment) is an error.
             let admin_explicit = matches

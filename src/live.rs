@@ -7,11 +7,10 @@
 //! and examples each. Query strings never reach it (the pipeline records
 //! paths only) and paths are cut at [`MAX_PATH`] bytes.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -19,6 +18,7 @@ use serde::Serialize;
 use crate::access::EventKind;
 use crate::audit::{self, logs, DeniedHost, Observation};
 use crate::policy::{Reason, Verdict};
+use crate::shard::{lock, Sharded};
 
 /// Decisions kept for the "latest decisions" list and the `since` cursor.
 pub const RING: usize = 10_000;
@@ -96,19 +96,10 @@ struct Shard {
 }
 
 pub struct Live {
-    /// Tells this instance's shards from another's (tests run several).
-    id: u64,
     started_ms: u64,
     /// The last decision number given out: a global order for the cursor.
     seq: AtomicU64,
-    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
-}
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// This thread's shard of each `Live` it recorded into (usually one).
-    static SHARDS: RefCell<Vec<(u64, Arc<Mutex<Shard>>)>> = const { RefCell::new(Vec::new()) };
+    shards: Sharded<Shard>,
 }
 
 impl std::fmt::Debug for Live {
@@ -120,10 +111,9 @@ impl std::fmt::Debug for Live {
 impl Default for Live {
     fn default() -> Live {
         Live {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             started_ms: now_ms(),
             seq: AtomicU64::new(0),
-            shards: Mutex::new(Vec::new()),
+            shards: Sharded::default(),
         }
     }
 }
@@ -146,29 +136,7 @@ fn cut(mut path: String) -> String {
     path
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Live {
-    /// Runs `f` on this thread's shard, made and registered on first use
-    /// (no reference count is touched on the way).
-    fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
-        SHARDS.with(|cell| {
-            let mut mine = cell.borrow_mut();
-            if let Some((_, s)) = mine.iter().find(|(id, _)| *id == self.id) {
-                return f(&mut lock(s));
-            }
-            let s = Arc::new(Mutex::new(Shard::default()));
-            lock(&self.shards).push(s.clone());
-            // A thread outliving many instances (tests) keeps few.
-            mine.retain(|(_, s)| Arc::strong_count(s) > 1);
-            let r = f(&mut lock(&s));
-            mine.push((self.id, s));
-            r
-        })
-    }
-
     /// Records one finished event.
     pub fn record(&self, f: Finished) {
         let time_ms = now_ms();
@@ -183,7 +151,7 @@ impl Live {
                 Observation::parse(&target).map(|o| (o, reason))
             });
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        self.with_shard(|g| {
+        self.shards.with(|g| {
             g.decisions += 1;
             if let Some((o, reason)) = refused {
                 g.refused += 1;
@@ -230,7 +198,7 @@ impl Live {
     /// The decisions after `since` (at most [`MAX_ANSWER`], the newest),
     /// the refused destinations by requests, and the suggested rules.
     pub fn snapshot(&self, since: u64) -> Snapshot {
-        let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
+        let shards = self.shards.shards();
         let next = self.seq.load(Ordering::Relaxed);
         let mut ring: Vec<Entry> = Vec::new();
         let mut dests: HashMap<(String, u16), Dest> = HashMap::new();
@@ -443,7 +411,7 @@ mod tests {
         assert!(s.gap);
         assert_eq!(s.denied.len(), MAX_DESTS);
         assert_eq!(s.destinations_dropped, (n - MAX_DESTS) as u64);
-        let shards = live.shards.lock().unwrap();
+        let shards = live.shards.shards();
         assert!(shards.iter().all(|s| s.lock().unwrap().ring.len() <= RING));
     }
 

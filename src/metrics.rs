@@ -194,6 +194,11 @@ impl Metrics {
             "Allowed requests and tunnels by the way they left: direct, or through the parent proxy",
             routed.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because their destination could not keep up or failed",
+            crate::logsink::dropped().clone(),
+        );
         Metrics {
             routed,
             registry,

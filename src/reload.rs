@@ -109,7 +109,7 @@ impl Reloader {
 
 /// On every SIGHUP until the proxy is cut, reloads the policy file (when
 /// there is one), the credentials file (with `--auth`), the CA and the TLS
-/// listener's certificate. Also keeps a
+/// listener's certificate, and reopens the access log file. Also keeps a
 /// stray SIGHUP from ending a proxy that has nothing to reload.
 pub fn on_sighup(shared: Arc<Shared>, reloader: Option<Arc<Reloader>>) {
     #[cfg(unix)]
@@ -124,6 +124,7 @@ pub fn on_sighup(shared: Arc<Shared>, reloader: Option<Arc<Reloader>>) {
                 _ = shared.cut.cancelled() => return,
                 r = hup.recv() => if r.is_none() { return },
             }
+            crate::logsink::reopen();
             if let Some(r) = &reloader {
                 let _ = r.reload("sighup").await;
             }

@@ -6,6 +6,8 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+use crate::logsink;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// JSON when stdout is not a terminal, readable otherwise.
@@ -14,31 +16,38 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the global subscriber. Lines are written by a background thread
-/// so that formatting and I/O stay off the request path; keep the returned
-/// guard alive until exit so that buffered lines are flushed.
-pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    // The line queue is allocated up front: a few thousand lines absorb
-    // bursts without holding megabytes at idle.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(4096)
-        .lossy(false)
-        .finish(std::io::stdout());
-    let filter = EnvFilter::try_from_env("EGRESSD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber and the access log. Lines are written
+/// by a writer thread per destination ([`crate::logsink`]), so that
+/// formatting stays on the worker that made the line and I/O off the
+/// request path; keep the returned guard alive until exit so that
+/// buffered lines are written out.
+pub fn init(format: LogFormat, access: &logsink::Dest) -> std::io::Result<logsink::Guard> {
+    let (main, mut guard) = logsink::Sink::batched(logsink::Dest::Stdout)?;
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
+    match access {
+        logsink::Dest::Stdout => logsink::set_access(main.clone(), json),
+        file => {
+            // A file is for machines: always JSON.
+            let (sink, g) = logsink::Sink::batched(file.clone())?;
+            guard.join(g);
+            logsink::set_reopenable(vec![sink.clone()]);
+            logsink::set_access(sink, true);
+        }
+    }
+    let filter = EnvFilter::try_from_env("EGRESSD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(logsink::MakeWriter(main));
     if json {
         builder.json().flatten_event(true).with_current_span(false).init();
     } else {
         builder.init();
     }
-    guard
+    Ok(guard)
 }
 
 /// Writes a string with control characters escaped, so that no value taken
@@ -58,9 +67,268 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
+/// One log line written straight into a buffer, without `tracing`'s
+/// per-field machinery: JSON as `tracing_subscriber`'s JSON formatter
+/// writes it (the same keys, so readers see no difference), or readable
+/// `key=value` text. Every string value is escaped as [`Esc`] escapes.
+pub struct Line<'a> {
+    b: &'a mut Vec<u8>,
+    json: bool,
+}
+
+impl<'a> Line<'a> {
+    /// Starts a line: timestamp, level, target (text) and message.
+    pub fn start(b: &'a mut Vec<u8>, json: bool, target: &str, message: &str) -> Line<'a> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        if json {
+            b.extend_from_slice(b"{\"timestamp\":\"");
+            timestamp(b, now);
+            b.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":");
+            json_str(b, message);
+        } else {
+            timestamp(b, now);
+            b.extend_from_slice(b"  INFO ");
+            b.extend_from_slice(target.as_bytes());
+            b.extend_from_slice(b": ");
+            esc_into(b, message);
+        }
+        Line { b, json }
+    }
+
+    fn key(&mut self, k: &str) {
+        if self.json {
+            self.b.extend_from_slice(b",\"");
+            self.b.extend_from_slice(k.as_bytes());
+            self.b.extend_from_slice(b"\":");
+        } else {
+            self.b.push(b' ');
+            self.b.extend_from_slice(k.as_bytes());
+            self.b.push(b'=');
+        }
+    }
+
+    pub fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        if self.json {
+            json_str(self.b, v);
+        } else {
+            esc_into(self.b, v);
+        }
+    }
+
+    pub fn opt_str(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.str(k, v);
+        }
+    }
+
+    /// Names joined by commas, as one string.
+    pub fn list<'n>(&mut self, k: &str, names: impl Iterator<Item = &'n str>) {
+        self.key(k);
+        if self.json {
+            self.b.push(b'"');
+        }
+        for (i, n) in names.enumerate() {
+            if i > 0 {
+                self.b.push(b',');
+            }
+            escape(self.b, n, self.json);
+        }
+        if self.json {
+            self.b.push(b'"');
+        }
+    }
+
+    /// A value whose `Display` needs no escaping (addresses).
+    pub fn display(&mut self, k: &str, v: impl fmt::Display) {
+        use std::io::Write as _;
+        self.key(k);
+        if self.json {
+            self.b.push(b'"');
+        }
+        let _ = write!(self.b, "{v}");
+        if self.json {
+            self.b.push(b'"');
+        }
+    }
+
+    pub fn u64(&mut self, k: &str, v: u64) {
+        self.key(k);
+        self.b.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    pub fn f64(&mut self, k: &str, v: f64) {
+        self.key(k);
+        self.b.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
+    }
+
+    pub fn bool(&mut self, k: &str, v: bool) {
+        self.key(k);
+        self.b.extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    /// Ends the line (JSON names the target last, as `tracing` does).
+    pub fn end(self, target: &str) {
+        if self.json {
+            self.b.extend_from_slice(b",\"target\":");
+            json_str(self.b, target);
+            self.b.push(b'}');
+        }
+        self.b.push(b'\n');
+    }
+}
+
+/// RFC 3339 UTC with microseconds, as `tracing_subscriber` writes it.
+fn timestamp(b: &mut Vec<u8>, since_epoch: std::time::Duration) {
+    let secs = since_epoch.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days to civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let digits = |b: &mut Vec<u8>, v: u64, n: usize| {
+        let mut d = [b'0'; 6];
+        let mut v = v;
+        for i in (0..n).rev() {
+            d[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        b.extend_from_slice(&d[..n]);
+    };
+    digits(b, year as u64, 4);
+    b.push(b'-');
+    digits(b, month as u64, 2);
+    b.push(b'-');
+    digits(b, day as u64, 2);
+    b.push(b'T');
+    digits(b, rem / 3600, 2);
+    b.push(b':');
+    digits(b, rem / 60 % 60, 2);
+    b.push(b':');
+    digits(b, rem % 60, 2);
+    b.push(b'.');
+    digits(b, u64::from(since_epoch.subsec_micros()), 6);
+    b.push(b'Z');
+}
+
+/// The control character starting at `s[i]`, if any, and its length:
+/// C0, DEL and the two-byte C1 range (what `char::is_control` is).
+fn control_at(s: &[u8], i: usize) -> Option<(u32, usize)> {
+    match s[i] {
+        c @ (0..=0x1f | 0x7f) => Some((u32::from(c), 1)),
+        0xc2 => match s.get(i + 1) {
+            Some(&c @ 0x80..=0x9f) => Some((u32::from(c), 2)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `v` with control characters written as [`Esc`] writes them.
+fn esc_into(b: &mut Vec<u8>, v: &str) {
+    escape(b, v, false);
+}
+
+/// `v` as a JSON string of its [`Esc`] form.
+fn json_str(b: &mut Vec<u8>, v: &str) {
+    b.push(b'"');
+    escape(b, v, true);
+    b.push(b'"');
+}
+
+fn escape(b: &mut Vec<u8>, v: &str, json: bool) {
+    use std::io::Write as _;
+    let s = v.as_bytes();
+    let (mut i, mut copied) = (0, 0);
+    while i < s.len() {
+        let c = s[i];
+        let special = c < 0x20 || c == 0x7f || c == 0xc2 || (json && (c == b'"' || c == b'\\'));
+        if !special {
+            i += 1;
+            continue;
+        }
+        if c == b'"' || c == b'\\' {
+            b.extend_from_slice(&s[copied..i]);
+            b.extend_from_slice(if c == b'"' { b"\\\"" } else { b"\\\\" });
+            i += 1;
+            copied = i;
+        } else if let Some((cp, len)) = control_at(s, i) {
+            b.extend_from_slice(&s[copied..i]);
+            let slash: &[u8] = if json { b"\\\\" } else { b"\\" };
+            b.extend_from_slice(slash);
+            let _ = write!(b, "u{{{cp:x}}}");
+            i += len;
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    b.extend_from_slice(&s[copied..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_escape_as_esc_then_json() {
+        let hostile = "a\nb\u{1b}[31m\u{85}\"q\\ ü/";
+        let mut b = Vec::new();
+        let mut l = Line::start(&mut b, true, "egressd::x", "hi");
+        l.str("v", hostile);
+        l.u64("n", 42);
+        l.f64("ms", 0.25);
+        l.bool("ok", true);
+        l.opt_str("none", None);
+        l.end("egressd::x");
+        let text = String::from_utf8(b).unwrap();
+        assert!(text.ends_with("}\n") && text.matches('\n').count() == 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["v"], Esc(hostile).to_string());
+        assert_eq!(v["n"], 42);
+        assert_eq!(v["ms"], 0.25);
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["target"], "egressd::x");
+        assert_eq!(v["message"], "hi");
+        assert!(v.get("none").is_none());
+        let ts = v["timestamp"].as_str().unwrap();
+        let parsed = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        assert!((now - parsed).whole_seconds().abs() < 60, "{ts}");
+        assert_eq!(ts.len(), "2026-11-25T18:18:47.119857Z".len());
+
+        let mut b = Vec::new();
+        let mut l = Line::start(&mut b, false, "egressd::x", "hi");
+        l.str("v", hostile);
+        l.end("egressd::x");
+        let text = String::from_utf8(b).unwrap();
+        assert!(
+            text.ends_with(&format!("INFO egressd::x: hi v={}\n", Esc(hostile))),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_civil_dates() {
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (951_782_400, "2000-02-29T00:00:00.000000Z"),
+            (1_795_000_000, "2026-11-18T11:06:40.000000Z"),
+            (4_107_542_399, "2100-02-28T23:59:59.000000Z"),
+        ] {
+            let mut b = Vec::new();
+            timestamp(&mut b, std::time::Duration::from_secs(secs));
+            assert_eq!(String::from_utf8(b).unwrap(), want);
+        }
+    }
 
     #[test]
     fn escapes_control_characters() {

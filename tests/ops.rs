@@ -552,3 +552,66 @@ fn drain_period_over_cuts_the_tunnel_and_says_so() {
     let ev = e.wait_log("\"kind\":\"connect\"");
     assert!(ev.contains("\"error\":\"shutdown\""), "{ev}");
 }
+
+/// `--access-log FILE`: events go to the file (not stdout), a rotated file
+/// is let go at SIGHUP, and every event is in a file at a clean exit.
+#[test]
+fn access_log_file_rotates_on_sighup_and_loses_nothing_at_exit() {
+    let dir = tmpdir("accesslog");
+    let policy = dir.join("p.toml");
+    std::fs::write(&policy, "allow = [\"a.test\"]\n").unwrap();
+    let log = dir.join("access.log");
+    let o = origin();
+    let mut args = pins(o);
+    args.push(format!("--access-log={}", log.display()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut e = Egressd::start(&policy, &args);
+    let lines = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|err| panic!("{err}: {l}")))
+            .collect()
+    };
+    for _ in 0..200 {
+        assert_eq!(e.proxy_get("a.test"), 200);
+    }
+    assert_eq!(e.proxy_get("b.test"), 403);
+    let deadline = Instant::now() + WAIT;
+    while lines(&log).len() < 201 {
+        assert!(Instant::now() < deadline, "events not written: {}", lines(&log).len());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let first = lines(&log);
+    assert!(first.iter().all(|v| v["target"] == "egressd::access"));
+    assert_eq!(first.iter().filter(|v| v["decision"] == "deny").count(), 1);
+    assert!(!e.lines.lock().unwrap().iter().any(|l| l.contains("egressd::access")));
+
+    // logrotate: move the file, then SIGHUP.
+    std::fs::rename(&log, dir.join("access.log.1")).unwrap();
+    e.signal("-HUP");
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "access log not reopened");
+        thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..100 {
+        assert_eq!(e.proxy_get("a.test"), 200);
+    }
+    // Exit at once: what is still buffered is written out first.
+    e.signal("-TERM");
+    assert_eq!(e.wait_exit(), Some(0));
+    assert_eq!(lines(&dir.join("access.log.1")).len(), 201);
+    assert_eq!(lines(&log).len(), 100);
+}
+
+#[test]
+fn an_access_log_that_cannot_be_opened_is_an_error_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_egressd"))
+        .args(["run", "--listen", "127.0.0.1:0", "--admin", "off"])
+        .args(["--access-log", "/nonexistent-egressd-dir/access.log"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent-egressd-dir/access.log"), "{err}");
+}

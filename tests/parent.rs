@@ -202,7 +202,7 @@ async fn chained_to_a_second_egressd_each_decides_and_refusals_say_whose() {
             .status(),
         StatusCode::FORBIDDEN
     );
-    let parent_log = std::fs::read_to_string(&p.log).unwrap();
+    let parent_log = p.settled_log();
     assert!(parent_log.contains("\"host\":\"a.test\"") && parent_log.contains("\"host\":\"b.test\""));
     assert!(!parent_log.contains("c.test"), "{parent_log}");
 

@@ -102,32 +102,15 @@ mod tests {
     /// reads: the schema has one owner.
     #[test]
     fn the_proxy_s_own_events_read_back() {
-        use std::sync::{Arc, Mutex};
+        use std::sync::Arc;
 
         use crate::access::{Access, EventKind};
         use crate::policy::{Candidate, Kind, Policy};
 
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
-        let sink = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer(move || sink.clone())
-            .finish();
         let policy = Policy::from_toml(r#"allow = ["www.example.com"]"#, "t.toml").unwrap();
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        tracing::subscriber::with_default(subscriber, || {
+        let mut out = Vec::new();
+        {
             for (kind, method, cand) in [
                 (
                     EventKind::Http,
@@ -157,10 +140,11 @@ mod tests {
                 ev.raw_target("ignored", cand.path.as_ref().map(|p| p.path.as_str()));
                 ev.target(&cand);
                 ev.decided(&policy, &policy.decide(&cand));
+                ev.write_line(&mut out, true);
                 ev.finish(Ok(()));
             }
-        });
-        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        }
+        let out = String::from_utf8(out).unwrap();
         let read: Vec<Observation> = out.lines().filter_map(parse_line).collect();
         assert_eq!(read.len(), 3, "{out}");
         assert_eq!(read[1].candidate.method, http::Method::PUT);

@@ -170,21 +170,16 @@ impl Flags {
         self.0 == 0
     }
     /// Flag names, for logs.
-    pub fn names(self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.contains(Flags::PATH_NOT_ENFORCED) {
-            v.push("path_not_enforced");
-        }
-        if self.contains(Flags::REPORT) {
-            v.push("report_mode");
-        }
-        if self.contains(Flags::STAGED) {
-            v.push("staged_rule");
-        }
-        if self.contains(Flags::INSPECTED) {
-            v.push("inspected");
-        }
-        v
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [
+            (Flags::PATH_NOT_ENFORCED, "path_not_enforced"),
+            (Flags::REPORT, "report_mode"),
+            (Flags::STAGED, "staged_rule"),
+            (Flags::INSPECTED, "inspected"),
+        ]
+        .into_iter()
+        .filter(move |(f, _)| self.contains(*f))
+        .map(|(_, n)| n)
     }
 }
 

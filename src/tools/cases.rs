@@ -76,7 +76,7 @@ pub fn run_cases(policy: &Policy, src: &str, origin: &str) -> Result<CaseReport,
         let cand = parse_target(&c.target).map_err(|e| err(line, e.to_string()))?;
         let d = policy.decide(&cand);
         let rule = d.rule.map(|r| policy.rule(r).id.to_string());
-        let flags = d.flags.names();
+        let flags = d.flags.names().collect::<Vec<_>>();
         let mut got = d.verdict.as_str().to_string();
         let mut ok = got == c.expect;
         if let Some(want) = &c.rule {

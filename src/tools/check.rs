@@ -105,7 +105,7 @@ fn check_text(policy: &Policy, target: &str, c: &Candidate, d: &Decision, explai
         None => s += &format!("  reason={}: {}", d.reason.as_str(), d.reason.describe()),
     }
     if !d.flags.is_empty() {
-        s += &format!("  flags={}", d.flags.names().join(","));
+        s += &format!("  flags={}", d.flags.names().collect::<Vec<_>>().join(","));
     }
     s.push('\n');
     if explain {
@@ -133,7 +133,7 @@ fn check_json(
         "decision": d.verdict.as_str(),
         "reason": d.reason.as_str(),
         "rule": d.rule.map(|r| policy.rule(r).id.to_string()),
-        "flags": d.flags.names(),
+        "flags": d.flags.names().collect::<Vec<_>>(),
         "policy_version": policy.version(),
     });
     if explain {

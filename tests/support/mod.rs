@@ -53,8 +53,13 @@ pub fn init_logs() {
             .json()
             .flatten_event(true)
             .with_env_filter("info")
-            .with_writer(move || Sink(buf.clone()))
+            .with_writer({
+                let buf = buf.clone();
+                move || Sink(buf.clone())
+            })
             .init();
+        // Access events are written as they come, so a test reads them at once.
+        egressd::logsink::set_access(egressd::logsink::Sink::direct(Box::new(Sink(buf))), true);
     });
 }
 
@@ -738,8 +743,15 @@ impl Egressd {
         }
     }
 
+    /// The log once what happened so far is surely written: the writer
+    /// empties its buffers at least every `FLUSH_EVERY`.
+    pub fn settled_log(&self) -> String {
+        std::thread::sleep(3 * egressd::logsink::FLUSH_EVERY);
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
     pub fn access_events(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(&self.log).unwrap();
+        let text = self.settled_log();
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["target"] == "egressd::access")
