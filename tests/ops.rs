@@ -579,13 +579,22 @@ fn access_log_file_rotates_on_sighup_and_loses_nothing_at_exit() {
     assert_eq!(e.proxy_get("b.test"), 403);
     let deadline = Instant::now() + WAIT;
     while lines(&log).len() < 201 {
-        assert!(Instant::now() < deadline, "events not written: {}", lines(&log).len());
+        assert!(
+            Instant::now() < deadline,
+            "events not written: {}",
+            lines(&log).len()
+        );
         thread::sleep(Duration::from_millis(20));
     }
     let first = lines(&log);
     assert!(first.iter().all(|v| v["target"] == "egressd::access"));
     assert_eq!(first.iter().filter(|v| v["decision"] == "deny").count(), 1);
-    assert!(!e.lines.lock().unwrap().iter().any(|l| l.contains("egressd::access")));
+    assert!(!e
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("egressd::access")));
 
     // logrotate: move the file, then SIGHUP.
     std::fs::rename(&log, dir.join("access.log.1")).unwrap();

@@ -240,6 +240,37 @@ impl Summary {
         }
     }
 
+    /// Adds the observations that came after this summary's (before
+    /// [`Summary::finish`]): the result is the summary of both in order.
+    pub fn merge(&mut self, later: Summary) {
+        self.requests += later.requests;
+        self.allowed += later.allowed;
+        self.denied += later.denied;
+        self.would_deny += later.would_deny;
+        self.would_allow += later.would_allow;
+        self.path_not_enforced += later.path_not_enforced;
+        self.unreadable += later.unreadable;
+        for (r, n) in later.rule_hits {
+            *self.rule_hits.entry(r).or_default() += n;
+        }
+        for (h, n) in later.denied_by_hour {
+            *self.denied_by_hour.entry(h).or_default() += n;
+        }
+        for dest in later.seen {
+            if self.seen.insert(dest) {
+                self.destinations += 1;
+            }
+        }
+        for (host, h) in later.by_host {
+            match self.by_host.get_mut(&host) {
+                Some(mine) => mine.merge(&h),
+                None => {
+                    self.by_host.insert(host, h);
+                }
+            }
+        }
+    }
+
     /// Sorts denied hosts by impact and computes the suggested rules.
     pub fn finish(&mut self) {
         let mut hosts: Vec<DeniedHost> = self.by_host.drain().map(|(_, v)| v).collect();

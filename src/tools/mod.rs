@@ -82,11 +82,24 @@ pub(crate) fn lines_of(r: impl BufRead) -> std::io::Result<Vec<String>> {
     Ok(v)
 }
 
-/// A progress bar on stderr sized to a file; hidden when stderr is not a terminal.
+/// A progress bar on stderr sized to the input, shown only when stderr is
+/// a terminal and only once the input has taken more than two seconds
+/// (a quick run stays quiet).
 pub(crate) fn progress(len: u64) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}") {
+    let pb = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::hidden());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+    ) {
         pb.set_style(style);
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let later = pb.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            if !later.is_finished() {
+                later.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+        });
     }
     pb
 }

@@ -2,7 +2,7 @@
 //! logs, and what a candidate policy would change.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,47 +43,34 @@ pub fn report(args: ReportOptions) -> ExitCode {
     };
     // Each observation is decided as it is read and only counted: memory
     // grows with destinations, clients, hours and rules, not with lines.
-    let mut summary = Summary::default();
-    let mut by_client: HashMap<String, u64> = HashMap::new();
-    let mut changes = candidate.as_ref().map(|_| Changes::default());
-    let mut observe = |o: Observation| {
-        let d = o.decide(&policy);
-        summary.add(&o, &d);
-        if d.verdict != Verdict::Allow {
-            if let Some(c) = &o.client {
-                match by_client.get_mut(c.as_str()) {
-                    Some(n) => *n += 1,
-                    None => {
-                        by_client.insert(c.clone(), 1);
-                    }
-                }
-            }
-        }
-        if let (Some(ch), Some(cand)) = (changes.as_mut(), candidate.as_ref()) {
-            ch.add(&o, d.verdict == Verdict::Allow, cand);
-        }
-    };
     let sources: Vec<String> = if args.logs.is_empty() && args.har.is_empty() {
         vec!["-".into()]
     } else {
         args.logs.clone()
     };
-    let mut unreadable = 0;
-    for src in &sources {
-        let r = match logs::open(src) {
-            Ok(r) => r,
-            Err(e) => return bad_input(format!("{src}: {e}")),
-        };
-        for line in r.lines() {
-            match line {
-                Ok(l) => match logs::parse_line(&l) {
-                    Some(o) => observe(o),
-                    None if l.contains(crate::access::TARGET) => unreadable += 1,
-                    None => {}
-                },
-                Err(e) => return bad_input(format!("{src}: {e}")),
-            }
-        }
+    let total: u64 = sources
+        .iter()
+        .filter_map(|s| std::fs::metadata(s).ok())
+        .map(|m| m.len())
+        .sum();
+    let pb = super::progress(total);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut tally = Tally::new(candidate.is_some());
+    let read = logs::fold_lines(
+        &sources,
+        workers,
+        &pb,
+        || Tally::new(candidate.is_some()),
+        |t, l| match logs::parse_line(l) {
+            Some(o) => t.observe(&o, &policy, candidate.as_ref()),
+            None if l.contains(crate::access::TARGET) => t.unreadable += 1,
+            None => {}
+        },
+        |t| tally.merge(t),
+    );
+    pb.finish_and_clear();
+    if let Err(e) = read {
+        return bad_input(e);
     }
     for path in &args.har {
         let f = match std::fs::File::open(path) {
@@ -92,13 +79,19 @@ pub fn report(args: ReportOptions) -> ExitCode {
         };
         let r = har::for_each_request(BufReader::new(f), |req| {
             if let Some(o) = Observation::parse(&req.url).map(|o| o.with_method(&req.method)) {
-                observe(o.as_connect().unwrap_or(o));
+                tally.observe(&o.as_connect().unwrap_or(o), &policy, candidate.as_ref());
             }
         });
         if let Err(e) = r {
             return bad_input(format!("{}: not a readable HAR file: {e}", path.display()));
         }
     }
+    let Tally {
+        mut summary,
+        by_client,
+        changes,
+        unreadable,
+    } = tally;
     summary.unreadable = unreadable;
     let mut extras = Extras {
         denied_by_client: by_client.into_iter().collect(),
@@ -144,6 +137,55 @@ pub fn report(args: ReportOptions) -> ExitCode {
     super::denied_exit(&summary, args.exit_zero)
 }
 
+/// What a stretch of input adds up to; stretches merge in input order.
+struct Tally {
+    summary: Summary,
+    by_client: HashMap<String, u64>,
+    changes: Option<Changes>,
+    unreadable: u64,
+}
+
+impl Tally {
+    fn new(candidate: bool) -> Tally {
+        Tally {
+            summary: Summary::default(),
+            by_client: HashMap::new(),
+            changes: candidate.then(Changes::default),
+            unreadable: 0,
+        }
+    }
+
+    fn observe(&mut self, o: &Observation, policy: &Policy, candidate: Option<&Policy>) {
+        let d = o.decide(policy);
+        self.summary.add(o, &d);
+        if d.verdict != Verdict::Allow {
+            if let Some(c) = &o.client {
+                match self.by_client.get_mut(c.as_str()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.by_client.insert(c.clone(), 1);
+                    }
+                }
+            }
+        }
+        if let (Some(ch), Some(cand)) = (self.changes.as_mut(), candidate) {
+            ch.add(o, d.verdict == Verdict::Allow, cand);
+        }
+    }
+
+    /// Adds what came after this stretch.
+    fn merge(&mut self, later: Tally) {
+        self.summary.merge(later.summary);
+        for (c, n) in later.by_client {
+            *self.by_client.entry(c).or_default() += n;
+        }
+        if let (Some(ch), Some(l)) = (self.changes.as_mut(), later.changes) {
+            ch.merge(l);
+        }
+        self.unreadable += later.unreadable;
+    }
+}
+
 /// What a candidate policy would newly deny or newly allow, by destination.
 #[derive(Default)]
 struct Changes {
@@ -164,6 +206,18 @@ impl Changes {
             Some(e) => e.0 += 1,
             None => {
                 bucket.insert(dest, (1, o.target.clone()));
+            }
+        }
+    }
+
+    /// Adds what came later: counts add up, the first example stays.
+    fn merge(&mut self, later: Changes) {
+        for (mine, theirs) in [
+            (&mut self.newly_denied, later.newly_denied),
+            (&mut self.newly_allowed, later.newly_allowed),
+        ] {
+            for (dest, (n, example)) in theirs {
+                mine.entry(dest).or_insert((0, example)).0 += n;
             }
         }
     }
