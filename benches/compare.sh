@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# egressd beside Squid and tinyproxy (and no proxy at all), on loopback.
+# egressd beside Squid, tinyproxy and nginx as a reverse proxy (and no
+# proxy at all), on loopback; egressd with its JSON access log on (written
+# to a file, as production runs it) and once off (egressd-nolog).
 #
 #   bash benches/compare.sh                 # ROUNDS=3 DURATION=5 by default
 #   ROUNDS=2 DURATION=3 bash benches/compare.sh
@@ -30,12 +32,15 @@ SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk latency idle 
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130 P_BASE=13131 P_INSPECT=13132 P_BUMP=13133
-P_CHAIN=13134 P_TLSL=13135 P_TRANS=13136
+P_CHAIN=13134 P_TLSL=13135 P_TRANS=13136 P_NOLOG=13137 P_NGINX=13138
 BASELINE=${EGRESSD_BASELINE:-}
 if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "EGRESSD_BASELINE=$BASELINE is not executable" >&2; exit 1; fi
-TARGETS="direct egressd ${BASELINE:+egressd-base} squid tinyproxy"
+# nginx as a reverse proxy is the reference for one well-built L7 hop; it
+# cannot tunnel, so the tunnel scenarios leave it out.
+TUNNEL_TARGETS="direct egressd egressd-nolog ${BASELINE:+egressd-base} squid tinyproxy"
+TARGETS="direct egressd egressd-nolog ${BASELINE:+egressd-base} nginx-rp squid tinyproxy"
 # Something else answering on these ports would be measured instead.
-for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP $P_CHAIN $P_TLSL $P_TRANS; do
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP $P_CHAIN $P_TLSL $P_TRANS $P_NOLOG $P_NGINX; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port 127.0.0.1:$p is in use; stop what listens there first" >&2
     exit 1
@@ -112,15 +117,26 @@ pids+=($!)
 cat > "$work/policy.toml" <<EOF
 allow = [{ host = "origin.test", ports = [$O_HTTP, $O_TLS] }]
 EOF
-# An egressd on the shared policy: binary, port, log name.
+# An egressd on the shared policy: binary, port, log name, access log on|off.
+# With the log on (what production runs) the JSON access events go to a
+# file: --access-log where the build has it, else its stdout (an earlier
+# build), appended so that trim_logs can empty it between runs.
+access_log_args() { # binary name
+  if "$1" run --help | grep -q -- --access-log; then echo "--access-log $work/$2-access.log"; fi
+}
 start_one() {
-  EGRESSD_LOG=warn "$1" run --policy "$work/policy.toml" --listen 127.0.0.1:"$2" --admin off \
+  local level=info; [ "${4:-on}" = off ] && level=warn
+  # shellcheck disable=SC2046
+  EGRESSD_LOG=$level "$1" run --policy "$work/policy.toml" --listen 127.0.0.1:"$2" --admin off \
     --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
-    --max-tunnels-per-client 100000 > "$work/$3.log" 2>&1 &
+    $(access_log_args "$1" "$3") --max-tunnels-per-client 100000 >> "$work/$3.log" 2>&1 &
   pids+=($!)
 }
 start_egressd() { start_one "$EGRESSD" $P_EGRESSD egressd; EGRESSD_PID=$!; }
+start_nolog() { start_one "$EGRESSD" $P_NOLOG egressd-nolog off; NOLOG_PID=$!; }
 start_base() { start_one "$BASELINE" $P_BASE egressd-base; BASE_PID=$!; }
+# Access logs grow by gigabytes over a run; each measurement starts empty.
+trim_logs() { local f; for f in "$work"/*-access.log "$work"/egressd*.log; do [ -f "$f" ] && : > "$f"; done; return 0; }
 printf '127.0.0.1 origin.test\n' > "$work/hosts"
 cat > "$work/squid.conf" <<EOF
 http_port 127.0.0.1:$P_SQUID
@@ -164,7 +180,34 @@ printf '^127\\.0\\.0\\.1$\n' > "$work/tiny-filter"
 # Squid's SMP workers talk over sockets in /run/squid.
 made_run_squid=0
 if [ ! -d /run/squid ]; then mkdir -p /run/squid && chown proxy:proxy /run/squid && made_run_squid=1; fi
+# nginx as a reverse proxy to the same origin, two workers as egressd has
+# two: what one L7 hop costs here. Access log off, as nginx is usually
+# benchmarked (egressd-nolog is the like-for-like figure; egressd logs).
+cat > "$work/nginx-rp.conf" <<EOF
+worker_processes 2;
+pid $work/nginx-rp.pid;
+error_log $work/nginx-rp-error.log error;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:$O_HTTP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$P_NGINX reuseport backlog=4096;
+    server_name origin.test;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX default_server;
+    return 403;
+  }
+}
+EOF
+nginx -p "$work" -c "$work/nginx-rp.conf" -e "$work/nginx-rp-error.log" -g 'daemon off;' &
+pids+=($!)
+NGINX_PID=$!
 start_egressd
+start_nolog
 [ -n "$BASELINE" ] && start_base
 squid -f "$work/squid.conf" --foreground -s > "$work/squid.out" 2>&1 &
 pids+=($!)
@@ -187,8 +230,9 @@ if want inspect || want inspect-new; then
 inspect = "all"
 allow = [{ host = "origin.test", ports = [$O_TLS] }]
 EOF
-  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/inspect.toml" --listen 127.0.0.1:$P_INSPECT --admin off \
+  "$EGRESSD" run --policy "$work/inspect.toml" --listen 127.0.0.1:$P_INSPECT --admin off \
     --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
+    --access-log "$work/egressd-inspect-access.log" \
     --ca "$work/egressd-ca" --upstream-ca "$work/ca.pem" > "$work/egressd-inspect.log" 2>&1 &
   pids+=($!)
   INSPECT_PID=$!
@@ -219,8 +263,9 @@ fi
 CHAINING=0
 if want chain || want chain-tunnel; then
   CHAINING=1
-  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/policy.toml" --listen 127.0.0.1:$P_CHAIN --admin off \
+  "$EGRESSD" run --policy "$work/policy.toml" --listen 127.0.0.1:$P_CHAIN --admin off \
     --upstream-proxy http://127.0.0.1:$P_EGRESSD --log-format json --no-watch \
+    --access-log "$work/egressd-chain-access.log" \
     --max-tunnels-per-client 100000 > "$work/egressd-chain.log" 2>&1 &
   pids+=($!)
   CHAIN_PID=$!
@@ -228,8 +273,9 @@ if want chain || want chain-tunnel; then
   printf 'subjectAltName=DNS:proxy.test\nbasicConstraints=CA:FALSE\n' > "$work/proxy.ext"
   openssl x509 -req -in "$work/proxy.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
     -extfile "$work/proxy.ext" -out "$work/proxy-cert.pem" 2>/dev/null
-  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/policy.toml" --listen-tls 127.0.0.1:$P_TLSL --admin off \
+  "$EGRESSD" run --policy "$work/policy.toml" --listen-tls 127.0.0.1:$P_TLSL --admin off \
     --tls-cert "$work/proxy-cert.pem" --tls-key "$work/proxy-key.pem" \
+    --access-log "$work/egressd-tls-access.log" \
     --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
     --max-tunnels-per-client 100000 > "$work/egressd-tls.log" 2>&1 &
   pids+=($!)
@@ -242,8 +288,8 @@ TRANSPARENT=0
 if want transparent || want transparent-tunnel; then
   TRANSPARENT=1
   command -v nft >/dev/null || apt-get install -y -qq nftables >/dev/null
-  EGRESSD_LOG=warn "$EGRESSD" run --policy "$work/policy.toml" --listen 127.0.0.1:0 --admin off \
-    --transparent 127.0.0.1:$P_TRANS --mark 1337 \
+  "$EGRESSD" run --policy "$work/policy.toml" --listen 127.0.0.1:0 --admin off \
+    --transparent 127.0.0.1:$P_TRANS --mark 1337 --access-log "$work/egressd-transparent-access.log" \
     --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
     --max-tunnels-per-client 100000 > "$work/egressd-transparent.log" 2>&1 &
   pids+=($!)
@@ -256,7 +302,7 @@ redirect_on() {
 redirect_off() { nft delete table ip egressd_bench 2>/dev/null || true; }
 trap 'redirect_off; cleanup' EXIT
 
-for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY ${BASELINE:+$P_BASE}; do wait_port "$p"; done
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_NOLOG $P_NGINX $P_SQUID $P_TINY ${BASELINE:+$P_BASE}; do wait_port "$p"; done
 if [ "$TRANSPARENT" = 1 ]; then wait_port $P_TRANS; fi
 if [ "$CHAINING" = 1 ]; then wait_port $P_CHAIN; wait_port $P_TLSL; fi
 if [ "$INSPECTING" = 1 ]; then wait_port $P_INSPECT; wait_port $P_BUMP; fi
@@ -289,8 +335,8 @@ HZ=$(getconf CLK_TCK)
 us_per() { awk -v d="$1" -v hz="$HZ" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }'; }
 s_per_gib() { awk -v d="$1" -v hz="$HZ" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }'; }
 
-proxy_addr() { case $1 in egressd-chain) echo $P_CHAIN;; egressd-tls) echo $P_TLSL;; egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; egressd-inspect) echo $P_INSPECT;; squid) echo $P_SQUID;; squid-bump) echo $P_BUMP;; tinyproxy) echo $P_TINY;; esac; }
-proxy_pid() { case $1 in egressd-transparent) echo "$TRANS_PID";; egressd-chain) echo "$CHAIN_PID $EGRESSD_PID";; egressd-tls) echo "$TLSL_PID";; egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; egressd-inspect) echo "$INSPECT_PID";; squid) echo "$SQUID_PID";; squid-bump) echo "$BUMP_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
+proxy_addr() { case $1 in nginx-rp) echo $P_NGINX;; egressd-nolog) echo $P_NOLOG;; egressd-chain) echo $P_CHAIN;; egressd-tls) echo $P_TLSL;; egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; egressd-inspect) echo $P_INSPECT;; squid) echo $P_SQUID;; squid-bump) echo $P_BUMP;; tinyproxy) echo $P_TINY;; esac; }
+proxy_pid() { case $1 in nginx-rp) echo "$NGINX_PID";; egressd-nolog) echo "$NOLOG_PID";; egressd-transparent) echo "$TRANS_PID";; egressd-chain) echo "$CHAIN_PID $EGRESSD_PID";; egressd-tls) echo "$TLSL_PID";; egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; egressd-inspect) echo "$INSPECT_PID";; squid) echo "$SQUID_PID";; squid-bump) echo "$BUMP_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
 origin_host() { [ "$1" = tinyproxy ] && echo 127.0.0.1 || echo origin.test; }
 
 cat > "$work/request.lua" <<'EOF'
@@ -332,6 +378,7 @@ scenario_http() { # name close
       url="http://$host/"
       [ "$t" = direct ] && url="http://127.0.0.1:$O_HTTP/"
       pid=$(proxy_pid "$t")
+      trim_logs
       [ -n "$pid" ] && c0=$(cpu_of "$pid")
       read -r rps p99 reqs < <(run_wrk "$t" "$url" "$host" "$close")
       if [ -n "$pid" ]; then
@@ -346,7 +393,7 @@ scenario_http() { # name close
 scenario_loadgen() { # name mode path [targets]
   local name=$1 mode=$2 r t
   for r in $(seq 1 "$ROUNDS"); do
-    for t in ${4:-$TARGETS}; do
+    for t in ${4:-$TUNNEL_TARGETS}; do
       local pid c0 c1 out v cpu_per="" args=()
       pid=$(proxy_pid "$t")
       if [ "$t" = direct ] || [ "$t" = egressd-transparent ]; then
@@ -357,6 +404,7 @@ scenario_loadgen() { # name mode path [targets]
       fi
       { [ "$t" = direct ] || [ "$t" = egressd-transparent ]; } && [ -n "${PORT:-}" ] && args=(--target 127.0.0.1:$PORT --host origin.test)
       [ "$t" = egressd-transparent ] && redirect_on
+      trim_logs
       [ -n "$pid" ] && c0=$(cpu_of $pid)
       local m0 m1; m0=$(machine_busy)
       out=$("$LOADGEN" "$mode" "${args[@]}" --ca "${TRUST:-$work/ca.pem}" --concurrency "$CONC" \
@@ -471,11 +519,12 @@ def med(s, t, key="value"):
     v = [float(r[key]) for r in rows if r["scenario"] == s and r["target"] == t and r[key] not in ("", None)]
     return statistics.median(v) if v else None
 print()
-print(f"{'scenario':<16}{'target':<14}{'median':>12} {'unit':<11}{'x direct':>9}{'x squid':>9}{'cpu us/req':>12}{'p99 ms':>9}")
+print(f"{'scenario':<16}{'target':<14}{'median':>12} {'unit':<11}{'x direct':>9}{'x squid':>9}{'cpu us/req':>12}{'cpu x nginx':>12}{'p99 ms':>9}")
 for s in dict.fromkeys(r["scenario"] for r in rows):
     unit = next(r["unit"] for r in rows if r["scenario"] == s)
     d, sq = med(s, "direct"), med(s, "squid") or med(s, "squid-bump")
-    for t in ["direct", "egressd", "egressd-base", "egressd-inspect", "egressd-chain", "egressd-tls", "egressd-transparent", "squid", "squid-bump", "tinyproxy"]:
+    ng = med(s, "nginx-rp", "proxy_cpu_us_per_req")
+    for t in ["direct", "egressd", "egressd-nolog", "egressd-base", "nginx-rp", "egressd-inspect", "egressd-chain", "egressd-tls", "egressd-transparent", "squid", "squid-bump", "tinyproxy"]:
         v = med(s, t)
         if v is None:
             continue
@@ -483,7 +532,8 @@ for s in dict.fromkeys(r["scenario"] for r in rows):
         rs = f"{v / sq:.2f}" if sq else ""
         cpu = med(s, t, "proxy_cpu_us_per_req")
         p99 = med(s, t, "p99_ms")
-        print(f"{s:<16}{t:<14}{v:>12.1f} {unit:<11}{rd:>9}{rs:>9}{(f'{cpu:.1f}' if cpu is not None else ''):>12}{(f'{p99:.2f}' if p99 else ''):>9}")
+        rn = f"{cpu / ng:.2f}" if cpu is not None and ng else ""
+        print(f"{s:<16}{t:<14}{v:>12.1f} {unit:<11}{rd:>9}{rs:>9}{(f'{cpu:.1f}' if cpu is not None else ''):>12}{rn:>12}{(f'{p99:.2f}' if p99 else ''):>9}")
 PY
 echo
 echo "CSV: benches/results/compare-$stamp.csv (cpu column: us per request, or CPU-s per GiB for bulk)"
