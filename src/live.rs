@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::access::EventKind;
 use crate::audit::{self, logs, DeniedHost, Observation};
-use crate::policy::{Reason, Verdict};
+use crate::policy::{Kind, Reason, Verdict};
 use crate::shard::{lock, Sharded};
 
 /// Decisions kept for the "latest decisions" list and the `since` cursor.
@@ -95,6 +95,52 @@ struct Shard {
     refused: u64,
 }
 
+/// Who was refused, and when.
+struct Who<'a> {
+    time_ms: u64,
+    client: IpAddr,
+    user: Option<&'a Arc<str>>,
+}
+
+impl Shard {
+    /// Counts a refusal of `host:port` (`target` as `report` would read it).
+    fn refuse(&mut self, host: &str, port: u16, kind: Kind, reason: Reason, target: &str, who: Who) {
+        // A destination seen before, refused for other than its path, is
+        // counted without parsing its target again: the common case.
+        if reason != Reason::PathNotAllowed {
+            // The key is built only on this path's first refusal below.
+            if let Some(d) = self.dests.get_mut(&(host.to_string(), port)) {
+                d.counts.count(port, kind, reason, target);
+                d.seen(&who);
+                self.refused += 1;
+                return;
+            }
+        }
+        let Some(o) = Observation::parse(target) else {
+            return;
+        };
+        self.refused += 1;
+        let key = (o.candidate.host.to_string(), o.candidate.port);
+        let room = self.dests.len() < MAX_DESTS;
+        match self.dests.get_mut(&key) {
+            Some(d) => d.note(&o, reason, &who),
+            None if room => {
+                let mut d = Dest {
+                    counts: DeniedHost::new(key.0.clone()),
+                    port: key.1,
+                    first_ms: who.time_ms,
+                    last_ms: who.time_ms,
+                    clients: BTreeSet::new(),
+                    users: BTreeSet::new(),
+                };
+                d.note(&o, reason, &who);
+                self.dests.insert(key, d);
+            }
+            None => self.dests_dropped += 1,
+        }
+    }
+}
+
 pub struct Live {
     started_ms: u64,
     /// The last decision number given out: a global order for the cursor.
@@ -146,33 +192,23 @@ impl Live {
         let refused = matches!(f.verdict, Verdict::Deny | Verdict::WouldDeny)
             .then_some(f.reason)
             .flatten()
-            .and_then(|reason| {
-                let target = logs::event_target(f.kind, &f.host, f.port, path.as_deref());
-                Observation::parse(&target).map(|o| (o, reason))
+            .map(|reason| {
+                (
+                    reason,
+                    logs::event_target(f.kind, &f.host, f.port, path.as_deref()),
+                )
             });
+        let kind = logs::target_kind(f.kind, path.is_some());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.shards.with(|g| {
             g.decisions += 1;
-            if let Some((o, reason)) = refused {
-                g.refused += 1;
-                let key = (o.candidate.host.to_string(), o.candidate.port);
-                let room = g.dests.len() < MAX_DESTS;
-                match g.dests.get_mut(&key) {
-                    Some(d) => d.note(&o, reason, time_ms, f.client, f.user.as_ref()),
-                    None if room => {
-                        let mut d = Dest {
-                            counts: DeniedHost::new(key.0.clone()),
-                            port: key.1,
-                            first_ms: time_ms,
-                            last_ms: time_ms,
-                            clients: BTreeSet::new(),
-                            users: BTreeSet::new(),
-                        };
-                        d.note(&o, reason, time_ms, f.client, f.user.as_ref());
-                        g.dests.insert(key, d);
-                    }
-                    None => g.dests_dropped += 1,
-                }
+            if let Some((reason, target)) = refused {
+                let who = Who {
+                    time_ms,
+                    client: f.client,
+                    user: f.user.as_ref(),
+                };
+                g.refuse(&f.host, f.port, kind, reason, &target, who);
             }
             if g.ring.len() == RING {
                 g.ring.pop_front();
@@ -302,14 +338,18 @@ impl Dest {
         }
     }
 
-    fn note(&mut self, o: &Observation, reason: Reason, t: u64, client: IpAddr, user: Option<&Arc<str>>) {
+    fn note(&mut self, o: &Observation, reason: Reason, who: &Who) {
         self.counts.note(&o.candidate, reason, &o.target);
-        self.last_ms = t;
+        self.seen(who);
+    }
+
+    fn seen(&mut self, who: &Who) {
+        self.last_ms = who.time_ms;
         if self.clients.len() < MAX_WHO {
-            self.clients.insert(client);
+            self.clients.insert(who.client);
         }
-        if let Some(u) = user {
-            if self.users.len() < MAX_WHO {
+        if let Some(u) = who.user {
+            if self.users.len() < MAX_WHO && !self.users.contains(u) {
                 self.users.insert(u.clone());
             }
         }
@@ -427,6 +467,44 @@ mod tests {
         assert_eq!(s.decisions.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
         assert!(s.denied.is_empty());
         assert!(live.snapshot(3).decisions.is_empty());
+    }
+
+    #[test]
+    fn a_destination_seen_again_counts_as_a_first_sighting_does() {
+        // The second and later refusals skip parsing the target: what the
+        // page shows must be what parsing every one would have given.
+        let live = Live::default();
+        let e = |client: &str, path: &str, user: Option<&str>| {
+            let mut f = event("x.example.org", 80, Some(path), Verdict::Deny, Reason::NoMatch);
+            f.client = client.parse().unwrap();
+            f.user = user.map(Arc::from);
+            live.record(f);
+        };
+        e("10.0.0.1", "/a", None);
+        e("10.0.0.2", "/b", Some("ann"));
+        e("10.0.0.2", "/b", Some("ann"));
+        e("10.0.0.3", "/c", Some("bob"));
+        e("10.0.0.3", "/d", None);
+        live.record(event("x.example.org", 80, None, Verdict::Deny, Reason::NoMatch));
+        let s = live.snapshot(0);
+        assert_eq!(s.denied.len(), 1, "{:?}", s.denied);
+        let d = &s.denied[0];
+        assert_eq!((d.host.as_str(), d.port, d.requests), ("x.example.org", 80, 6));
+        assert_eq!(d.clients.len(), 4);
+        assert_eq!(
+            d.users.iter().map(|u| &**u).collect::<Vec<_>>(),
+            vec!["ann", "bob"]
+        );
+        assert_eq!(
+            d.examples,
+            vec![
+                "http://x.example.org:80/a",
+                "http://x.example.org:80/b",
+                "http://x.example.org:80/c"
+            ]
+        );
+        assert_eq!(d.reasons, vec![Reason::NoMatch.as_str()]);
+        assert_eq!(s.refused_total, 6);
     }
 
     #[test]

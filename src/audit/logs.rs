@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 
 use super::Observation;
 use crate::access::{EventKind, Record};
+use crate::policy::Kind;
 
 /// Bytes handed to a parsing thread at a time (whole lines).
 const CHUNK: usize = 1 << 20;
@@ -158,15 +159,24 @@ pub fn parse_line(line: &str) -> Option<Observation> {
 
 /// The target an access event stands for, as `check` would be given it.
 pub fn event_target(kind: EventKind, host: &str, port: u16, path: Option<&str>) -> String {
-    let has_path = path.is_some();
-    let path = path.unwrap_or("/");
+    let path_or_root = path.unwrap_or("/");
+    match target_kind(kind, path.is_some()) {
+        Kind::Connect => format!("CONNECT {host}:{port}"),
+        Kind::Http => format!("http://{host}:{port}{path_or_root}"),
+        Kind::Https => format!("https://{host}:{port}{path_or_root}"),
+    }
+}
+
+/// The kind of request [`event_target`] writes for an event: what parsing
+/// that target gives back.
+pub fn target_kind(kind: EventKind, has_path: bool) -> Kind {
     match kind {
-        EventKind::Connect => format!("CONNECT {host}:{port}"),
-        EventKind::Http => format!("http://{host}:{port}{path}"),
-        EventKind::Inspected => format!("https://{host}:{port}{path}"),
+        EventKind::Connect => Kind::Connect,
+        EventKind::Http => Kind::Http,
+        EventKind::Inspected => Kind::Https,
         // A redirected HTTP request carries its path; a connection does not.
-        EventKind::Transparent if has_path => format!("http://{host}:{port}{path}"),
-        EventKind::Transparent => format!("CONNECT {host}:{port}"),
+        EventKind::Transparent if has_path => Kind::Http,
+        EventKind::Transparent => Kind::Connect,
     }
 }
 

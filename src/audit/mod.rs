@@ -157,13 +157,7 @@ impl DeniedHost {
 
     /// Counts one refused request to this host.
     pub fn note(&mut self, c: &Candidate, reason: Reason, target: &str) {
-        self.requests += 1;
-        self.ports.insert(c.port);
-        self.reasons.insert(reason.as_str());
-        self.kinds.insert(c.kind.as_str());
-        if self.examples.len() < MAX_EXAMPLES && !self.examples.iter().any(|e| e == target) {
-            self.examples.push(target.to_string());
-        }
+        self.count(c.port, c.kind, reason, target);
         if reason == Reason::PathNotAllowed {
             if let Some(seg) = c.path.as_ref().and_then(|p| p.segments().next()) {
                 let room = self.first_segments.len() < MAX_SEGMENTS;
@@ -175,6 +169,18 @@ impl DeniedHost {
                     None => {}
                 }
             }
+        }
+    }
+
+    /// [`DeniedHost::note`] for a refusal that was not for its path: only
+    /// counters and examples change, so no candidate is needed.
+    pub fn count(&mut self, port: u16, kind: Kind, reason: Reason, target: &str) {
+        self.requests += 1;
+        self.ports.insert(port);
+        self.reasons.insert(reason.as_str());
+        self.kinds.insert(kind.as_str());
+        if self.examples.len() < MAX_EXAMPLES && !self.examples.iter().any(|e| e == target) {
+            self.examples.push(target.to_string());
         }
     }
 

@@ -28,42 +28,50 @@ use super::respond::{empty, Body, ProxyError};
 use super::Shared;
 use crate::access::{Access, EventKind};
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1), and the proxy's own.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-    "proxy-authorization",
-    "proxy-authenticate",
+/// Hop-by-hop fields (RFC 9110 §7.6.1), and the proxy's own. Names, not
+/// strings: removing by a string parses and hashes it on every message.
+static HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
 
 /// Removes hop-by-hop fields, including those the `Connection` field names.
 /// Fields the proxy sets itself or that carry framing are never removed on
 /// a client's say-so (`Connection: Host` does not drop `Host`).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names instead of a
-    // lookup per hop-by-hop name.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+    // Most messages carry one at most (`Connection: keep-alive`): one pass
+    // over the names instead of a lookup per hop-by-hop name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
-        .collect();
-    for n in named {
-        headers.remove(n);
+    // The common `Connection: keep-alive` or `close` names nothing else.
+    let plain = |v: &HeaderValue| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+    };
+    if !headers.get_all(header::CONNECTION).iter().all(plain) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
     }
-    for n in HOP_BY_HOP {
-        headers.remove(*n);
+    for n in &HOP_BY_HOP {
+        headers.remove(n);
     }
 }
 
@@ -72,22 +80,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// (whose HTTP/2 connection would carry requests no rule ever saw), is
 /// dropped with the rest of the hop-by-hop fields.
 fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let tokens = |name| {
+    let has = |name, token: &str| {
         headers
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect::<Vec<_>>()
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
-    let conn_upgrade = tokens(header::CONNECTION)
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case("upgrade"));
-    let websocket = tokens(header::UPGRADE)
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case("websocket"));
-    (conn_upgrade && websocket).then(|| HeaderValue::from_static("websocket"))
+    (has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade"))
+        .then(|| HeaderValue::from_static("websocket"))
 }
 
 pub async fn handle(
@@ -491,5 +493,19 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, vec!["host", "x-kept"]);
+        // An origin's usual `Connection: Keep-Alive` names nothing more.
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "Keep-Alive"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "2"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["content-length"]
+        );
     }
 }

@@ -307,17 +307,18 @@ impl ProxyError {
     /// The response a client gets; `target` names the destination (empty
     /// when no request was read).
     pub fn response(&self, target: &str) -> Response<Body> {
-        let (status, headers, body) = self.answer(target);
-        let mut resp = Response::new(full(body));
+        let mut resp = Response::new(empty());
+        let (status, body) = self.answer(target, resp.headers_mut());
         *resp.status_mut() = status;
-        resp.headers_mut().extend(headers);
+        *resp.body_mut() = full(body);
         resp
     }
 
     /// The same answer as raw HTTP/1.1 bytes, for connections refused
     /// before any request is read; the connection closes after it.
     pub fn refusal_bytes(&self) -> Vec<u8> {
-        let (status, headers, body) = self.answer("");
+        let mut headers = http::HeaderMap::new();
+        let (status, body) = self.answer("", &mut headers);
         let mut out = format!(
             "HTTP/1.1 {} {}\r\n",
             status.as_u16(),
@@ -340,37 +341,43 @@ impl ProxyError {
         out
     }
 
-    fn answer(&self, target: &str) -> (StatusCode, http::HeaderMap, String) {
+    /// The status, the headers (into `h`) and the body of the answer. Built
+    /// by appending, not `format!`: every denial pays for this.
+    fn answer(&self, target: &str, h: &mut http::HeaderMap) -> (StatusCode, String) {
         let status = self.status();
         let text = self.to_string();
-        let body = if target.is_empty() {
-            format!("egressd: {text}\n")
-        } else {
-            format!("egressd: {target}: {text}\n")
-        };
-        let mut h = http::HeaderMap::new();
+        let mut body = String::with_capacity(target.len() + text.len() + 12);
+        body.push_str("egressd: ");
+        if !target.is_empty() {
+            body.push_str(target);
+            body.push_str(": ");
+        }
+        body.push_str(&text);
+        body.push('\n');
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         // RFC 9209: one entry per intermediary, the one nearest the origin
         // first; a parent's refusal keeps its own entry and status.
-        let value = match self {
-            ProxyError::ParentRefused { status, proxy_status } => format!(
-                "{}egressd; error={}; received-status={status}; details={}",
-                proxy_status
-                    .as_deref()
-                    .map_or(String::new(), |p| format!("{p}, ")),
-                self.class().as_str(),
-                sf_string(&text)
-            ),
-            _ => format!(
-                "egressd; error={}; details={}",
-                self.class().as_str(),
-                sf_string(&text)
-            ),
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        let mut value = String::with_capacity(text.len() + 64);
+        if let ProxyError::ParentRefused {
+            proxy_status: Some(p),
+            ..
+        } = self
+        {
+            value.push_str(p);
+            value.push_str(", ");
+        }
+        value.push_str("egressd; error=");
+        value.push_str(self.class().as_str());
+        if let ProxyError::ParentRefused { status, .. } = self {
+            value.push_str("; received-status=");
+            value.push_str(itoa::Buffer::new().format(*status));
+        }
+        value.push_str("; details=");
+        sf_string(&text, &mut value);
+        if let Ok(v) = HeaderValue::try_from(value) {
             h.insert("proxy-status", v);
         }
         if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
@@ -379,14 +386,13 @@ impl ProxyError {
                 HeaderValue::from_static("Basic realm=\"egressd\""),
             );
         }
-        (status, h, body)
+        (status, body)
     }
 }
 
 /// A structured-field string (RFC 8941): printable ASCII, quoted, with `"`
 /// and `\` escaped. Other characters are dropped.
-fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+fn sf_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars().filter(|c| (' '..='~').contains(c)) {
         if c == '"' || c == '\\' {
@@ -395,7 +401,6 @@ fn sf_string(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 pub fn full(body: impl Into<Bytes>) -> Body {
@@ -412,7 +417,9 @@ mod tests {
 
     #[test]
     fn proxy_status_is_a_valid_structured_field() {
-        assert_eq!(sf_string("a \"b\" \\ c\n"), "\"a \\\"b\\\" \\\\ c\"");
+        let mut out = String::from("x=");
+        sf_string("a \"b\" \\ c\n", &mut out);
+        assert_eq!(out, "x=\"a \\\"b\\\" \\\\ c\"");
         let r = ProxyError::Denied {
             reason: Reason::NoMatch,
             by_address: false,
