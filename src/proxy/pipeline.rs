@@ -111,10 +111,7 @@ pub fn decide(shared: &Shared, policy: &Policy, cand: &Candidate) -> Decision {
 fn timed<T>(shared: &Shared, decide: impl FnOnce() -> T) -> T {
     let started = Instant::now();
     let d = decide();
-    shared
-        .metrics
-        .decision_seconds
-        .observe(started.elapsed().as_secs_f64());
+    shared.metrics.observe_decision(started.elapsed().as_secs_f64());
     d
 }
 
