@@ -108,7 +108,8 @@ impl Shard {
         // A destination seen before, refused for other than its path, is
         // counted without parsing its target again: the common case.
         if reason != Reason::PathNotAllowed {
-            // The key is built only on this path's first refusal below.
+            // (The lookup still copies the host: a tuple key cannot be
+            // borrowed as `(&str, u16)`.)
             if let Some(d) = self.dests.get_mut(&(host.to_string(), port)) {
                 d.counts.count(port, kind, reason, target);
                 d.seen(&who);

@@ -67,11 +67,12 @@ pub struct ResultLabels {
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub denials: Family<ReasonLabels, Counter>,
-    pub upstream_errors: Family<ClassLabels, Counter>,
+    // Counted through `record` only, via each worker's pending counts.
+    requests: Family<RequestLabels, Counter>,
+    denials: Family<ReasonLabels, Counter>,
+    upstream_errors: Family<ClassLabels, Counter>,
     pub tunnels_active: Gauge,
-    pub bytes: Family<DirectionLabels, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
     decision_seconds: DecisionSeconds,
     /// Counts not yet moved into the families, per worker thread.
     pending: Sharded<Pending>,
@@ -81,7 +82,7 @@ pub struct Metrics {
     pub rule_expiry: Family<RuleLabels, Gauge<f64, AtomicU64>>,
     pub inspection_leaves: Family<ResultLabels, Counter>,
     pub inspection_rejected: Counter,
-    pub routed: Family<ViaLabels, Counter>,
+    routed: Family<ViaLabels, Counter>,
     /// The `rule` label of decisions no rule made.
     no_rule: Arc<str>,
 }

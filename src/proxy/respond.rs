@@ -361,17 +361,17 @@ impl ProxyError {
         // RFC 9209: one entry per intermediary, the one nearest the origin
         // first; a parent's refusal keeps its own entry and status.
         let mut value = String::with_capacity(text.len() + 64);
-        if let ProxyError::ParentRefused {
-            proxy_status: Some(p),
-            ..
-        } = self
-        {
+        let parent = match self {
+            ProxyError::ParentRefused { status, proxy_status } => Some((status, proxy_status)),
+            _ => None,
+        };
+        if let Some((_, Some(p))) = parent {
             value.push_str(p);
             value.push_str(", ");
         }
         value.push_str("egressd; error=");
         value.push_str(self.class().as_str());
-        if let ProxyError::ParentRefused { status, .. } = self {
+        if let Some((status, _)) = parent {
             value.push_str("; received-status=");
             value.push_str(itoa::Buffer::new().format(*status));
         }
