@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::h1;
 use super::parent::Parent;
 use super::respond::ProxyError;
 use crate::policy::Resolved;
@@ -238,10 +239,12 @@ struct Idle {
     reached: Resolved,
 }
 
-/// Idle upstream HTTP/1.1 connections of one worker, by where they lead.
+/// Idle upstream HTTP/1.1 connections of one worker, by where they lead:
+/// hyper's, and the proxy's own for bodyless requests ([`h1`]).
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    h1: Mutex<HashMap<SocketAddr, Vec<h1::Conn>>>,
     returns: AtomicU64,
     /// `SO_MARK` for new upstream sockets (`--mark`).
     mark: Option<u32>,
@@ -253,6 +256,44 @@ impl Pool {
         Pool {
             mark,
             ..Pool::default()
+        }
+    }
+
+    /// `SO_MARK` for new upstream sockets.
+    pub fn mark(&self) -> Option<u32> {
+        self.mark
+    }
+
+    /// An idle connection of the proxy's own to the first of `targets`
+    /// that has one, still open and not idle too long.
+    pub fn checkout_h1(&self, targets: &[Resolved]) -> Option<h1::Conn> {
+        let mut m = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        for t in targets {
+            let Some(idle) = m.get_mut(&t.addr) else { continue };
+            while let Some(mut c) = idle.pop() {
+                if c.since.elapsed() <= POOL_IDLE && c.is_open() {
+                    // This request's check of the address, not the last one's.
+                    c.reached = *t;
+                    return Some(c);
+                }
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection of the proxy's own whose response ended.
+    pub fn checkin_h1(&self, mut c: h1::Conn) {
+        let mut m = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        if self.returns.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
+            m.retain(|_, v| {
+                v.retain(|c| c.since.elapsed() <= POOL_IDLE && c.is_open());
+                !v.is_empty()
+            });
+        }
+        let v = m.entry(c.reached.addr).or_default();
+        if v.len() < POOL_PER_ADDR {
+            c.since = Instant::now();
+            v.push(c);
         }
     }
 

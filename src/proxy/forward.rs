@@ -1,7 +1,9 @@
 //! Step 6 for plain HTTP: an absolute-form request (`GET http://host/path
 //! HTTP/1.1`), decided on host, port and normalised path, is forwarded in
 //! origin-form over an HTTP/1.1 connection to the checked address (pooled
-//! per worker, [`Pool`]), streaming bodies both ways. A `101` answer to an
+//! per worker, [`Pool`]), streaming bodies both ways: by the proxy's own
+//! client in this task when the request has no body ([`h1`]), by hyper's
+//! client otherwise. A `101` answer to an
 //! upgrade (WebSocket) turns the exchange into a relayed tunnel.
 
 use std::io;
@@ -20,11 +22,12 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use super::dial::{Hop, Pool, Transport, Upstream, UpstreamBody};
+use super::h1;
 use super::hello::FirstCheck;
 use super::parent::{Answer, Parent};
 use super::pipeline::{self, refuse};
 use super::relay::relay;
-use super::respond::{empty, Body, ProxyError};
+use super::respond::{empty, Body, BoxError, ProxyError};
 use super::Shared;
 use crate::access::{Access, EventKind};
 
@@ -135,13 +138,17 @@ async fn handle_event(
     }
 }
 
-/// A request that reached upstream and got a response head.
-pub(super) struct Sent {
-    resp: Response<Incoming>,
-    upstream: Upstream,
-    /// Request body bytes sent so far.
-    up: Arc<AtomicU64>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+/// A request that reached upstream and got a response head: through
+/// hyper's client, or the proxy's own ([`h1`], bodyless requests).
+pub(super) enum Sent {
+    Hyper {
+        resp: Response<Incoming>,
+        upstream: Upstream,
+        /// Request body bytes sent so far.
+        up: Arc<AtomicU64>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    },
+    Own(h1::Exchanged),
 }
 
 /// Steps 1 to 4 for an absolute-form request, then the exchange.
@@ -181,6 +188,17 @@ pub(super) async fn exchange(
     ev: &mut Access,
 ) -> Result<Sent, ProxyError> {
     let upgrade = wants_upgrade(req.headers());
+    let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
+    // Nothing to stream up: the proxy's own client, in this task.
+    if let (Hop::Direct(targets), Transport::Plain, None) = (hop, transport, &upgrade) {
+        if req.body().is_end_stream() && !req.headers().contains_key(header::TRANSFER_ENCODING) {
+            let (mut parts, _) = req.into_parts();
+            to_origin_form(&mut parts, authority, None);
+            return h1::exchange(pool, targets, &parts, timeouts, ev)
+                .await
+                .map(Sent::Own);
+        }
+    }
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     to_origin_form(&mut parts, authority, upgrade);
@@ -197,12 +215,11 @@ pub(super) async fn exchange(
         meter: up.clone(),
     }
     .boxed_unsync();
-    let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
     let request = Request::from_parts(parts, body);
     // HTTP/2 may be offered to a TLS origin unless the request upgrades.
     let h2 = client_upgrade.is_none();
     match send(pool, &hop, request, transport, timeouts, h2, ev).await {
-        Ok((resp, upstream)) => Ok(Sent {
+        Ok((resp, upstream)) => Ok(Sent::Hyper {
             resp,
             upstream,
             up,
@@ -300,12 +317,20 @@ async fn send(
 /// Step 6 on the way back: the response streams to the client; its end
 /// finishes the event and returns the connection to the pool.
 pub(super) fn respond(shared: &Arc<Shared>, pool: &Arc<Pool>, sent: Sent, mut ev: Access) -> Response<Body> {
-    let Sent {
-        mut resp,
-        upstream,
-        up,
-        client_upgrade,
-    } = sent;
+    let (mut resp, upstream, up, client_upgrade) = match sent {
+        Sent::Hyper {
+            resp,
+            upstream,
+            up,
+            client_upgrade,
+        } => (resp, upstream, up, client_upgrade),
+        Sent::Own(exchanged) => {
+            ev.status(exchanged.head.status.as_u16());
+            let (mut parts, body) = exchanged.into_body(ev, pool.clone());
+            strip_hop_by_hop(&mut parts.headers);
+            return Response::from_parts(parts, BodyExt::boxed(body));
+        }
+    };
     ev.status(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // A switch nobody asked for would hand the client a connection to
@@ -331,7 +356,7 @@ pub(super) fn respond(shared: &Arc<Shared>, pool: &Arc<Pool>, sent: Sent, mut ev
             upstream: Some((upstream, pool.clone())),
         },
     };
-    Response::from_parts(parts, BodyExt::boxed(body))
+    Response::from_parts(parts, BodyExt::boxed(body.map_err(BoxError::from)))
 }
 
 /// Relays an upgraded connection (WebSocket) after a 101 from upstream.

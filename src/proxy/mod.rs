@@ -9,7 +9,8 @@
 //!    decision and the checked addresses;
 //! 3. [`resolve`]: names to addresses (pins, then the system resolver);
 //! 4. [`dial`]: one dialer for every kind of request, and the upstream pool;
-//! 5. [`forward`] (plain HTTP) and [`connect`] (tunnels), relayed by
+//! 5. [`forward`] (plain HTTP, bodyless requests over [`h1`]) and
+//!    [`connect`] (tunnels), relayed by
 //!    [`relay`], whose first client bytes [`hello`] judges;
 //! 6. [`respond`]: the one exit, every error mapped to status,
 //!    `Proxy-Status` and log class.
@@ -27,6 +28,8 @@ pub mod resolve;
 pub mod dial;
 // Step 6.
 pub mod forward;
+// Step 6, for bodyless plain HTTP.
+pub mod h1;
 // Step 6.
 pub mod connect;
 pub mod transparent;

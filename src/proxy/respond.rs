@@ -13,7 +13,11 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use super::auth::AuthError;
 use crate::policy::Reason;
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// What a response body can fail with: hyper's errors (bodies relayed from
+/// hyper's client) and the proxy's own (bodies it reads itself).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Which end of a tunnel failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
