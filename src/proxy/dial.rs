@@ -244,7 +244,7 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
-    h1: Mutex<HashMap<h1::Key, Vec<h1::Conn>>>,
+    h1: Mutex<HashMap<SocketAddr, Vec<h1::Conn>>>,
     returns: AtomicU64,
     /// `SO_MARK` for new upstream sockets (`--mark`).
     mark: Option<u32>,
@@ -259,15 +259,17 @@ impl Pool {
         }
     }
 
+    /// `SO_MARK` for new upstream sockets.
+    pub fn mark(&self) -> Option<u32> {
+        self.mark
+    }
+
     /// An idle connection of the proxy's own to the first of `targets`
-    /// that has one (for `tls`, verified for its name), still open and not
-    /// idle too long.
-    pub fn checkout_h1(&self, targets: &[Resolved], tls: Option<&TlsOrigin>) -> Option<h1::Conn> {
+    /// that has one, still open and not idle too long.
+    pub fn checkout_h1(&self, targets: &[Resolved]) -> Option<h1::Conn> {
         let mut m = self.h1.lock().unwrap_or_else(|e| e.into_inner());
         for t in targets {
-            let Some(idle) = m.get_mut(&(t.addr, tls.map(|o| o.name.clone()))) else {
-                continue;
-            };
+            let Some(idle) = m.get_mut(&t.addr) else { continue };
             while let Some(mut c) = idle.pop() {
                 if c.since.elapsed() <= POOL_IDLE && c.is_open() {
                     // This request's check of the address, not the last one's.
@@ -284,62 +286,15 @@ impl Pool {
         let mut m = self.h1.lock().unwrap_or_else(|e| e.into_inner());
         if self.returns.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
             m.retain(|_, v| {
-                v.retain_mut(|c| c.since.elapsed() <= POOL_IDLE && c.is_open());
+                v.retain(|c| c.since.elapsed() <= POOL_IDLE && c.is_open());
                 !v.is_empty()
             });
         }
-        let v = m.entry(c.key()).or_default();
+        let v = m.entry(c.reached.addr).or_default();
         if v.len() < POOL_PER_ADDR {
             c.since = Instant::now();
             v.push(c);
         }
-    }
-
-    /// Whether an HTTP/2 connection to `origin` at one of `targets` is
-    /// open: requests to it share that connection (hyper's client).
-    pub fn has_h2(&self, targets: &[Resolved], origin: &TlsOrigin) -> bool {
-        if origin.config_h2.is_none() {
-            return false;
-        }
-        let m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        targets.iter().any(|t| {
-            m.get(&Key::Direct(t.addr, Some((origin.name.clone(), true))))
-                .and_then(|v| v.last())
-                .is_some_and(|i| i.sender.is_h2() && !i.sender.is_closed())
-        })
-    }
-
-    /// A new connection of the proxy's own to the first of `targets` that
-    /// answers (TLS for `tls`, offering HTTP/2 when `h2`). An origin that
-    /// chooses HTTP/2 gets a connection of hyper's, kept in the pool for
-    /// every request to it: then `None`.
-    pub async fn connect_h1(
-        &self,
-        targets: &[Resolved],
-        tls: Option<&TlsOrigin>,
-        timeout: Duration,
-        h2: bool,
-    ) -> Result<Option<h1::Conn>, DialError> {
-        let (stream, t) = dial(targets, timeout, self.mark).await?;
-        let Some(origin) = tls else {
-            return Ok(Some(h1::Conn::new(h1::Io::Tcp(stream), t, None)));
-        };
-        let failed = |error| DialError { error, last: Some(t) };
-        let stream = self::tls(origin, stream, timeout, h2).await.map_err(failed)?;
-        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-            let name = Some(origin.name.clone());
-            return Ok(Some(h1::Conn::new(h1::Io::Tls(Box::new(stream)), t, name)));
-        }
-        let sender = handshake_tls(stream).await.map_err(failed)?;
-        let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(Key::Direct(t.addr, Some((origin.name.clone(), true))))
-            .or_default()
-            .push(Idle {
-                sender,
-                since: Instant::now(),
-                reached: t,
-            });
-        Ok(None)
     }
 
     /// An idle connection for `hop` (to the first checked address that has one).

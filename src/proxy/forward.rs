@@ -189,27 +189,19 @@ pub(super) async fn exchange(
 ) -> Result<Sent, ProxyError> {
     let upgrade = wants_upgrade(req.headers());
     let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let bodyless = req.body().is_end_stream() && !req.headers().contains_key(header::TRANSFER_ENCODING);
-    // HTTP/2 may be offered to a TLS origin unless the request upgrades.
-    let h2 = client_upgrade.is_none();
-    let (mut parts, body) = req.into_parts();
-    to_origin_form(&mut parts, authority, upgrade);
-    // Nothing to stream up: the proxy's own client, in this task, unless
-    // the origin already speaks HTTP/2 with us.
-    if let (Hop::Direct(targets), true, true) = (hop, bodyless, h2) {
-        let tls = match transport {
-            Transport::Plain => Some(None),
-            Transport::Tls(origin) if !pool.has_h2(targets, origin) => Some(Some(&**origin)),
-            Transport::Tls(_) => None,
-        };
-        if let Some(tls) = tls {
-            if let Some(exchanged) = h1::exchange(pool, targets, tls, &parts, timeouts, h2, ev).await? {
-                return Ok(Sent::Own(exchanged));
-            }
-            // The origin chose HTTP/2: its new connection waits in the pool.
+    // Nothing to stream up: the proxy's own client, in this task.
+    if let (Hop::Direct(targets), Transport::Plain, None) = (hop, transport, &upgrade) {
+        if req.body().is_end_stream() && !req.headers().contains_key(header::TRANSFER_ENCODING) {
+            let (mut parts, _) = req.into_parts();
+            to_origin_form(&mut parts, authority, None);
+            return h1::exchange(pool, targets, &parts, timeouts, ev)
+                .await
+                .map(Sent::Own);
         }
     }
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    to_origin_form(&mut parts, authority, upgrade);
     let to_parent = match (hop, transport) {
         (Hop::Parent { parent, .. }, Transport::Plain) => Some(parent),
         _ => None,
@@ -224,6 +216,8 @@ pub(super) async fn exchange(
     }
     .boxed_unsync();
     let request = Request::from_parts(parts, body);
+    // HTTP/2 may be offered to a TLS origin unless the request upgrades.
+    let h2 = client_upgrade.is_none();
     match send(pool, &hop, request, transport, timeouts, h2, ev).await {
         Ok((resp, upstream)) => Ok(Sent::Hyper {
             resp,

@@ -1,5 +1,5 @@
-//! Upstream HTTP/1.1 for requests without a body (most of what a proxy
-//! forwards: `GET`, `HEAD`), plain or TLS (inspected), driven in the client
+//! Upstream HTTP/1.1 for requests without a body to plain-HTTP origins
+//! (most of what a proxy forwards: `GET`, `HEAD`), driven in the client
 //! connection's own task: the request head is written and the response read
 //! straight from the socket, and the body is handed to the client as the
 //! client side polls for it.
@@ -9,8 +9,8 @@
 //! its wake-ups and its body channel were a third of the proxy's CPU (see
 //! `benches/README.md`). A request without a body needs none of it: no
 //! body streams up while the response streams down. Requests with bodies,
-//! upgrades, origins that choose HTTP/2 and the parent proxy stay on
-//! hyper's client. The message syntax is httparse's; what is written here is the
+//! upgrades, TLS origins (HTTP/2) and the parent proxy stay on hyper's
+//! client. The message syntax is httparse's; what is written here is the
 //! framing of RFC 9112 §6 ([`framing`], [`Chunked`]), kept pure and tested
 //! on its own.
 
@@ -23,11 +23,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::dial::{Pool, TlsOrigin};
+use super::dial::{dial, Pool};
 use super::respond::{BoxError, ProxyError};
 use crate::access::Access;
 use crate::policy::Resolved;
@@ -43,55 +42,9 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// Reads go into at least this much free buffer.
 const READ_SPACE: usize = 16 * 1024;
 
-/// How idle connections are told apart: by address, and for TLS by the
-/// name the origin's certificate was verified for.
-pub type Key = (std::net::SocketAddr, Option<ServerName<'static>>);
-
-/// The connection's bytes: plain TCP, or TLS to the origin.
-pub enum Io {
-    Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 /// One upstream connection and what it has read past the last message.
 pub struct Conn {
-    io: Io,
-    /// The TLS name it was verified for.
-    name: Option<ServerName<'static>>,
+    io: TcpStream,
     buf: BytesMut,
     /// The request head, encoded into the same allocation each time.
     out: Vec<u8>,
@@ -105,10 +58,9 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(io: Io, reached: Resolved, name: Option<ServerName<'static>>) -> Conn {
+    fn new(io: TcpStream, reached: Resolved) -> Conn {
         Conn {
             io,
-            name,
             buf: BytesMut::with_capacity(READ_SPACE),
             out: Vec::with_capacity(1024),
             spans: Vec::new(),
@@ -118,19 +70,12 @@ impl Conn {
         }
     }
 
-    pub fn key(&self) -> Key {
-        (self.reached.addr, self.name.clone())
-    }
-
     /// Whether the connection can carry another request: the server has
-    /// neither closed it nor sent anything unasked (a TLS close_notify
-    /// included). Polled without a waker: it costs no system call unless
-    /// the socket became readable.
-    pub fn is_open(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut byte = [0u8; 1];
-        let mut b = ReadBuf::new(&mut byte);
-        Pin::new(&mut self.io).poll_read(&mut cx, &mut b).is_pending()
+    /// neither closed it nor sent anything unasked. The check costs no
+    /// system call unless the socket became readable.
+    pub fn is_open(&self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.io.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// Writes a bodyless request head: `method target HTTP/1.1`, then the
@@ -150,9 +95,7 @@ impl Conn {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        self.io.write_all(out).await?;
-        // TLS holds records until flushed; TCP writes through.
-        self.io.flush().await
+        self.io.write_all(out).await
     }
 
     /// Reads the response head (skipping interim `1xx` answers).
@@ -464,35 +407,28 @@ pub struct Exchanged {
 }
 
 /// Sends a request without a body to the first of `targets` that answers
-/// (over an idle connection if the pool holds one; TLS for `tls`) and
-/// reads the response head within `response_timeout`. A pooled connection
-/// the server had closed is replaced once by a new one, if the method is
-/// idempotent. `None`: a new connection's origin chose HTTP/2 (offered
-/// when `h2`), and its connection waits in the pool for hyper's client.
+/// (over an idle connection if the pool holds one) and reads the response
+/// head within `response_timeout`. A pooled connection the server had
+/// closed is replaced once by a new one, if the method is idempotent.
 pub async fn exchange(
     pool: &Pool,
     targets: &[Resolved],
-    tls: Option<&TlsOrigin>,
     parts: &http::request::Parts,
     (connect_timeout, response_timeout): (std::time::Duration, std::time::Duration),
-    h2: bool,
     ev: &mut Access,
-) -> Result<Option<Exchanged>, ProxyError> {
-    let mut pooled = pool.checkout_h1(targets, tls);
+) -> Result<Exchanged, ProxyError> {
+    let mut pooled = pool.checkout_h1(targets);
     loop {
         let mut conn = match pooled.take() {
             Some(c) => c,
             None => {
-                let dialled = pool.connect_h1(targets, tls, connect_timeout, h2).await;
-                match dialled.map_err(|f| {
+                let (io, t) = dial(targets, connect_timeout, pool.mark()).await.map_err(|f| {
                     if let Some(t) = f.last {
                         ev.dialled(t);
                     }
                     f.error
-                })? {
-                    Some(c) => c,
-                    None => return Ok(None),
-                }
+                })?;
+                Conn::new(io, t)
             }
         };
         ev.dialled(conn.reached);
@@ -505,12 +441,12 @@ pub async fn exchange(
             Ok(Ok(mut head)) => {
                 let (framing, keep_alive) =
                     framing(&parts.method, head.status, head.version, &mut head.headers)?;
-                return Ok(Some(Exchanged {
+                return Ok(Exchanged {
                     head,
                     conn,
                     framing,
                     keep_alive,
-                }));
+                });
             }
             Ok(Err(Failed::Stale)) if parts.method.is_idempotent() => continue,
             Ok(Err(Failed::Stale)) => {
