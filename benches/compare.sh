@@ -32,7 +32,7 @@ SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk latency idle 
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130 P_BASE=13131 P_INSPECT=13132 P_BUMP=13133
-P_CHAIN=13134 P_TLSL=13135 P_TRANS=13136 P_NOLOG=13137 P_NGINX=13138
+P_CHAIN=13134 P_TLSL=13135 P_TRANS=13136 P_NOLOG=13137 P_NGINX=13138 P_BASE_INSPECT=13139
 BASELINE=${EGRESSD_BASELINE:-}
 if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "EGRESSD_BASELINE=$BASELINE is not executable" >&2; exit 1; fi
 # nginx as a reverse proxy is the reference for one well-built L7 hop; it
@@ -40,7 +40,7 @@ if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then echo "EGRESSD_BASELINE=$BASE
 TUNNEL_TARGETS="direct egressd egressd-nolog ${BASELINE:+egressd-base} squid tinyproxy"
 TARGETS="direct egressd egressd-nolog ${BASELINE:+egressd-base} nginx-rp squid tinyproxy"
 # Something else answering on these ports would be measured instead.
-for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP $P_CHAIN $P_TLSL $P_TRANS $P_NOLOG $P_NGINX; do
+for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP $P_CHAIN $P_TLSL $P_TRANS $P_NOLOG $P_NGINX $P_BASE_INSPECT; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port 127.0.0.1:$p is in use; stop what listens there first" >&2
     exit 1
@@ -236,6 +236,15 @@ EOF
     --ca "$work/egressd-ca" --upstream-ca "$work/ca.pem" > "$work/egressd-inspect.log" 2>&1 &
   pids+=($!)
   INSPECT_PID=$!
+  # The earlier build inspecting too, with the same CA, for before/after.
+  if [ -n "$BASELINE" ]; then
+    "$BASELINE" run --policy "$work/inspect.toml" --listen 127.0.0.1:$P_BASE_INSPECT --admin off \
+      --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
+      --access-log "$work/egressd-base-inspect-access.log" \
+      --ca "$work/egressd-ca" --upstream-ca "$work/ca.pem" > "$work/egressd-base-inspect.log" 2>&1 &
+    pids+=($!)
+    BASE_INSPECT_PID=$!
+  fi
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=squid-bump-ca \
     -keyout "$work/bump-ca.key" -out "$work/bump-ca.pem" 2>/dev/null
   chmod 644 "$work/bump-ca.key"   # a throwaway CA; squid's helpers run as proxy
@@ -335,8 +344,8 @@ HZ=$(getconf CLK_TCK)
 us_per() { awk -v d="$1" -v hz="$HZ" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6 }'; }
 s_per_gib() { awk -v d="$1" -v hz="$HZ" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", d / hz / (b / 1073741824) }'; }
 
-proxy_addr() { case $1 in nginx-rp) echo $P_NGINX;; egressd-nolog) echo $P_NOLOG;; egressd-chain) echo $P_CHAIN;; egressd-tls) echo $P_TLSL;; egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; egressd-inspect) echo $P_INSPECT;; squid) echo $P_SQUID;; squid-bump) echo $P_BUMP;; tinyproxy) echo $P_TINY;; esac; }
-proxy_pid() { case $1 in nginx-rp) echo "$NGINX_PID";; egressd-nolog) echo "$NOLOG_PID";; egressd-transparent) echo "$TRANS_PID";; egressd-chain) echo "$CHAIN_PID $EGRESSD_PID";; egressd-tls) echo "$TLSL_PID";; egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; egressd-inspect) echo "$INSPECT_PID";; squid) echo "$SQUID_PID";; squid-bump) echo "$BUMP_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
+proxy_addr() { case $1 in nginx-rp) echo $P_NGINX;; egressd-nolog) echo $P_NOLOG;; egressd-chain) echo $P_CHAIN;; egressd-tls) echo $P_TLSL;; egressd) echo $P_EGRESSD;; egressd-base) echo $P_BASE;; egressd-inspect) echo $P_INSPECT;; egressd-base-inspect) echo $P_BASE_INSPECT;; squid) echo $P_SQUID;; squid-bump) echo $P_BUMP;; tinyproxy) echo $P_TINY;; esac; }
+proxy_pid() { case $1 in nginx-rp) echo "$NGINX_PID";; egressd-nolog) echo "$NOLOG_PID";; egressd-transparent) echo "$TRANS_PID";; egressd-chain) echo "$CHAIN_PID $EGRESSD_PID";; egressd-tls) echo "$TLSL_PID";; egressd) echo "$EGRESSD_PID";; egressd-base) echo "$BASE_PID";; egressd-inspect) echo "$INSPECT_PID";; egressd-base-inspect) echo "$BASE_INSPECT_PID";; squid) echo "$SQUID_PID";; squid-bump) echo "$BUMP_PID";; tinyproxy) echo "$TINY_PID";; *) echo "";; esac; }
 origin_host() { [ "$1" = tinyproxy ] && echo 127.0.0.1 || echo origin.test; }
 
 cat > "$work/request.lua" <<'EOF'
@@ -464,8 +473,8 @@ want tunnel-https && { echo "== HTTPS inside CONNECT tunnels"; scenario_loadgen 
 want bulk && { echo "== CONNECT bulk transfer, ${BULK_MB} MiB"; CONC=1 scenario_loadgen bulk bulk /bulk; }
 want latency && { echo "== latency at $RATE req/s, $CONC keep-alive connections"; scenario_latency; }
 # Spliced egressd beside inspecting egressd and bumping Squid.
-want inspect && { echo "== HTTPS keep-alive through inspected tunnels"; TRUST=$work/trust.pem scenario_loadgen inspect tunnel-https / "direct egressd egressd-inspect squid-bump"; }
-want inspect-new && { echo "== a new inspected tunnel per request"; TRUST=$work/trust.pem scenario_loadgen inspect-new tunnel-new / "direct egressd egressd-inspect squid-bump"; }
+want inspect && { echo "== HTTPS keep-alive through inspected tunnels"; TRUST=$work/trust.pem scenario_loadgen inspect tunnel-https / "direct egressd egressd-inspect ${BASELINE:+egressd-base-inspect} squid-bump"; }
+want inspect-new && { echo "== a new inspected tunnel per request"; TRUST=$work/trust.pem scenario_loadgen inspect-new tunnel-new / "direct egressd egressd-inspect ${BASELINE:+egressd-base-inspect} squid-bump"; }
 
 # Through a parent (both hops' CPU counted) and over TLS to the proxy,
 # beside the direct figures, with the same load generator.
@@ -524,7 +533,7 @@ for s in dict.fromkeys(r["scenario"] for r in rows):
     unit = next(r["unit"] for r in rows if r["scenario"] == s)
     d, sq = med(s, "direct"), med(s, "squid") or med(s, "squid-bump")
     ng = med(s, "nginx-rp", "proxy_cpu_us_per_req")
-    for t in ["direct", "egressd", "egressd-nolog", "egressd-base", "nginx-rp", "egressd-inspect", "egressd-chain", "egressd-tls", "egressd-transparent", "squid", "squid-bump", "tinyproxy"]:
+    for t in ["direct", "egressd", "egressd-nolog", "egressd-base", "nginx-rp", "egressd-inspect", "egressd-base-inspect", "egressd-chain", "egressd-tls", "egressd-transparent", "squid", "squid-bump", "tinyproxy"]:
         v = med(s, t)
         if v is None:
             continue
