@@ -266,7 +266,7 @@ impl Access {
     /// Writes the event as one log line (JSON or readable text).
     pub fn write_line(&self, b: &mut Vec<u8>, json: bool) {
         let mut l = Line::start(b, json, TARGET, "access");
-        l.display("client", self.client);
+        l.addr("client", self.client);
         l.opt_str("user", self.user.as_deref());
         l.str("kind", self.kind.as_str());
         l.str("method", self.method.as_str());
@@ -279,12 +279,12 @@ impl Access {
         l.list("flags", self.flags.names());
         l.str("policy_version", &self.policy_version);
         if let Some(t) = self.dialled {
-            l.display("addr", t.addr);
+            l.addr("addr", t.addr);
         }
         l.bool("pinned", self.dialled.is_some_and(|t| t.pinned));
         l.opt_str("via", self.via.map(Via::as_str));
         if let Some(o) = self.original_dst {
-            l.display("original_dst", o);
+            l.addr("original_dst", o);
         }
         if self.dst_mismatch {
             l.bool("dst_mismatch", true);
