@@ -230,21 +230,16 @@ if want inspect || want inspect-new; then
 inspect = "all"
 allow = [{ host = "origin.test", ports = [$O_TLS] }]
 EOF
-  "$EGRESSD" run --policy "$work/inspect.toml" --listen 127.0.0.1:$P_INSPECT --admin off \
-    --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
-    --access-log "$work/egressd-inspect-access.log" \
-    --ca "$work/egressd-ca" --upstream-ca "$work/ca.pem" > "$work/egressd-inspect.log" 2>&1 &
-  pids+=($!)
-  INSPECT_PID=$!
-  # The earlier build inspecting too, with the same CA, for before/after.
-  if [ -n "$BASELINE" ]; then
-    "$BASELINE" run --policy "$work/inspect.toml" --listen 127.0.0.1:$P_BASE_INSPECT --admin off \
+  start_inspecting() { # binary port name
+    "$1" run --policy "$work/inspect.toml" --listen 127.0.0.1:"$2" --admin off \
       --dns static --resolve "origin.test=127.0.0.1" --log-format json --no-watch \
-      --access-log "$work/egressd-base-inspect-access.log" \
-      --ca "$work/egressd-ca" --upstream-ca "$work/ca.pem" > "$work/egressd-base-inspect.log" 2>&1 &
+      --access-log "$work/$3-access.log" \
+      --ca "$work/egressd-ca" --upstream-ca "$work/ca.pem" > "$work/$3.log" 2>&1 &
     pids+=($!)
-    BASE_INSPECT_PID=$!
-  fi
+  }
+  start_inspecting "$EGRESSD" $P_INSPECT egressd-inspect; INSPECT_PID=$!
+  # The earlier build inspecting too, with the same CA, for before/after.
+  if [ -n "$BASELINE" ]; then start_inspecting "$BASELINE" $P_BASE_INSPECT egressd-base-inspect; BASE_INSPECT_PID=$!; fi
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=squid-bump-ca \
     -keyout "$work/bump-ca.key" -out "$work/bump-ca.pem" 2>/dev/null
   chmod 644 "$work/bump-ca.key"   # a throwaway CA; squid's helpers run as proxy

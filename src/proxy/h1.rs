@@ -523,7 +523,10 @@ impl ResponseBody {
 
     fn data(&mut self, n: usize) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.down += n as u64;
-        let conn = self.conn.as_mut().expect("a body being read has its connection");
+        // A body being read has its connection: it goes only at the end.
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
         Poll::Ready(Some(Ok(Frame::data(conn.buf.split_to(n).freeze()))))
     }
 }
@@ -564,7 +567,9 @@ impl HttpBody for ResponseBody {
                 },
                 _ => {}
             }
-            let conn = this.conn.as_mut().expect("checked above");
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
             if conn.buf.capacity() - conn.buf.len() < READ_SPACE / 4 {
                 conn.buf.reserve(READ_SPACE);
             }
