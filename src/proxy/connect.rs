@@ -125,12 +125,7 @@ async fn open(
     };
     let (upstream, dialled) = dial(&targets, shared.config.connect_timeout, shared.config.mark)
         .await
-        .map_err(|f| {
-            if let Some(t) = f.last {
-                ev.dialled(t);
-            }
-            f.error
-        })?;
+        .map_err(|f| f.noted(ev))?;
     ev.dialled(dialled);
     Ok(Tunnel {
         way: Way::Splice {

@@ -38,6 +38,16 @@ pub struct DialError {
     pub last: Option<Resolved>,
 }
 
+impl DialError {
+    /// The error, the last address tried noted in the event.
+    pub fn noted(self, ev: &mut crate::access::Access) -> ProxyError {
+        if let Some(t) = self.last {
+            ev.dialled(t);
+        }
+        self.error
+    }
+}
+
 /// A TCP connection to `addr`; with `mark`, its socket carries that
 /// `SO_MARK`, so that transparent mode's redirect rules let egressd's own
 /// upstream connections pass instead of sending them back to it.

@@ -83,16 +83,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// (whose HTTP/2 connection would carry requests no rule ever saw), is
 /// dropped with the rest of the hop-by-hop fields.
 fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let has = |name, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    (has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade"))
-        .then(|| HeaderValue::from_static("websocket"))
+    (h1::has_token(headers, header::UPGRADE, "websocket")
+        && h1::has_token(headers, header::CONNECTION, "upgrade"))
+    .then(|| HeaderValue::from_static("websocket"))
 }
 
 pub async fn handle(
@@ -286,12 +279,7 @@ async fn send(
         } else {
             pool.connect(hop, connect_timeout, transport, h2).await
         };
-        let (mut upstream, dialled) = got.map_err(|f| {
-            if let Some(t) = f.last {
-                ev.dialled(t);
-            }
-            f.error
-        })?;
+        let (mut upstream, dialled) = got.map_err(|f| f.noted(ev))?;
         ev.dialled(dialled);
         match tokio::time::timeout(response_timeout, upstream.sender.try_send_request(request)).await {
             Ok(Ok(resp)) => {

@@ -237,23 +237,9 @@ pub fn framing(
     headers: &mut HeaderMap,
 ) -> Result<(Framing, bool), ProxyError> {
     let bad = |m: &str| ProxyError::UpstreamResponse(m.into());
-    let tokens = |headers: &HeaderMap, name: HeaderName| -> Vec<String> {
-        headers
-            .get_all(name)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(|t| String::from_utf8_lossy(t.trim_ascii()).to_ascii_lowercase())
-            .filter(|t| !t.is_empty())
-            .collect()
-    };
-    let connection = if headers.contains_key(header::CONNECTION) {
-        tokens(headers, header::CONNECTION)
-    } else {
-        Vec::new()
-    };
     let mut keep_alive = match version {
-        Version::HTTP_10 => connection.iter().any(|t| t == "keep-alive"),
-        _ => !connection.iter().any(|t| t == "close"),
+        Version::HTTP_10 => has_token(headers, header::CONNECTION, "keep-alive"),
+        _ => !has_token(headers, header::CONNECTION, "close"),
     };
     if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Length(0), keep_alive));
@@ -262,13 +248,15 @@ pub fn framing(
         if version == Version::HTTP_10 {
             return Err(bad("Transfer-Encoding in an HTTP/1.0 response"));
         }
-        let codings = tokens(headers, header::TRANSFER_ENCODING);
+        let chunked = tokens(headers, header::TRANSFER_ENCODING)
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         if headers.remove(header::CONTENT_LENGTH).is_some() {
             keep_alive = false;
         }
-        return Ok(match codings.last().map(String::as_str) {
-            Some("chunked") => (Framing::Chunked(Chunked::Size), keep_alive),
-            _ => (Framing::Close, false),
+        return Ok(match chunked {
+            true => (Framing::Chunked(Chunked::Size), keep_alive),
+            false => (Framing::Close, false),
         });
     }
     let mut length = None;
@@ -288,6 +276,22 @@ pub fn framing(
         Some(n) => (Framing::Length(n), keep_alive),
         None => (Framing::Close, false),
     })
+}
+
+/// The comma-separated tokens of every `name` field, trimmed, empty ones
+/// left out. Borrowed: every response's `Connection` is read through it.
+fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a `name` field lists `token` (case-insensitively).
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Where a chunked body's decoder stands.
@@ -422,12 +426,9 @@ pub async fn exchange(
         let mut conn = match pooled.take() {
             Some(c) => c,
             None => {
-                let (io, t) = dial(targets, connect_timeout, pool.mark()).await.map_err(|f| {
-                    if let Some(t) = f.last {
-                        ev.dialled(t);
-                    }
-                    f.error
-                })?;
+                let (io, t) = dial(targets, connect_timeout, pool.mark())
+                    .await
+                    .map_err(|f| f.noted(ev))?;
                 Conn::new(io, t)
             }
         };

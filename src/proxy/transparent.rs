@@ -198,12 +198,7 @@ async fn tunnel(
                     ev.bytes(out.up, out.down);
                     out.end
                 }
-                Err(f) => {
-                    if let Some(t) = f.last {
-                        ev.dialled(t);
-                    }
-                    Err(f.error)
-                }
+                Err(f) => Err(f.noted(&mut ev)),
             }
         }
         Opened::Relay(Route::Parent(parent)) => {
