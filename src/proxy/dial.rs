@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -255,7 +254,6 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
     h1: Mutex<HashMap<SocketAddr, Vec<h1::Conn>>>,
-    returns: AtomicU64,
     /// `SO_MARK` for new upstream sockets (`--mark`).
     mark: Option<u32>,
 }
@@ -272,6 +270,22 @@ impl Pool {
     /// `SO_MARK` for new upstream sockets.
     pub fn mark(&self) -> Option<u32> {
         self.mark
+    }
+
+    /// Closes the idle connections that servers closed or that idled
+    /// longer than [`POOL_IDLE`]; run by each worker once a second.
+    pub fn sweep(&self) {
+        let mut m = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, v| {
+            v.retain(|c| c.since.elapsed() <= POOL_IDLE && c.is_open());
+            !v.is_empty()
+        });
+        drop(m);
+        let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, v| {
+            v.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= POOL_IDLE);
+            !v.is_empty()
+        });
     }
 
     /// An idle connection of the proxy's own to the first of `targets`
@@ -294,12 +308,6 @@ impl Pool {
     /// Keeps a connection of the proxy's own whose response ended.
     pub fn checkin_h1(&self, mut c: h1::Conn) {
         let mut m = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-        if self.returns.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
-            m.retain(|_, v| {
-                v.retain(|c| c.since.elapsed() <= POOL_IDLE && c.is_open());
-                !v.is_empty()
-            });
-        }
         let v = m.entry(c.reached.addr).or_default();
         if v.len() < POOL_PER_ADDR {
             c.since = Instant::now();
@@ -332,16 +340,20 @@ impl Pool {
                     match m.get_mut(&key) {
                         // An HTTP/2 connection serves many requests at once:
                         // it stays in the pool while it is open.
-                        Some(v) => match v.last() {
+                        // Its last use is what ages it.
+                        Some(v) => match v.last_mut() {
                             Some(Idle {
                                 sender: Sender::H2(s),
                                 reached,
-                                ..
-                            }) if !s.is_closed() => Some(Idle {
-                                sender: Sender::H2(s.clone()),
-                                since: Instant::now(),
-                                reached: *reached,
-                            }),
+                                since,
+                            }) if !s.is_closed() => {
+                                *since = Instant::now();
+                                Some(Idle {
+                                    sender: Sender::H2(s.clone()),
+                                    since: *since,
+                                    reached: *reached,
+                                })
+                            }
                             _ => v.pop(),
                         },
                         None => None,
@@ -380,13 +392,6 @@ impl Pool {
             return;
         }
         let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Now and then, drop what servers closed or what idled too long.
-        if self.returns.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
-            m.retain(|_, v| {
-                v.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= POOL_IDLE);
-                !v.is_empty()
-            });
-        }
         let v = m.entry(up.key).or_default();
         if v.len() < POOL_PER_ADDR {
             v.push(Idle {

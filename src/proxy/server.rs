@@ -164,7 +164,28 @@ pub async fn serve_all(shared: Arc<Shared>, listeners: Vec<(Way, Vec<TcpListener
             loops.spawn(accept_loop(shared.clone(), l, way, limit.clone(), pool.clone()));
         }
     }
+    loops.spawn(housekeeping(shared.clone(), pool));
     while loops.join_next().await.is_some() {}
+}
+
+/// Once a second, until shutdown: closes the worker's pooled upstream
+/// connections that idled too long or that their servers closed.
+///
+/// The tick also spares a syscall per request. Arming a tokio timer that
+/// is due before every other pending one wakes the runtime's driver
+/// through its eventfd, even from the driver's own thread; with the
+/// header timeout (30 s) shorter than the response timeout (60 s) that
+/// was 0.23 writes per keep-alive request. With this tick pending, no
+/// request deadline over a second is ever the earliest.
+async fn housekeeping(shared: Arc<Shared>, pool: Arc<Pool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => pool.sweep(),
+        }
+    }
 }
 
 async fn accept_loop(
