@@ -7,7 +7,9 @@
 //! and examples each. Query strings never reach it (the pipeline records
 //! paths only) and paths are cut at [`MAX_PATH`] bytes.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -88,11 +90,28 @@ struct Dest {
 #[derive(Default)]
 struct Shard {
     ring: VecDeque<Entry>,
-    dests: HashMap<(String, u16), Dest>,
+    dests: hashbrown::HashMap<(String, u16), Dest, RandomState>,
     /// Refusals to destinations beyond [`MAX_DESTS`].
     dests_dropped: u64,
     decisions: u64,
     refused: u64,
+}
+
+/// A destination key borrowed, to look one up without copying its host:
+/// hashed as `(String, u16)` is.
+struct DestRef<'a>(&'a str, u16);
+
+impl Hash for DestRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.hash(h);
+        self.1.hash(h);
+    }
+}
+
+impl hashbrown::Equivalent<(String, u16)> for DestRef<'_> {
+    fn equivalent(&self, k: &(String, u16)) -> bool {
+        self.1 == k.1 && self.0 == k.0
+    }
 }
 
 /// Who was refused, and when.
@@ -108,9 +127,7 @@ impl Shard {
         // A destination seen before, refused for other than its path, is
         // counted without parsing its target again: the common case.
         if reason != Reason::PathNotAllowed {
-            // (The lookup still copies the host: a tuple key cannot be
-            // borrowed as `(&str, u16)`.)
-            if let Some(d) = self.dests.get_mut(&(host.to_string(), port)) {
+            if let Some(d) = self.dests.get_mut(&DestRef(host, port)) {
                 d.counts.count(port, kind, reason, target);
                 d.seen(&who);
                 self.refused += 1;
@@ -431,6 +448,15 @@ mod tests {
             rule: None,
             status: 403,
         }
+    }
+
+    #[test]
+    fn a_borrowed_destination_finds_its_entry() {
+        let mut m: hashbrown::HashMap<(String, u16), u8, RandomState> = Default::default();
+        m.insert(("api.example.org".into(), 443), 1);
+        assert_eq!(m.get(&DestRef("api.example.org", 443)), Some(&1));
+        assert_eq!(m.get(&DestRef("api.example.org", 80)), None);
+        assert_eq!(m.get(&DestRef("example.org", 443)), None);
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn normalize_host(raw: &str) -> Result<Host, HostError> {
     }
     // Punycode must decode, and pass UTS 46's checks, as browsers require:
     // `xn--0ca24w` is not a name anyone can register or a browser visit.
-    if name.starts_with("xn--") || name.contains(".xn--") {
+    if has_punycode_label(&name) {
         let checked = idna::domain_to_ascii_cow(name.as_bytes(), idna::AsciiDenyList::URL)
             .map_err(|_| HostError::Idna)?;
         if checked != name {
@@ -129,32 +129,50 @@ pub fn normalize_host(raw: &str) -> Result<Host, HostError> {
 }
 
 /// Checks that `name` (lower-case ASCII, no trailing dot) is a DNS name.
+/// One pass over the bytes: every request's host goes through it.
 pub(crate) fn validate_name(name: &str) -> Result<(), HostError> {
     if name.len() > 253 {
         return Err(HostError::NameTooLong);
     }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err(HostError::EmptyLabel);
-        }
-        if label.len() > 63 {
-            return Err(HostError::LabelTooLong);
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
-        {
-            return Err(HostError::BadChar(c));
+    let bytes = name.as_bytes();
+    let (mut start, mut bad) = (0, None);
+    for i in 0..=bytes.len() {
+        match bytes.get(i) {
+            Some(b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_') => {}
+            Some(b) if *b != b'.' => {
+                // The first byte of a character (the ones before are ASCII).
+                bad = bad.or(Some(i));
+            }
+            // The end of a label: checked as a whole, emptiness first.
+            _ => {
+                let len = i - start;
+                if len == 0 {
+                    return Err(HostError::EmptyLabel);
+                }
+                if len > 63 {
+                    return Err(HostError::LabelTooLong);
+                }
+                if let Some(j) = bad {
+                    let c = name.get(j..).and_then(|s| s.chars().next()).unwrap_or('?');
+                    return Err(HostError::BadChar(c));
+                }
+                start = i + 1;
+            }
         }
     }
     Ok(())
+}
+
+/// Whether a label of `name` is punycode (`xn--`).
+fn has_punycode_label(name: &str) -> bool {
+    name.starts_with("xn--") || name.as_bytes().windows(5).any(|w| w == b".xn--")
 }
 
 /// WHATWG "ends in a number" check and IPv4 parser: returns `Ok(None)` for a
 /// name, `Ok(Some(ip))` for any IPv4 spelling, `Err` for a numeric-looking
 /// host that is not a valid address.
 fn parse_ipv4_like(name: &str) -> Result<Option<Ipv4Addr>, HostError> {
-    let last = name.rsplit('.').next().unwrap_or(name);
+    let last = name.rfind('.').map_or(name, |i| &name[i + 1..]);
     let numeric = !last.is_empty()
         && (last.bytes().all(|b| b.is_ascii_digit())
             || ((last.starts_with("0x") || last.starts_with("0X"))
@@ -408,6 +426,33 @@ mod tests {
 
     fn name(s: &str) -> Host {
         Host::Name(s.to_string())
+    }
+
+    #[test]
+    fn names_are_checked_label_by_label() {
+        let long = "a".repeat(63);
+        assert_eq!(validate_name(&format!("{long}.com")), Ok(()));
+        assert_eq!(
+            validate_name(&format!("{long}b.com")),
+            Err(HostError::LabelTooLong)
+        );
+        // Per label: emptiness, then length, then the first bad character.
+        assert_eq!(
+            validate_name(&format!("x*.{long}b.com")),
+            Err(HostError::BadChar('*'))
+        );
+        assert_eq!(
+            validate_name(&format!("{long}*.com")),
+            Err(HostError::LabelTooLong)
+        );
+        assert_eq!(validate_name("a*b!.com"), Err(HostError::BadChar('*')));
+        assert_eq!(validate_name("b\u{fc}cher.de"), Err(HostError::BadChar('\u{fc}')));
+        assert_eq!(validate_name("a.-"), Ok(()));
+        assert_eq!(validate_name("."), Err(HostError::EmptyLabel));
+        assert_eq!(validate_name(""), Err(HostError::EmptyLabel));
+        assert_eq!(validate_name(&"a.".repeat(127)), Err(HostError::NameTooLong));
+        assert!(has_punycode_label("xn--bcher-kva.de") && has_punycode_label("a.xn--b.de"));
+        assert!(!has_punycode_label("axn--b.de") && !has_punycode_label("xn-.de"));
     }
 
     #[test]
