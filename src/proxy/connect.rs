@@ -18,6 +18,7 @@ use super::pipeline::Route;
 use super::pipeline::{self, refuse};
 use super::relay::{relay, relay_halves, Rewind};
 use super::respond::{empty, Body, ProxyError};
+use super::server::ClientTcp;
 use super::{Shared, TunnelSlot};
 use crate::access::{Access, EventKind};
 
@@ -148,14 +149,14 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
     shared.clone().tasks.spawn(async move {
         tunnels.inc();
         let end = match hyper::upgrade::on(req).await {
-            Ok(upgraded) => match (upgraded.downcast::<TokioIo<TcpStream>>(), t.way) {
+            Ok(upgraded) => match (upgraded.downcast::<TokioIo<ClientTcp>>(), t.way) {
                 // Back to the plain socket: no boxed I/O, no lock between the
                 // halves, and the HTTP read buffer is freed unless it holds
                 // bytes the client already sent into the tunnel.
                 (Ok(parts), Way::Splice { mut upstream, splice, early }) => {
                     let pre = parts.read_buf.to_vec();
                     drop(parts.read_buf);
-                    let mut client = parts.io.into_inner();
+                    let mut client = parts.io.into_inner().0;
                     if let Err(e) = send_early(&mut client, &early).await {
                         tunnels.dec();
                         ev.finish(Err(&e));
@@ -170,7 +171,7 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
                 }
                 (Ok(parts), Way::Inspect(tunnel, inspector)) => {
                     let pre = parts.read_buf.to_vec();
-                    let client = parts.io.into_inner();
+                    let client = parts.io.into_inner().0;
                     tokio::select! {
                         r = inspect::serve(shared.clone(), pool, inspector, client, pre, *tunnel, &mut ev) => r,
                         _ = cut.cancelled() => Err(ProxyError::Shutdown),
@@ -183,7 +184,7 @@ fn spawn_relay(shared: &Arc<Shared>, pool: Arc<Pool>, req: Request<Incoming>, t:
                     let client: Box<dyn ClientIo> = match upgraded {
                         // Bytes hyper had already read (sent into the tunnel
                         // before the `200` arrived) come first.
-                        Ok(parts) => Box::new(Rewind::new(parts.read_buf.to_vec(), parts.io.into_inner())),
+                        Ok(parts) => Box::new(Rewind::new(parts.read_buf.to_vec(), parts.io.into_inner().0)),
                         Err(upgraded) => Box::new(TokioIo::new(upgraded)),
                     };
                     relay_after(client, upstream, &early, t.check, idle, cut, &mut ev).await
