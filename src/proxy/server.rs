@@ -73,6 +73,8 @@ fn reuseport_listener(addr: SocketAddr, transparent: bool) -> io::Result<std::ne
     }
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
+    // Inherited by every accepted socket (Linux): no setsockopt for each.
+    s.set_tcp_nodelay(true)?;
     if !transparent {
         defer_accept(&s);
     }
@@ -232,6 +234,10 @@ async fn accept_loop(
     // (this pod's) own redirected connections, whatever their source
     // address: the client networks do not apply to it.
     let local_only = way == Way::Transparent && listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    // Responses go out without waiting for ACKs (no Nagle): set on the
+    // listener already when Linux passes it on to accepted sockets.
+    let inherits_nodelay =
+        cfg!(target_os = "linux") && socket2::SockRef::from(&listener).tcp_nodelay().unwrap_or(false);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -253,7 +259,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        if !inherits_nodelay {
+            let _ = stream.set_nodelay(true);
+        }
         let shared2 = shared.clone();
         let pool = pool.clone();
         shared.tasks.spawn(async move {
@@ -416,4 +424,32 @@ async fn route(
         refuse(ev, &req.uri().to_string(), ProxyError::NotAProxyRequest)
     };
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_come_with_no_delay_and_their_first_bytes() {
+        let mut by_worker = bind_workers(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+        let listener = TcpListener::from_std(by_worker.remove(0).remove(0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        // Silent, the connection is held by the kernel (TCP_DEFER_ACCEPT).
+        let early = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(early.is_err(), "accepted before the client spoke");
+        client.write_all(b"GET").await.unwrap();
+        let (accepted, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("accepted once the client spoke")
+            .unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY inherited from the listener"
+        );
+        let mut buf = [0u8; 3];
+        accepted.readable().await.unwrap();
+        assert_eq!(accepted.try_read(&mut buf).unwrap(), 3);
+    }
 }
