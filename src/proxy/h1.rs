@@ -254,9 +254,10 @@ pub fn framing(
         if headers.remove(header::CONTENT_LENGTH).is_some() {
             keep_alive = false;
         }
-        return Ok(match chunked {
-            true => (Framing::Chunked(Chunked::Size), keep_alive),
-            false => (Framing::Close, false),
+        return Ok(if chunked {
+            (Framing::Chunked(Chunked::Size), keep_alive)
+        } else {
+            (Framing::Close, false)
         });
     }
     let mut length = None;
