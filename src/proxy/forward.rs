@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -242,8 +243,21 @@ fn to_origin_form(parts: &mut http::request::Parts, authority: &str, upgrade: Op
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto);
     }
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    // The path and query kept as they are (sharing the client's bytes):
+    // only scheme and authority go. An empty path is `/` (RFC 9112 3.2.1).
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = None;
+    uri.authority = None;
+    if let Some(pq) = uri.path_and_query.take() {
+        uri.path_and_query = Some(if pq.as_str().starts_with('/') {
+            pq
+        } else {
+            format!("/{}", pq.as_str())
+                .parse()
+                .unwrap_or_else(|_| PathAndQuery::from_static("/"))
+        });
+    }
+    parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
     parts.version = Version::HTTP_11;
 }
 
@@ -487,6 +501,22 @@ impl<M: Meter> Drop for Metered<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upstream_gets_the_origin_form() {
+        for (absolute, origin) in [
+            ("http://a.test", "/"),
+            ("http://a.test/", "/"),
+            ("http://a.test:8080/x/y?q=1&r", "/x/y?q=1&r"),
+            ("http://a.test?q", "/?q"),
+        ] {
+            let (mut parts, ()) = Request::get(absolute).body(()).unwrap().into_parts();
+            to_origin_form(&mut parts, "a.test", None);
+            assert_eq!(parts.uri.to_string(), origin, "{absolute}");
+            assert_eq!(parts.uri.path_and_query().unwrap().as_str(), origin, "{absolute}");
+            assert_eq!(parts.headers[header::HOST], "a.test");
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_fields_go() {
