@@ -117,8 +117,10 @@ impl Policy {
         let name_allowed = by_name.name_allowed();
         let mut decision = by_name;
         let mut refusal: Option<Decision> = None;
-        let mut ok = Vec::with_capacity(targets.len());
-        for t in targets {
+        // The addresses that pass are kept in place, in order.
+        let mut kept = 0;
+        for i in 0..targets.len() {
+            let t = targets[i];
             let ctx = AddrContext {
                 name_allowed,
                 pinned: t.pinned,
@@ -130,13 +132,16 @@ impl Policy {
             }
             // The first address that passes says how: by a CIDR rule for a
             // name no host rule allowed, or as would-deny in report mode.
-            if ok.is_empty()
+            if kept == 0
                 && ((d.rule.is_some() && !name_allowed) || (name_allowed && d.verdict == Verdict::WouldDeny))
             {
                 decision = d;
             }
-            ok.push(t);
+            targets[kept] = t;
+            kept += 1;
         }
+        targets.truncate(kept);
+        let ok = targets;
         if ok.is_empty() {
             let d = refusal.unwrap_or(by_name);
             return Err(Refusal::Denied {

@@ -308,6 +308,41 @@ fn decodes_to_utf8(raw: &str) -> bool {
 /// dropped). See the module documentation for the rules.
 pub fn normalize_path(raw: &str) -> NormPath {
     let raw = raw.split(['?', '#']).next().unwrap_or("");
+    // Most paths are already canonical: kept as they are, in one copy.
+    if is_canonical(raw) {
+        return NormPath {
+            path: raw.to_string(),
+            stripped: None,
+            ambiguous: false,
+        };
+    }
+    normalize_spelled(raw)
+}
+
+/// Whether `raw` is what the rules below make of it: it starts with `/`,
+/// has no escape, backslash, `;`, control or non-ASCII byte, and no `.`,
+/// `..` or empty segment (an empty last one is a trailing slash).
+fn is_canonical(raw: &str) -> bool {
+    let Some(body) = raw.strip_prefix('/') else {
+        return false;
+    };
+    let plain = |b: u8| b > 0x20 && b < 0x7f && !matches!(b, b'%' | b'\\' | b';');
+    if !body.bytes().all(plain) {
+        return false;
+    }
+    let mut segments = body.split('/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if seg == "." || seg == ".." || (seg.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+/// [`normalize_path`] for a path that needs its spelling changed (or
+/// checked for ambiguity); `raw` is without query and fragment.
+fn normalize_spelled(raw: &str) -> NormPath {
     // Bytes beyond ASCII, raw or escaped, must spell valid UTF-8: an
     // overlong form (`%c0%ae` for `.`) or a surrogate means something else
     // to a lenient server than to the matcher.
@@ -570,5 +605,33 @@ mod tests {
         assert_eq!(n.path, "/admin;jsessionid=1/x");
         assert_eq!(n.stripped.as_deref(), Some("/admin/x"));
         assert!(!n.ambiguous);
+    }
+
+    #[test]
+    fn canonical_paths_are_kept_as_the_full_rules_would_write_them() {
+        // Every path over an alphabet of the bytes that matter, up to five
+        // long: the shortcut agrees with the full rules wherever it applies.
+        let alphabet = ["/", "a", ".", "%2e", ";", "\\", " ", "\u{e9}"];
+        let mut paths = vec![String::new()];
+        let mut kept = 0;
+        for _ in 0..5 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            for p in &longer {
+                if is_canonical(p) {
+                    kept += 1;
+                    assert_eq!(normalize_spelled(p), normalize_path(p), "{p:?}");
+                    assert_eq!(normalize_path(p).path, *p);
+                }
+            }
+            paths = longer;
+        }
+        assert!(kept > 40, "the shortcut applied to {kept} paths only");
+        for p in ["/a/./b", "/a/../b", "/a//b", "//", "/a%2e", "/a;b", "a", ""] {
+            assert!(!is_canonical(p), "{p:?}");
+        }
+        assert_eq!(normalize_path("/x/y/?q=1").path, "/x/y/");
     }
 }

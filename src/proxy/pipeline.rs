@@ -25,7 +25,7 @@ use super::parent::Parent;
 use super::respond::{Body, ProxyError};
 use super::Shared;
 use crate::access::Access;
-use crate::policy::{normalize_host, Candidate, Decision, Kind, Policy, Refusal, Resolved, Via};
+use crate::policy::{normalize_host, Candidate, Decision, Host, Kind, Policy, Refusal, Resolved, Via};
 use crate::target::{self, split_host_port};
 
 /// Who sent a request, and the policy that applies to them.
@@ -95,7 +95,12 @@ fn check_host_header(headers: &HeaderMap, cand: &Candidate) -> Result<(), ProxyE
     let bad = || ProxyError::BadRequest("the Host header disagrees with the request target".into());
     let h = h.to_str().map_err(|_| bad())?;
     let (host, port) = split_host_port(h).map_err(|_| bad())?;
-    let same_host = normalize_host(host).is_ok_and(|n| n == cand.host);
+    // Spelled as the target's normalised name (the common case): the same
+    // host without normalising it again, since normalising is idempotent.
+    let same_host = match &cand.host {
+        Host::Name(n) if n == host => true,
+        _ => normalize_host(host).is_ok_and(|n| n == cand.host),
+    };
     if !same_host || port.unwrap_or(80) != cand.port {
         return Err(bad());
     }
@@ -269,4 +274,46 @@ pub fn refuse(mut ev: Access, target: &str, e: ProxyError) -> Response<Body> {
     ev.status(resp.status().as_u16());
     ev.finish(Err(&e));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(uri: &str, hosts: &[&str]) -> Result<Candidate, ProxyError> {
+        let mut h = HeaderMap::new();
+        for v in hosts {
+            h.append(header::HOST, v.parse().unwrap());
+        }
+        http_target(&http::Method::GET, &uri.parse().unwrap(), &h)
+    }
+
+    #[test]
+    fn the_host_header_must_name_the_request_target() {
+        // The same host, spelled as normalised or not, with the default
+        // port or without; an IP target in another spelling.
+        for (uri, host) in [
+            ("http://a.test/x", "a.test"),
+            ("http://a.test/x", "A.Test."),
+            ("http://a.test:80/x", "a.test:80"),
+            ("http://a.test:8080/x", "a.test:8080"),
+            ("http://127.0.0.1/", "127.1"),
+            ("http://[::1]/", "[::1]"),
+        ] {
+            assert!(target(uri, &[host]).is_ok(), "{uri} with Host {host}");
+        }
+        assert!(target("http://a.test/x", &[]).is_ok(), "no Host header");
+        for (uri, hosts) in [
+            ("http://a.test/x", &["b.test"][..]),
+            ("http://a.test/x", &["a.test:8080"]),
+            ("http://a.test:8080/x", &["a.test"]),
+            ("http://a.test/x", &["a.test", "a.test"]),
+            ("http://a.test/x", &["a.test.b.test"]),
+        ] {
+            assert!(
+                matches!(target(uri, hosts), Err(ProxyError::BadRequest(_))),
+                "{uri} with Host {hosts:?}"
+            );
+        }
+    }
 }
