@@ -95,6 +95,8 @@ struct Shard {
     dests_dropped: u64,
     decisions: u64,
     refused: u64,
+    /// The refused target as `report` reads it, reused between refusals.
+    target: String,
 }
 
 /// A destination key borrowed, to look one up without copying its host:
@@ -209,24 +211,23 @@ impl Live {
         // counted per destination, read as `report` reads its log line.
         let refused = matches!(f.verdict, Verdict::Deny | Verdict::WouldDeny)
             .then_some(f.reason)
-            .flatten()
-            .map(|reason| {
-                (
-                    reason,
-                    logs::event_target(f.kind, &f.host, f.port, path.as_deref()),
-                )
-            });
+            .flatten();
         let kind = logs::target_kind(f.kind, path.is_some());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.shards.with(|g| {
             g.decisions += 1;
-            if let Some((reason, target)) = refused {
+            if let Some(reason) = refused {
                 let who = Who {
                     time_ms,
                     client: f.client,
                     user: f.user.as_ref(),
                 };
+                // Written into the shard's buffer: no allocation per refusal.
+                let mut target = std::mem::take(&mut g.target);
+                target.clear();
+                logs::write_event_target(&mut target, f.kind, &f.host, f.port, path.as_deref());
                 g.refuse(&f.host, f.port, kind, reason, &target, who);
+                g.target = target;
             }
             if g.ring.len() == RING {
                 g.ring.pop_front();

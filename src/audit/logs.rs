@@ -159,11 +159,24 @@ pub fn parse_line(line: &str) -> Option<Observation> {
 
 /// The target an access event stands for, as `check` would be given it.
 pub fn event_target(kind: EventKind, host: &str, port: u16, path: Option<&str>) -> String {
-    let path_or_root = path.unwrap_or("/");
-    match target_kind(kind, path.is_some()) {
-        Kind::Connect => format!("CONNECT {host}:{port}"),
-        Kind::Http => format!("http://{host}:{port}{path_or_root}"),
-        Kind::Https => format!("https://{host}:{port}{path_or_root}"),
+    let mut out = String::new();
+    write_event_target(&mut out, kind, host, port, path);
+    out
+}
+
+/// [`event_target`] appended to `out`: the live view reuses one buffer.
+pub fn write_event_target(out: &mut String, kind: EventKind, host: &str, port: u16, path: Option<&str>) {
+    let kind = target_kind(kind, path.is_some());
+    out.push_str(match kind {
+        Kind::Connect => "CONNECT ",
+        Kind::Http => "http://",
+        Kind::Https => "https://",
+    });
+    out.push_str(host);
+    out.push(':');
+    out.push_str(itoa::Buffer::new().format(port));
+    if kind != Kind::Connect {
+        out.push_str(path.unwrap_or("/"));
     }
 }
 
@@ -204,6 +217,21 @@ pub fn hour_label(hours: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_targets_read_as_check_reads_them() {
+        let t = |k, path| event_target(k, "a.test", 8443, path);
+        assert_eq!(t(EventKind::Connect, None), "CONNECT a.test:8443");
+        assert_eq!(t(EventKind::Http, None), "http://a.test:8443/");
+        assert_eq!(t(EventKind::Http, Some("/x")), "http://a.test:8443/x");
+        assert_eq!(t(EventKind::Inspected, Some("/v2")), "https://a.test:8443/v2");
+        assert_eq!(t(EventKind::Transparent, Some("/y")), "http://a.test:8443/y");
+        assert_eq!(t(EventKind::Transparent, None), "CONNECT a.test:8443");
+        let mut reused = String::from("stale");
+        reused.clear();
+        write_event_target(&mut reused, EventKind::Connect, "b.test", 443, None);
+        assert_eq!(reused, "CONNECT b.test:443");
+    }
 
     #[test]
     fn reads_access_events_only() {

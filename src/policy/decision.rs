@@ -120,8 +120,9 @@ impl Reason {
         }
     }
 
-    /// A sentence for people (403 bodies, `check`).
-    pub fn describe(self) -> String {
+    /// A sentence for people (403 bodies, `check`); borrowed but for an
+    /// address refusal, since every denial writes one.
+    pub fn describe(self) -> std::borrow::Cow<'static, str> {
         match self {
             Reason::Allowed => "allowed by rule".into(),
             Reason::DenyRule => "denied by rule".into(),
@@ -137,7 +138,7 @@ impl Reason {
             Reason::RuleExpired => "the rule that allowed this has expired".into(),
             Reason::NoMatch => "no rule allows this destination".into(),
             Reason::SpecialAddress(r) => {
-                format!("{} address refused (allow it with a cidr rule)", r.as_str())
+                format!("{} address refused (allow it with a cidr rule)", r.as_str()).into()
             }
         }
     }

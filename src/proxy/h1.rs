@@ -470,7 +470,7 @@ impl Exchanged {
             framing: self.framing,
             keep_alive: self.keep_alive,
             down: 0,
-            access: Some(Box::new(ev)),
+            access: Some(ev),
             pool,
             failing: None,
         };
@@ -485,7 +485,8 @@ pub struct ResponseBody {
     framing: Framing,
     keep_alive: bool,
     down: u64,
-    access: Option<Box<Access>>,
+    /// Inline: the body is boxed once, by the client side, with it.
+    access: Option<Access>,
     pool: Arc<Pool>,
     /// The error to return at the next poll ([`ResponseBody::fail`]).
     failing: Option<String>,

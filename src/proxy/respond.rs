@@ -311,10 +311,11 @@ impl ProxyError {
     /// The response a client gets; `target` names the destination (empty
     /// when no request was read).
     pub fn response(&self, target: &str) -> Response<Body> {
-        let mut resp = Response::new(empty());
-        let (status, body) = self.answer(target, resp.headers_mut());
+        let mut headers = http::HeaderMap::new();
+        let (status, body) = self.answer(target, &mut headers);
+        let mut resp = Response::new(full(body));
         *resp.status_mut() = status;
-        *resp.body_mut() = full(body);
+        *resp.headers_mut() = headers;
         resp
     }
 
@@ -348,16 +349,19 @@ impl ProxyError {
     /// The status, the headers (into `h`) and the body of the answer. Built
     /// by appending, not `format!`: every denial pays for this.
     fn answer(&self, target: &str, h: &mut http::HeaderMap) -> (StatusCode, String) {
+        use std::fmt::Write as _;
         let status = self.status();
-        let text = self.to_string();
-        let mut body = String::with_capacity(target.len() + text.len() + 12);
+        // The sentence is written once, into the body, and read back from
+        // there for the Proxy-Status details.
+        let mut body = String::with_capacity(target.len() + 96);
         body.push_str("egressd: ");
         if !target.is_empty() {
             body.push_str(target);
             body.push_str(": ");
         }
-        body.push_str(&text);
-        body.push('\n');
+        let start = body.len();
+        let _ = write!(body, "{self}");
+        let text = &body[start..];
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -380,9 +384,10 @@ impl ProxyError {
             value.push_str(itoa::Buffer::new().format(*status));
         }
         value.push_str("; details=");
-        sf_string(&text, &mut value);
+        sf_string(text, &mut value);
+        body.push('\n');
         if let Ok(v) = HeaderValue::try_from(value) {
-            h.insert("proxy-status", v);
+            h.insert(PROXY_STATUS, v);
         }
         if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             h.insert(
@@ -393,6 +398,9 @@ impl ProxyError {
         (status, body)
     }
 }
+
+/// RFC 9209's field, not among `http`'s standard names: made once.
+const PROXY_STATUS: http::HeaderName = http::HeaderName::from_static("proxy-status");
 
 /// A structured-field string (RFC 8941): printable ASCII, quoted, with `"`
 /// and `\` escaped. Other characters are dropped.

@@ -204,7 +204,7 @@ fn explain_lines(policy: &Policy, c: &Candidate) -> Vec<String> {
             if rd.verdict == Verdict::Allow || rd.rule.is_some() {
                 "matches".to_string()
             } else {
-                rd.reason.describe()
+                rd.reason.describe().into_owned()
             }
         };
         lines.push(format!(
