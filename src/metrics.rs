@@ -2,15 +2,15 @@
 //! Every label has a bounded set of values: methods outside the standard
 //! set count as `OTHER`, rules are the policy's ids.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -97,13 +97,15 @@ type PendingKey = (&'static str, &'static str, &'static str, usize);
 /// One worker's counts since `/metrics` was last read. Counting here
 /// touches no lock or cache line that another core writes; the families'
 /// shared lock and counters cost every request a few contended atomics.
+/// Fx hashing, not SipHash: every key is a fixed label or a rule's
+/// address, none is chosen by a client.
 #[derive(Default)]
 struct Pending {
     /// By kind, decision, method and the rule's address (its `Arc` kept).
-    requests: HashMap<PendingKey, (Arc<str>, u64)>,
-    denials: HashMap<&'static str, u64>,
-    upstream_errors: HashMap<&'static str, u64>,
-    routed: HashMap<&'static str, u64>,
+    requests: FxHashMap<PendingKey, (Arc<str>, u64)>,
+    denials: FxHashMap<&'static str, u64>,
+    upstream_errors: FxHashMap<&'static str, u64>,
+    routed: FxHashMap<&'static str, u64>,
     bytes_up: u64,
     bytes_down: u64,
 }
@@ -121,10 +123,20 @@ impl std::fmt::Debug for DecisionSeconds {
     }
 }
 
-/// Upper bounds of [`DecisionSeconds`]' buckets: 100 ns to 26 ms, by 4x.
-fn decision_bounds() -> impl Iterator<Item = f64> {
-    exponential_buckets(1e-7, 4.0, 10).chain(std::iter::once(f64::MAX))
-}
+/// Upper bounds of [`DecisionSeconds`]' buckets: 100 ns to 26 ms, by 4x,
+/// then unbounded. A table, since every request observes one value
+/// (`exponential_buckets` computes a `powf` per bound per call).
+const DECISION_BOUNDS: [f64; 11] = {
+    let mut b = [f64::MAX; 11];
+    let mut i = 0;
+    let mut v = 1e-7;
+    while i < 10 {
+        b[i] = v;
+        v *= 4.0;
+        i += 1;
+    }
+    b
+};
 
 #[derive(Default)]
 struct Buckets {
@@ -138,7 +150,7 @@ impl Buckets {
     fn observe(&mut self, v: f64) {
         self.sum += v;
         self.count += 1;
-        let i = decision_bounds().position(|b| v <= b).unwrap_or(10);
+        let i = DECISION_BOUNDS.iter().position(|&b| v <= b).unwrap_or(10);
         self.counts[i] += 1;
     }
 }
@@ -154,7 +166,7 @@ impl EncodeMetric for DecisionSeconds {
                 *t += n;
             }
         }
-        let buckets: Vec<(f64, u64)> = decision_bounds().zip(all.counts).collect();
+        let buckets: Vec<(f64, u64)> = DECISION_BOUNDS.into_iter().zip(all.counts).collect();
         encoder.encode_histogram::<NoLabelSet>(all.sum, all.count, &buckets, None)
     }
 

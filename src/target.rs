@@ -47,8 +47,10 @@ pub fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), Authority
             None => return Err(AuthorityError),
         }
     } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
+        // A byte loop: authorities are short, and `rsplit_once` goes
+        // through the char searcher and `memrchr` (twice per request).
+        match authority.bytes().rposition(|b| b == b':') {
+            Some(i) => (&authority[..i], Some(&authority[i + 1..])),
             None => (authority, None),
         }
     };
@@ -67,11 +69,13 @@ pub fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), Authority
 /// their default one. A backslash anywhere in the authority is refused:
 /// WHATWG URL parsers (browsers) end the host at it, others do not.
 pub fn candidate(kind: Kind, authority: &str, path: Option<&str>) -> Result<Candidate, TargetError> {
-    if authority.contains('\\') {
-        return Err(TargetError::Backslash(authority.to_string()));
-    }
-    if authority.contains('@') {
-        return Err(TargetError::Userinfo(authority.to_string()));
+    // One pass for the common case, where neither is present.
+    if authority.bytes().any(|b| b == b'\\' || b == b'@') {
+        return Err(if authority.contains('\\') {
+            TargetError::Backslash(authority.to_string())
+        } else {
+            TargetError::Userinfo(authority.to_string())
+        });
     }
     let (host, port) = split_host_port(authority).map_err(|_| TargetError::Port(authority.to_string()))?;
     let port = match (port, kind) {

@@ -172,7 +172,10 @@ fn has_punycode_label(name: &str) -> bool {
 /// name, `Ok(Some(ip))` for any IPv4 spelling, `Err` for a numeric-looking
 /// host that is not a valid address.
 fn parse_ipv4_like(name: &str) -> Result<Option<Ipv4Addr>, HostError> {
-    let last = name.rfind('.').map_or(name, |i| &name[i + 1..]);
+    let last = name
+        .bytes()
+        .rposition(|b| b == b'.')
+        .map_or(name, |i| &name[i + 1..]);
     let numeric = !last.is_empty()
         && (last.bytes().all(|b| b.is_ascii_digit())
             || ((last.starts_with("0x") || last.starts_with("0X"))

@@ -128,8 +128,32 @@ async fn handle_event(
     let (method, uri) = (req.method().clone(), req.uri().clone());
     match forward(&shared, pool, req, client, &mut ev).await {
         Ok(sent) => respond(&shared, pool, sent, ev),
-        Err(e) => refuse(ev, &format!("{method} {uri}"), e),
+        Err(e) => refuse(ev, &request_text(&method, &uri), e),
     }
+}
+
+/// `METHOD uri`, as `format!("{method} {uri}")` writes it, by appending:
+/// every denial names its request, and `Uri`'s `Display` writes each part
+/// through the formatter.
+fn request_text(method: &http::Method, uri: &http::Uri) -> String {
+    let len = uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let mut s = String::with_capacity(len + 24);
+    s.push_str(method.as_str());
+    s.push(' ');
+    if let Some(scheme) = uri.scheme_str() {
+        s.push_str(scheme);
+        s.push_str("://");
+    }
+    if let Some(a) = uri.authority() {
+        s.push_str(a.as_str());
+    }
+    s.push_str(uri.path());
+    if let Some(q) = uri.query() {
+        s.push('?');
+        s.push_str(q);
+    }
+    s
 }
 
 /// A request that reached upstream and got a response head: through
@@ -501,6 +525,23 @@ impl<M: Meter> Drop for Metered<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_named_as_display_names_it() {
+        for (m, u) in [
+            ("GET", "http://a.test/x?y=1"),
+            ("GET", "http://a.test"),
+            ("GET", "http://a.test?q"),
+            ("POST", "https://u@a.test:8443/p/q"),
+            ("OPTIONS", "*"),
+            ("GET", "/relative?z"),
+            ("CONNECT", "a.test:443"),
+            ("BREW", "http://[::1]:80/pot"),
+        ] {
+            let (m, u): (http::Method, http::Uri) = (m.parse().unwrap(), u.parse().unwrap());
+            assert_eq!(request_text(&m, &u), format!("{m} {u}"));
+        }
+    }
 
     #[test]
     fn the_upstream_gets_the_origin_form() {
