@@ -268,13 +268,13 @@ impl Access {
         let mut l = Line::start(b, json, TARGET, "access");
         l.addr("client", self.client);
         l.opt_str("user", self.user.as_deref());
-        l.str("kind", self.kind.as_str());
-        l.str("method", self.method.as_str());
+        l.token("kind", self.kind.as_str());
+        l.token("method", self.method.as_str());
         l.str("host", &self.host);
         l.u64("port", u64::from(self.port));
         l.opt_str("path", self.path.as_deref());
-        l.str("decision", self.verdict.as_str());
-        l.str("reason", self.why.map_or("", Why::as_str));
+        l.token("decision", self.verdict.as_str());
+        l.token("reason", self.why.map_or("", Why::as_str));
         l.opt_str("rule", self.rule.as_deref());
         l.list("flags", self.flags.names());
         l.str("policy_version", &self.policy_version);
@@ -282,7 +282,9 @@ impl Access {
             l.addr("addr", t.addr);
         }
         l.bool("pinned", self.dialled.is_some_and(|t| t.pinned));
-        l.opt_str("via", self.via.map(Via::as_str));
+        if let Some(v) = self.via {
+            l.token("via", v.as_str());
+        }
         if let Some(o) = self.original_dst {
             l.addr("original_dst", o);
         }
@@ -293,8 +295,10 @@ impl Access {
         l.u64("status", u64::from(self.status));
         l.u64("bytes_up", self.bytes_up);
         l.u64("bytes_down", self.bytes_down);
-        l.f64("duration_ms", self.start.elapsed().as_secs_f64() * 1000.0);
-        l.opt_str("error", self.error.map(ErrorClass::as_str));
+        l.millis("duration_ms", self.start.elapsed());
+        if let Some(e) = self.error {
+            l.token("error", e.as_str());
+        }
         l.opt_str("detail", self.detail.as_deref());
         l.end(TARGET);
     }

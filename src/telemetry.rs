@@ -118,6 +118,20 @@ impl<'a> Line<'a> {
         }
     }
 
+    /// A value with no byte that needs escaping: the proxy's own labels
+    /// and HTTP tokens (methods), written without the escaper's scan.
+    pub fn token(&mut self, k: &str, v: &str) {
+        debug_assert!(v.bytes().all(|c| SPECIAL[usize::from(c)] == 0), "{v:?}");
+        self.key(k);
+        if self.json {
+            self.b.push(b'"');
+            self.b.extend_from_slice(v.as_bytes());
+            self.b.push(b'"');
+        } else {
+            self.b.extend_from_slice(v.as_bytes());
+        }
+    }
+
     pub fn opt_str(&mut self, k: &str, v: Option<&str>) {
         if let Some(v) = v {
             self.str(k, v);
@@ -184,9 +198,25 @@ impl<'a> Line<'a> {
         self.b.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
 
-    pub fn f64(&mut self, k: &str, v: f64) {
+    /// A duration in milliseconds, exact to the nanosecond: integer digits,
+    /// then up to six decimals without trailing zeros (at least one, as
+    /// JSON floats are written). Integers, not float formatting: every
+    /// access line carries one.
+    pub fn millis(&mut self, k: &str, d: std::time::Duration) {
         self.key(k);
-        self.b.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
+        let ns = d.as_nanos();
+        let mut n = itoa::Buffer::new();
+        self.b.extend_from_slice(n.format(ns / 1_000_000).as_bytes());
+        self.b.push(b'.');
+        let frac = (ns % 1_000_000) as u32;
+        let mut digits = [b'0'; 6];
+        let mut v = frac;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        let keep = digits.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
+        self.b.extend_from_slice(&digits[..keep]);
     }
 
     pub fn bool(&mut self, k: &str, v: bool) {
@@ -206,8 +236,36 @@ impl<'a> Line<'a> {
 }
 
 /// RFC 3339 UTC with microseconds, as `tracing_subscriber` writes it.
+/// The date and time of day change once a second, so each thread keeps
+/// the last second's text and writes only the microseconds anew.
 fn timestamp(b: &mut Vec<u8>, since_epoch: std::time::Duration) {
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
     let secs = since_epoch.as_secs();
+    let text = LAST.with(|last| {
+        let (at, text) = last.get();
+        if at == secs {
+            return text;
+        }
+        let text = date_time(secs);
+        last.set((secs, text));
+        text
+    });
+    b.extend_from_slice(&text);
+    b.push(b'.');
+    let mut d = [b'0'; 6];
+    let mut v = since_epoch.subsec_micros();
+    for c in d.iter_mut().rev() {
+        *c = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    b.extend_from_slice(&d);
+    b.push(b'Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a second since the epoch.
+fn date_time(secs: u64) -> [u8; 19] {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Days to civil date (H. Hinnant's algorithm).
     let z = days + 719_468;
@@ -219,29 +277,22 @@ fn timestamp(b: &mut Vec<u8>, since_epoch: std::time::Duration) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let digits = |b: &mut Vec<u8>, v: u64, n: usize| {
-        let mut d = [b'0'; 6];
+    let mut t = *b"0000-00-00T00:00:00";
+    for (at, n, v) in [
+        (0, 4, year as u64),
+        (5, 2, month as u64),
+        (8, 2, day as u64),
+        (11, 2, rem / 3600),
+        (14, 2, rem / 60 % 60),
+        (17, 2, rem % 60),
+    ] {
         let mut v = v;
-        for i in (0..n).rev() {
-            d[i] = b'0' + (v % 10) as u8;
+        for i in (at..at + n).rev() {
+            t[i] = b'0' + (v % 10) as u8;
             v /= 10;
         }
-        b.extend_from_slice(&d[..n]);
-    };
-    digits(b, year as u64, 4);
-    b.push(b'-');
-    digits(b, month as u64, 2);
-    b.push(b'-');
-    digits(b, day as u64, 2);
-    b.push(b'T');
-    digits(b, rem / 3600, 2);
-    b.push(b':');
-    digits(b, rem / 60 % 60, 2);
-    b.push(b':');
-    digits(b, rem % 60, 2);
-    b.push(b'.');
-    digits(b, u64::from(since_epoch.subsec_micros()), 6);
-    b.push(b'Z');
+    }
+    t
 }
 
 /// The control character starting at `s[i]`, if any, and its length:
@@ -348,13 +399,33 @@ mod tests {
     }
 
     #[test]
+    fn milliseconds_are_exact_decimals() {
+        for (ns, want) in [
+            (0, "0.0"),
+            (1, "0.000001"),
+            (250_000, "0.25"),
+            (2_000_000, "2.0"),
+            (1_234_567_891, "1234.567891"),
+            (u64::MAX, "18446744073709.551615"),
+        ] {
+            let mut b = Vec::new();
+            let mut l = Line::start(&mut b, false, "t", "m");
+            l.millis("ms", std::time::Duration::from_nanos(ns));
+            let text = String::from_utf8(b).unwrap();
+            assert!(text.ends_with(&format!(" ms={want}")), "{text}");
+            let back: f64 = want.parse().unwrap();
+            assert!((back - ns as f64 / 1e6).abs() <= 1e-9 * back.max(1.0), "{want}");
+        }
+    }
+
+    #[test]
     fn lines_escape_as_esc_then_json() {
         let hostile = "a\nb\u{1b}[31m\u{85}\"q\\ ü/";
         let mut b = Vec::new();
         let mut l = Line::start(&mut b, true, "egressd::x", "hi");
         l.str("v", hostile);
         l.u64("n", 42);
-        l.f64("ms", 0.25);
+        l.millis("ms", std::time::Duration::from_micros(250));
         l.bool("ok", true);
         l.opt_str("none", None);
         l.end("egressd::x");
@@ -395,6 +466,11 @@ mod tests {
         ] {
             let mut b = Vec::new();
             timestamp(&mut b, std::time::Duration::from_secs(secs));
+            assert_eq!(String::from_utf8(b).unwrap(), want);
+            // The same second again, from the thread's cached text.
+            let mut b = Vec::new();
+            timestamp(&mut b, std::time::Duration::new(secs, 123_456_789));
+            let want = want.replace(".000000Z", ".123456Z");
             assert_eq!(String::from_utf8(b).unwrap(), want);
         }
     }
