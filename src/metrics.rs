@@ -3,8 +3,6 @@
 //! set count as `OTHER`, rules are the policy's ids.
 
 use std::sync::atomic::AtomicU64;
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -13,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
 
 use crate::shard::{lock, Sharded};
 

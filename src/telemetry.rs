@@ -208,13 +208,8 @@ impl<'a> Line<'a> {
         let mut n = itoa::Buffer::new();
         self.b.extend_from_slice(n.format(ns / 1_000_000).as_bytes());
         self.b.push(b'.');
-        let frac = (ns % 1_000_000) as u32;
-        let mut digits = [b'0'; 6];
-        let mut v = frac;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
+        let mut digits = [0; 6];
+        padded(&mut digits, (ns % 1_000_000) as u64);
         let keep = digits.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
         self.b.extend_from_slice(&digits[..keep]);
     }
@@ -254,14 +249,18 @@ fn timestamp(b: &mut Vec<u8>, since_epoch: std::time::Duration) {
     });
     b.extend_from_slice(&text);
     b.push(b'.');
-    let mut d = [b'0'; 6];
-    let mut v = since_epoch.subsec_micros();
-    for c in d.iter_mut().rev() {
+    let mut micros = [0; 6];
+    padded(&mut micros, u64::from(since_epoch.subsec_micros()));
+    b.extend_from_slice(&micros);
+    b.push(b'Z');
+}
+
+/// `v`'s last `out.len()` decimal digits into `out`, zero-padded.
+fn padded(out: &mut [u8], mut v: u64) {
+    for c in out.iter_mut().rev() {
         *c = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    b.extend_from_slice(&d);
-    b.push(b'Z');
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a second since the epoch.
@@ -286,11 +285,7 @@ fn date_time(secs: u64) -> [u8; 19] {
         (14, 2, rem / 60 % 60),
         (17, 2, rem % 60),
     ] {
-        let mut v = v;
-        for i in (at..at + n).rev() {
-            t[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
+        padded(&mut t[at..at + n], v);
     }
     t
 }
