@@ -6,6 +6,7 @@
 #   bash benches/compare.sh                 # ROUNDS=3 DURATION=5 by default
 #   ROUNDS=2 DURATION=3 bash benches/compare.sh
 #   SCENARIOS="keepalive idle" bash benches/compare.sh    # a subset
+#   SCENARIOS="tunnel-https-page" bash benches/compare.sh  # HTTPS in tunnels, 16 KiB answers
 #   SCENARIOS="inspect inspect-new" bash benches/compare.sh   # TLS inspection beside Squid ssl_bump
 #   SCENARIOS="chain chain-tunnel" bash benches/compare.sh   # via a parent proxy, and TLS to the proxy
 #   SCENARIOS="transparent transparent-tunnel" bash benches/compare.sh   # nft-redirected, beside explicit
@@ -28,7 +29,7 @@ CONC=${CONC:-50}
 IDLE_TUNNELS=${IDLE_TUNNELS:-5000}
 BULK_MB=${BULK_MB:-256}
 RATE=${RATE:-4000}
-SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https bulk latency idle start"}
+SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https tunnel-https-page bulk latency idle start"}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130 P_BASE=13131 P_INSPECT=13132 P_BUMP=13133
@@ -89,6 +90,9 @@ printf 'subjectAltName=DNS:origin.test\nbasicConstraints=CA:FALSE\n' > "$work/le
 openssl x509 -req -in "$work/leaf.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
   -extfile "$work/leaf.ext" -out "$work/cert.pem" 2>/dev/null
 head -c $((BULK_MB << 20)) /dev/zero > "$work/bulk.bin"
+# A web page's worth (16 KiB): answers larger than one small read, as most
+# HTTPS answers are, unlike the sixty-byte API reply.
+head -c 16384 /dev/zero | tr '\0' 'p' > "$work/page.txt"
 printf 'ok: a small response body of some sixty bytes, like an API reply.\n' > "$work/small.txt"
 cat > "$work/nginx.conf" <<EOF
 worker_processes 1;
@@ -107,6 +111,7 @@ http {
     root $work;
     location = / { try_files /small.txt =404; }
     location = /bulk { try_files /bulk.bin =404; }
+    location = /page { try_files /page.txt =404; }
   }
 }
 EOF
@@ -465,6 +470,7 @@ want keepalive && { echo "== keep-alive HTTP, $CONC connections"; scenario_http 
 want newconn && { echo "== new connection per request"; scenario_http newconn 1; }
 want denied && { echo "== denied requests"; scenario_http denied 0; }
 want tunnel-https && { echo "== HTTPS inside CONNECT tunnels"; scenario_loadgen tunnel-https tunnel-https /; }
+want tunnel-https-page && { echo "== HTTPS inside CONNECT tunnels, 16 KiB answers"; scenario_loadgen tunnel-https-page tunnel-https /page; }
 want bulk && { echo "== CONNECT bulk transfer, ${BULK_MB} MiB"; CONC=1 scenario_loadgen bulk bulk /bulk; }
 want latency && { echo "== latency at $RATE req/s, $CONC keep-alive connections"; scenario_latency; }
 # Spliced egressd beside inspecting egressd and bumping Squid.

@@ -195,9 +195,10 @@ async fn tunnel_half_close_passes_fin_and_keeps_the_other_direction() {
     assert_eq!(ev["bytes_down"], 10);
 }
 
-/// Bursts move through the kernel (splice) or a large buffer, trickles
-/// through a small one; a tunnel switches between them as the flow
-/// changes. Echoed both ways at once, every byte must come back in order.
+/// Bulk transfers move through the kernel (splice) once a read fills the
+/// copy buffer, everything else through the buffer; a tunnel switches
+/// between them as the flow changes. Echoed both ways at once, every byte
+/// must come back in order.
 #[tokio::test]
 async fn tunnel_bursts_and_trickles_arrive_intact_both_ways() {
     // Loopback tunnels copy unless told to splice (SpliceMode::Auto).
@@ -225,8 +226,9 @@ async fn echo_bursts_and_trickles(mode: SpliceMode) {
     let tunnel = connect(proxy.addr, &format!("{host}:7")).await.expect("tunnel");
     let (mut r, mut w) = tokio::io::split(tunnel);
 
-    // Chunk sizes around the switch points (a full 512-byte read starts a
-    // burst, a short transfer ends it), with pauses that drain the flow.
+    // Chunk sizes around the switch points (a full 64 KiB read starts a
+    // spliced burst, a transfer under 512 bytes ends it), with pauses that
+    // drain the flow.
     let sizes = [
         1usize,
         100,
@@ -234,7 +236,9 @@ async fn echo_bursts_and_trickles(mode: SpliceMode) {
         512,
         513,
         4096,
+        65_535,
         65_536,
+        65_537,
         1 << 20,
         3,
         2 << 20,
@@ -271,10 +275,17 @@ async fn echo_bursts_and_trickles(mode: SpliceMode) {
     assert!(ev["error"].is_null(), "{ev}");
 }
 
-/// A reader slower than the writer fills the relay's pipe: the tunnel must
-/// wait for it, neither dropping bytes nor stalling once it catches up.
+/// A reader slower than the writer fills the relay's pipe, or leaves part
+/// of a copied read unwritten: the tunnel must wait for it, neither
+/// dropping bytes nor stalling once it catches up.
 #[tokio::test]
 async fn tunnel_to_a_slow_reader_loses_nothing() {
+    for mode in [SpliceMode::Always, SpliceMode::Never] {
+        slow_reader(mode).await;
+    }
+}
+
+async fn slow_reader(mode: SpliceMode) {
     const N: u64 = 8 << 20;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = l.local_addr().unwrap();
@@ -301,7 +312,7 @@ async fn tunnel_to_a_slow_reader_loses_nothing() {
     let p = policy("allow = [\"sink.example.com:9\"]");
     let opts = ProxyOpts::new(p)
         .pin(&format!("sink.example.com:9={origin}"))
-        .config(|c| c.splice = SpliceMode::Always);
+        .config(move |c| c.splice = mode);
     let proxy = start_proxy(opts).await;
     let mut tunnel = connect(proxy.addr, "sink.example.com:9").await.expect("tunnel");
     let mut off = 0u64;

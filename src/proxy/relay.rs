@@ -3,11 +3,12 @@
 //! before anything reaches upstream, an idle timeout, and errors told apart
 //! by side so that a firewall reset is not mistaken for a timeout.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -17,11 +18,20 @@ use tokio_util::sync::CancellationToken;
 use super::hello::{judge, FirstCheck, Judgement};
 use super::respond::{ProxyError, Side};
 
-/// Bytes read at a time while data flows.
+/// The copy buffer: what one read may take while data flows. A read that
+/// fills it is a bulk transfer (spliced where splicing applies).
 const BUF: usize = 64 * 1024;
-/// Bytes held per direction while a tunnel waits: an idle tunnel keeps no
-/// large buffers.
+/// Bytes a tunnel's first read takes while its client's first bytes are
+/// judged (a ClientHello takes a few of these).
 const IDLE_BUF: usize = 512;
+
+thread_local! {
+    /// Each thread's one copy buffer, lent to a direction for one read and
+    /// the writes of what it read, within one poll: no tunnel holds a
+    /// buffer while it waits, and a response of any size up to [`BUF`]
+    /// moves with one read and one write.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// When tunnel bursts move with splice(2) instead of being copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -72,9 +82,14 @@ impl AsTcp for tokio::net::tcp::WriteHalf<'_> {
 impl<T> AsTcp for tokio::io::ReadHalf<T> {}
 impl<T> AsTcp for tokio::io::WriteHalf<T> {}
 
-/// Copies `r` to `w` until end of stream, holding a large buffer (or, between
-/// two TCP sockets, a pipe) only while data flows. Returns on EOF (after
-/// passing it on as a shutdown of `w`).
+/// Copies `r` to `w` until end of stream, through the thread's copy buffer
+/// (or, between two TCP sockets, a pipe while a bulk transfer lasts).
+/// Returns on EOF (after passing it on as a shutdown of `w`).
+///
+/// Each read takes up to [`BUF`] and is written on in the same poll; only
+/// what `w` does not take at once is copied out and held, until written.
+/// So a waiting tunnel holds no buffer, and a message of any size up to
+/// [`BUF`] costs one read and one write.
 async fn pump<R, W>(
     r: &mut R,
     w: &mut W,
@@ -88,53 +103,91 @@ where
     R: AsyncRead + AsTcp + Unpin,
     W: AsyncWrite + AsTcp + Unpin,
 {
-    let mut small = [0u8; IDLE_BUF];
-    // Empty while idle; a full small read means a burst: borrow a large
-    // buffer until a read comes back short, then give it back.
-    let mut big: Vec<u8> = Vec::new();
     let mut can_splice = splice && cfg!(target_os = "linux") && r.tcp().is_some() && w.tcp().is_some();
-    let mut burst = false;
+    // What the last read brought that the writer did not take at once.
+    let mut rest: Vec<u8> = Vec::new();
     loop {
-        if burst && can_splice {
-            burst = false;
-            if let (Some(rt), Some(wt)) = (r.tcp(), w.tcp()) {
-                match splice::burst(rt, wt, count, touch).await {
-                    Ok(BurstEnd::Eof) => {
-                        let _ = w.shutdown().await;
-                        return Ok(());
-                    }
-                    Ok(BurstEnd::Slowed) => continue,
-                    // No (useful) pipe just now: copy this burst instead.
-                    Ok(BurstEnd::NoPipe) => big = vec![0u8; BUF],
-                    // The kernel cannot splice these sockets: copy from now on.
-                    Ok(BurstEnd::Unavailable) => {
-                        can_splice = false;
-                        big = vec![0u8; BUF];
-                    }
-                    Err(BurstError::Read(e)) => return Err(ProxyError::io(from, &e)),
-                    Err(BurstError::Write(e)) => return Err(ProxyError::io(to, &e)),
-                }
-            }
-        }
-        let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
-        let n = r.read(buf).await.map_err(|e| ProxyError::io(from, &e))?;
+        let n = std::future::poll_fn(|cx| copy_once(r, w, cx, &mut rest))
+            .await
+            .map_err(|e| match e {
+                SideError::Read(e) => ProxyError::io(from, &e),
+                SideError::Write(e) => ProxyError::io(to, &e),
+            })?;
         touch();
         if n == 0 {
             let _ = w.shutdown().await;
             return Ok(());
         }
-        w.write_all(&buf[..n]).await.map_err(|e| ProxyError::io(to, &e))?;
+        if !rest.is_empty() {
+            w.write_all(&rest).await.map_err(|e| ProxyError::io(to, &e))?;
+            rest = Vec::new();
+        }
         count.fetch_add(n as u64, Ordering::Relaxed);
-        if big.is_empty() && n == IDLE_BUF {
-            if can_splice {
-                burst = true;
-            } else {
-                big = vec![0u8; BUF];
+        if n < BUF || !can_splice {
+            continue;
+        }
+        // A full buffer: a bulk transfer, moved inside the kernel until it
+        // slows down.
+        if let (Some(rt), Some(wt)) = (r.tcp(), w.tcp()) {
+            match splice::burst(rt, wt, count, touch).await {
+                Ok(BurstEnd::Eof) => {
+                    let _ = w.shutdown().await;
+                    return Ok(());
+                }
+                Ok(BurstEnd::Slowed | BurstEnd::NoPipe) => {}
+                // The kernel cannot splice these sockets: copy from now on.
+                Ok(BurstEnd::Unavailable) => can_splice = false,
+                Err(SideError::Read(e)) => return Err(ProxyError::io(from, &e)),
+                Err(SideError::Write(e)) => return Err(ProxyError::io(to, &e)),
             }
-        } else if !big.is_empty() && n < BUF {
-            big = Vec::new();
         }
     }
+}
+
+/// One read from `r` into the thread's copy buffer, and as much of it
+/// written to `w` as `w` takes without waiting; the rest goes to `rest`.
+/// Ready with the bytes read (0 at end of stream).
+fn copy_once<R, W>(
+    r: &mut R,
+    w: &mut W,
+    cx: &mut Context<'_>,
+    rest: &mut Vec<u8>,
+) -> Poll<Result<usize, SideError>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    SCRATCH.with(|cell| {
+        // Lent within this call only, so never lent twice; should that
+        // change, a buffer of the call's own keeps the relay working.
+        let mut own = Vec::new();
+        let mut lent = cell.try_borrow_mut().ok();
+        let buf: &mut Vec<u8> = match lent.as_deref_mut() {
+            Some(b) => b,
+            None => &mut own,
+        };
+        if buf.len() < BUF {
+            buf.resize(BUF, 0);
+        }
+        let mut rb = ReadBuf::new(buf);
+        ready!(Pin::new(&mut *r).poll_read(cx, &mut rb)).map_err(SideError::Read)?;
+        let data = rb.filled();
+        let mut at = 0;
+        while at < data.len() {
+            match Pin::new(&mut *w).poll_write(cx, &data[at..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(SideError::Write(std::io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(m)) => at += m,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(SideError::Write(e))),
+                // The writer's wake-up is registered; the caller writes the
+                // rest once it can.
+                Poll::Pending => break,
+            }
+        }
+        rest.extend_from_slice(&data[at..]);
+        Poll::Ready(Ok(data.len()))
+    })
 }
 
 /// How a spliced burst ended.
@@ -149,8 +202,8 @@ enum BurstEnd {
     Unavailable,
 }
 
-/// A spliced burst failed on the side that read or the side that wrote.
-enum BurstError {
+/// A copy or a spliced burst failed on the side that read or that wrote.
+enum SideError {
     Read(std::io::Error),
     Write(std::io::Error),
 }
@@ -166,7 +219,7 @@ mod splice {
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
-    use super::{BurstEnd as End, BurstError as Error};
+    use super::{BurstEnd as End, SideError as Error};
 
     /// Pipe size asked for, and asked of the source per splice. Larger
     /// sizes measured no better on loopback; smaller ones mean more calls.
@@ -272,7 +325,7 @@ mod splice {
 mod splice {
     use std::sync::atomic::AtomicU64;
 
-    use super::{BurstEnd as End, BurstError as Error};
+    use super::{BurstEnd as End, SideError as Error};
     pub async fn burst(
         _: &super::TcpStream,
         _: &super::TcpStream,
