@@ -246,7 +246,7 @@ pub(super) async fn exchange(
         if req.body().is_end_stream() && !req.headers().contains_key(header::TRANSFER_ENCODING) {
             let (mut parts, _) = req.into_parts();
             to_origin_form(&mut parts, authority, None);
-            return h1::exchange(pool, targets, &parts, timeouts, ev)
+            return h1::exchange(pool, targets, parts, timeouts, ev)
                 .await
                 .map(Sent::Own);
         }

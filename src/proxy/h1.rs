@@ -98,13 +98,18 @@ impl Conn {
         self.io.write_all(out).await
     }
 
-    /// Reads the response head (skipping interim `1xx` answers).
-    async fn read_head(&mut self) -> Result<http::response::Parts, Failed> {
+    /// Reads the response head (skipping interim `1xx` answers). Its
+    /// fields go into `reuse`'s allocation, cleared: the request's fields,
+    /// already sent, so a response allocates no map of its own (and hyper
+    /// parses the client's next request into it). Until a head is
+    /// complete `reuse` is left as it is: a request on a connection found
+    /// stale is sent again.
+    async fn read_head(&mut self, reuse: &mut HeaderMap) -> Result<http::response::Parts, Failed> {
         let mut received = false;
         loop {
             if !self.buf.is_empty() {
                 received = true;
-                match self.parse_head()? {
+                match self.parse_head(reuse)? {
                     Some(Parsed::Interim) => continue,
                     Some(Parsed::Head(parts)) => return Ok(parts),
                     None => {}
@@ -134,7 +139,7 @@ impl Conn {
     }
 
     /// One response head from the buffer, if it holds a whole one.
-    fn parse_head(&mut self) -> Result<Option<Parsed>, Failed> {
+    fn parse_head(&mut self, reuse: &mut HeaderMap) -> Result<Option<Parsed>, Failed> {
         // Uninitialised: filling 100 empty fields (3 KiB) cost more than
         // parsing a typical head.
         let mut fields = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
@@ -179,9 +184,15 @@ impl Conn {
             ]
         }));
         let head = self.buf.split_to(n).freeze();
-        let mut headers = HeaderMap::with_capacity(self.spans.len());
+        let mut headers = std::mem::take(reuse);
+        headers.clear();
+        headers.reserve(self.spans.len());
         for &[ns, nl, vs, vl] in &self.spans {
-            let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| upstream("bad header name"))?;
+            let name = &head[ns..ns + nl];
+            let name = match usual_name(name) {
+                Some(n) => n,
+                None => HeaderName::from_bytes(name).map_err(|_| upstream("bad header name"))?,
+            };
             let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
                 .map_err(|_| upstream("bad header value"))?;
             headers.append(name, value);
@@ -195,6 +206,32 @@ impl Conn {
         }
         Ok(Some(Parsed::Head(resp.into_parts().0)))
     }
+}
+
+/// The fields nearly every response carries, spelled as servers spell
+/// them (Capitalised or lower case): matched whole, without
+/// `HeaderName::from_bytes`' lowering copy and search of all standard
+/// names. Anything else goes through that.
+fn usual_name(name: &[u8]) -> Option<HeaderName> {
+    Some(match name {
+        b"Date" | b"date" => header::DATE,
+        b"Server" | b"server" => header::SERVER,
+        b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
+        b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
+        b"Connection" | b"connection" => header::CONNECTION,
+        b"Last-Modified" | b"last-modified" => header::LAST_MODIFIED,
+        b"ETag" | b"etag" => header::ETAG,
+        b"Accept-Ranges" | b"accept-ranges" => header::ACCEPT_RANGES,
+        b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
+        b"Vary" | b"vary" => header::VARY,
+        b"Expires" | b"expires" => header::EXPIRES,
+        b"Content-Encoding" | b"content-encoding" => header::CONTENT_ENCODING,
+        b"Transfer-Encoding" | b"transfer-encoding" => header::TRANSFER_ENCODING,
+        b"Set-Cookie" | b"set-cookie" => header::SET_COOKIE,
+        b"Location" | b"location" => header::LOCATION,
+        b"Age" | b"age" => header::AGE,
+        _ => return None,
+    })
 }
 
 enum Parsed {
@@ -421,7 +458,7 @@ pub struct Exchanged {
 pub async fn exchange(
     pool: &Pool,
     targets: &[Resolved],
-    parts: &http::request::Parts,
+    mut parts: http::request::Parts,
     (connect_timeout, response_timeout): (std::time::Duration, std::time::Duration),
     ev: &mut Access,
 ) -> Result<Exchanged, ProxyError> {
@@ -438,8 +475,10 @@ pub async fn exchange(
         };
         ev.dialled(conn.reached);
         let once = async {
-            conn.write_head(parts).await.map_err(|e| conn.failed(false, &e))?;
-            conn.read_head().await
+            conn.write_head(&parts)
+                .await
+                .map_err(|e| conn.failed(false, &e))?;
+            conn.read_head(&mut parts.headers).await
         };
         match tokio::time::timeout(response_timeout, once).await {
             Err(_) => return Err(ProxyError::ResponseTimeout),
@@ -628,6 +667,56 @@ impl Drop for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usual_names_are_the_names_http_parses() {
+        // Every standard name, as servers spell it and in lower case, and a
+        // few that only look alike.
+        let standard = [
+            "Accept-Ranges",
+            "Age",
+            "Cache-Control",
+            "Connection",
+            "Content-Encoding",
+            "Content-Length",
+            "Content-Type",
+            "Date",
+            "ETag",
+            "Expires",
+            "Last-Modified",
+            "Location",
+            "Server",
+            "Set-Cookie",
+            "Transfer-Encoding",
+            "Vary",
+        ];
+        let mut seen = 0;
+        for n in standard {
+            for spelled in [n.to_string(), n.to_ascii_lowercase()] {
+                let want = HeaderName::from_bytes(spelled.as_bytes()).unwrap();
+                assert_eq!(usual_name(spelled.as_bytes()), Some(want), "{spelled}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 32);
+        // Others take the long way, or at least come out the same.
+        for other in [
+            "DATE",
+            "Etag",
+            "X-Date",
+            "Dates",
+            "date ",
+            "Content-Length2",
+            "",
+            "Keep-Alive",
+        ] {
+            let got = usual_name(other.as_bytes());
+            assert!(
+                got.is_none() || got == HeaderName::from_bytes(other.as_bytes()).ok(),
+                "{other}"
+            );
+        }
+    }
 
     fn decode(wire: &[u8], split: usize) -> Result<Vec<u8>, ProxyError> {
         let mut c = Chunked::Size;
