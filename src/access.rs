@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use http::Method;
 
+use crate::key;
 use crate::live::{Finished, Live};
 use crate::metrics::{Metrics, Sample};
 use crate::policy::{Candidate, Decision, Flags, Policy, Resolved, Verdict, Via};
@@ -266,40 +267,40 @@ impl Access {
     /// Writes the event as one log line (JSON or readable text).
     pub fn write_line(&self, b: &mut Vec<u8>, json: bool) {
         let mut l = Line::start(b, json, TARGET, "access");
-        l.addr("client", self.client);
-        l.opt_str("user", self.user.as_deref());
-        l.token("kind", self.kind.as_str());
-        l.token("method", self.method.as_str());
-        l.str("host", &self.host);
-        l.u64("port", u64::from(self.port));
-        l.opt_str("path", self.path.as_deref());
-        l.token("decision", self.verdict.as_str());
-        l.token("reason", self.why.map_or("", Why::as_str));
-        l.opt_str("rule", self.rule.as_deref());
-        l.list("flags", self.flags.names());
-        l.str("policy_version", &self.policy_version);
+        l.addr(key!("client"), self.client);
+        l.opt_str(key!("user"), self.user.as_deref());
+        l.token(key!("kind"), self.kind.as_str());
+        l.token(key!("method"), self.method.as_str());
+        l.str(key!("host"), &self.host);
+        l.u64(key!("port"), u64::from(self.port));
+        l.opt_str(key!("path"), self.path.as_deref());
+        l.token(key!("decision"), self.verdict.as_str());
+        l.token(key!("reason"), self.why.map_or("", Why::as_str));
+        l.opt_str(key!("rule"), self.rule.as_deref());
+        l.list(key!("flags"), self.flags.names());
+        l.str(key!("policy_version"), &self.policy_version);
         if let Some(t) = self.dialled {
-            l.addr("addr", t.addr);
+            l.addr(key!("addr"), t.addr);
         }
-        l.bool("pinned", self.dialled.is_some_and(|t| t.pinned));
+        l.bool(key!("pinned"), self.dialled.is_some_and(|t| t.pinned));
         if let Some(v) = self.via {
-            l.token("via", v.as_str());
+            l.token(key!("via"), v.as_str());
         }
         if let Some(o) = self.original_dst {
-            l.addr("original_dst", o);
+            l.addr(key!("original_dst"), o);
         }
         if self.dst_mismatch {
-            l.bool("dst_mismatch", true);
+            l.bool(key!("dst_mismatch"), true);
         }
-        l.opt_str("sni", self.sni.as_deref());
-        l.u64("status", u64::from(self.status));
-        l.u64("bytes_up", self.bytes_up);
-        l.u64("bytes_down", self.bytes_down);
-        l.millis("duration_ms", self.start.elapsed());
+        l.opt_str(key!("sni"), self.sni.as_deref());
+        l.u64(key!("status"), u64::from(self.status));
+        l.u64(key!("bytes_up"), self.bytes_up);
+        l.u64(key!("bytes_down"), self.bytes_down);
+        l.millis(key!("duration_ms"), self.start.elapsed());
         if let Some(e) = self.error {
-            l.token("error", e.as_str());
+            l.token(key!("error"), e.as_str());
         }
-        l.opt_str("detail", self.detail.as_deref());
+        l.opt_str(key!("detail"), self.detail.as_deref());
         l.end(TARGET);
     }
 }

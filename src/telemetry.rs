@@ -67,6 +67,30 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
+/// A field's name with the punctuation before it, in both forms (`,"name":`
+/// and ` name=`), joined at compile time by [`key!`](crate::key): a field
+/// name costs one copy. Names are the proxy's own and need no escaping.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    json: &'static str,
+    text: &'static str,
+}
+
+impl Key {
+    #[doc(hidden)]
+    pub const fn joined(json: &'static str, text: &'static str) -> Key {
+        Key { json, text }
+    }
+}
+
+/// The [`Key`] for a literal field name.
+#[macro_export]
+macro_rules! key {
+    ($name:literal) => {
+        $crate::telemetry::Key::joined(concat!(",\"", $name, "\":"), concat!(" ", $name, "="))
+    };
+}
+
 /// One log line written straight into a buffer, without `tracing`'s
 /// per-field machinery: JSON as `tracing_subscriber`'s JSON formatter
 /// writes it (the same keys, so readers see no difference), or readable
@@ -77,7 +101,8 @@ pub struct Line<'a> {
 }
 
 impl<'a> Line<'a> {
-    /// Starts a line: timestamp, level, target (text) and message.
+    /// Starts a line: timestamp, level, target (text) and message, both
+    /// the proxy's own words (written without escaping).
     pub fn start(b: &'a mut Vec<u8>, json: bool, target: &str, message: &str) -> Line<'a> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -85,31 +110,25 @@ impl<'a> Line<'a> {
         if json {
             b.extend_from_slice(b"{\"timestamp\":\"");
             timestamp(b, now);
-            b.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":");
-            json_str(b, message);
+            b.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"");
+            own_words(b, message);
+            b.push(b'"');
         } else {
             timestamp(b, now);
             b.extend_from_slice(b"  INFO ");
-            b.extend_from_slice(target.as_bytes());
+            own_words(b, target);
             b.extend_from_slice(b": ");
-            esc_into(b, message);
+            own_words(b, message);
         }
         Line { b, json }
     }
 
-    fn key(&mut self, k: &str) {
-        if self.json {
-            self.b.extend_from_slice(b",\"");
-            self.b.extend_from_slice(k.as_bytes());
-            self.b.extend_from_slice(b"\":");
-        } else {
-            self.b.push(b' ');
-            self.b.extend_from_slice(k.as_bytes());
-            self.b.push(b'=');
-        }
+    fn key(&mut self, k: Key) {
+        let k = if self.json { k.json } else { k.text };
+        self.b.extend_from_slice(k.as_bytes());
     }
 
-    pub fn str(&mut self, k: &str, v: &str) {
+    pub fn str(&mut self, k: Key, v: &str) {
         self.key(k);
         if self.json {
             json_str(self.b, v);
@@ -120,26 +139,25 @@ impl<'a> Line<'a> {
 
     /// A value with no byte that needs escaping: the proxy's own labels
     /// and HTTP tokens (methods), written without the escaper's scan.
-    pub fn token(&mut self, k: &str, v: &str) {
-        debug_assert!(v.bytes().all(|c| SPECIAL[usize::from(c)] == 0), "{v:?}");
+    pub fn token(&mut self, k: Key, v: &str) {
         self.key(k);
         if self.json {
             self.b.push(b'"');
-            self.b.extend_from_slice(v.as_bytes());
+            own_words(self.b, v);
             self.b.push(b'"');
         } else {
-            self.b.extend_from_slice(v.as_bytes());
+            own_words(self.b, v);
         }
     }
 
-    pub fn opt_str(&mut self, k: &str, v: Option<&str>) {
+    pub fn opt_str(&mut self, k: Key, v: Option<&str>) {
         if let Some(v) = v {
             self.str(k, v);
         }
     }
 
     /// Names joined by commas, as one string.
-    pub fn list<'n>(&mut self, k: &str, names: impl Iterator<Item = &'n str>) {
+    pub fn list<'n>(&mut self, k: Key, names: impl Iterator<Item = &'n str>) {
         self.key(k);
         if self.json {
             self.b.push(b'"');
@@ -156,7 +174,7 @@ impl<'a> Line<'a> {
     }
 
     /// A value whose `Display` needs no escaping (addresses).
-    pub fn display(&mut self, k: &str, v: impl fmt::Display) {
+    pub fn display(&mut self, k: Key, v: impl fmt::Display) {
         use std::io::Write as _;
         self.key(k);
         if self.json {
@@ -169,31 +187,38 @@ impl<'a> Line<'a> {
     }
 
     /// A socket address, as `Display` writes it. IPv4 (most of what a
-    /// proxy logs, twice per event) by `itoa`: `fmt` went through three
-    /// nested `Display` impls per address.
-    pub fn addr(&mut self, k: &str, v: std::net::SocketAddr) {
+    /// proxy logs, twice per event) is put together in a stack buffer and
+    /// copied once: `fmt` went through three nested `Display` impls, and
+    /// a copy per octet cost about as much.
+    pub fn addr(&mut self, k: Key, v: std::net::SocketAddr) {
         let std::net::SocketAddr::V4(v4) = v else {
             return self.display(k, v);
         };
         self.key(k);
+        // `"255.255.255.255:65535"`
+        let mut t = [0u8; 23];
+        let mut at = 0;
         if self.json {
-            self.b.push(b'"');
+            t[0] = b'"';
+            at = 1;
         }
-        let mut n = itoa::Buffer::new();
         for (i, o) in v4.ip().octets().into_iter().enumerate() {
             if i > 0 {
-                self.b.push(b'.');
+                t[at] = b'.';
+                at += 1;
             }
-            self.b.extend_from_slice(n.format(o).as_bytes());
+            at = put_decimal(&mut t, at, o.into());
         }
-        self.b.push(b':');
-        self.b.extend_from_slice(n.format(v4.port()).as_bytes());
+        t[at] = b':';
+        at = put_decimal(&mut t, at + 1, v4.port());
         if self.json {
-            self.b.push(b'"');
+            t[at] = b'"';
+            at += 1;
         }
+        self.b.extend_from_slice(&t[..at]);
     }
 
-    pub fn u64(&mut self, k: &str, v: u64) {
+    pub fn u64(&mut self, k: Key, v: u64) {
         self.key(k);
         self.b.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
@@ -202,7 +227,7 @@ impl<'a> Line<'a> {
     /// then up to six decimals without trailing zeros (at least one, as
     /// JSON floats are written). Integers, not float formatting: every
     /// access line carries one.
-    pub fn millis(&mut self, k: &str, d: std::time::Duration) {
+    pub fn millis(&mut self, k: Key, d: std::time::Duration) {
         self.key(k);
         let ns = d.as_nanos();
         let mut n = itoa::Buffer::new();
@@ -214,7 +239,7 @@ impl<'a> Line<'a> {
         self.b.extend_from_slice(&digits[..keep]);
     }
 
-    pub fn bool(&mut self, k: &str, v: bool) {
+    pub fn bool(&mut self, k: Key, v: bool) {
         self.key(k);
         self.b.extend_from_slice(if v { b"true" } else { b"false" });
     }
@@ -222,12 +247,32 @@ impl<'a> Line<'a> {
     /// Ends the line (JSON names the target last, as `tracing` does).
     pub fn end(self, target: &str) {
         if self.json {
-            self.b.extend_from_slice(b",\"target\":");
-            json_str(self.b, target);
-            self.b.push(b'}');
+            self.b.extend_from_slice(b",\"target\":\"");
+            own_words(self.b, target);
+            self.b.extend_from_slice(b"\"}");
         }
         self.b.push(b'\n');
     }
+}
+
+/// The proxy's own words (labels, targets, method tokens): nothing in
+/// them needs escaping, so they are copied without a scan.
+fn own_words(b: &mut Vec<u8>, v: &str) {
+    debug_assert!(v.bytes().all(|c| SPECIAL[usize::from(c)] == 0), "{v:?}");
+    b.extend_from_slice(v.as_bytes());
+}
+
+/// `v` in decimal at `t[at..]`, without leading zeros; returns the end.
+fn put_decimal(t: &mut [u8], at: usize, v: u16) -> usize {
+    let len = match v {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    padded(&mut t[at..at + len], v.into());
+    at + len
 }
 
 /// RFC 3339 UTC with microseconds, as `tracing_subscriber` writes it.
@@ -369,6 +414,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_octet_and_port_width_is_written_as_display_writes_it() {
+        let ports = [0u16, 9, 10, 99, 100, 999, 1000, 9999, 10_000, 65_535];
+        for o in 0..=255u8 {
+            let a =
+                std::net::SocketAddr::from(([o, 255 - o, o / 10, 7], ports[usize::from(o) % ports.len()]));
+            let mut b = Vec::new();
+            Line::start(&mut b, true, "t", "m").addr(crate::key!("a"), a);
+            let text = String::from_utf8(b).unwrap();
+            assert!(text.ends_with(&format!(",\"a\":\"{a}\"")), "{text}");
+        }
+    }
+
+    #[test]
     fn addresses_are_written_as_display_writes_them() {
         for a in [
             "0.0.0.0:0",
@@ -381,7 +439,7 @@ mod tests {
             let a: std::net::SocketAddr = a.parse().unwrap();
             for json in [true, false] {
                 let mut b = Vec::new();
-                Line::start(&mut b, json, "t", "m").addr("a", a);
+                Line::start(&mut b, json, "t", "m").addr(crate::key!("a"), a);
                 let text = String::from_utf8(b).unwrap();
                 let want = if json {
                     format!(",\"a\":\"{a}\"")
@@ -405,7 +463,7 @@ mod tests {
         ] {
             let mut b = Vec::new();
             let mut l = Line::start(&mut b, false, "t", "m");
-            l.millis("ms", std::time::Duration::from_nanos(ns));
+            l.millis(crate::key!("ms"), std::time::Duration::from_nanos(ns));
             let text = String::from_utf8(b).unwrap();
             assert!(text.ends_with(&format!(" ms={want}")), "{text}");
             let back: f64 = want.parse().unwrap();
@@ -418,11 +476,11 @@ mod tests {
         let hostile = "a\nb\u{1b}[31m\u{85}\"q\\ ü/";
         let mut b = Vec::new();
         let mut l = Line::start(&mut b, true, "egressd::x", "hi");
-        l.str("v", hostile);
-        l.u64("n", 42);
-        l.millis("ms", std::time::Duration::from_micros(250));
-        l.bool("ok", true);
-        l.opt_str("none", None);
+        l.str(crate::key!("v"), hostile);
+        l.u64(crate::key!("n"), 42);
+        l.millis(crate::key!("ms"), std::time::Duration::from_micros(250));
+        l.bool(crate::key!("ok"), true);
+        l.opt_str(crate::key!("none"), None);
         l.end("egressd::x");
         let text = String::from_utf8(b).unwrap();
         assert!(text.ends_with("}\n") && text.matches('\n').count() == 1, "{text}");
@@ -442,7 +500,7 @@ mod tests {
 
         let mut b = Vec::new();
         let mut l = Line::start(&mut b, false, "egressd::x", "hi");
-        l.str("v", hostile);
+        l.str(crate::key!("v"), hostile);
         l.end("egressd::x");
         let text = String::from_utf8(b).unwrap();
         assert!(
