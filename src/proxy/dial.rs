@@ -248,12 +248,16 @@ struct Idle {
     reached: Resolved,
 }
 
+/// The pools' hasher: seeded, as clients pick addresses within allowed
+/// networks, and a tenth of SipHash's cost on every checkout and checkin.
+type Seeded = foldhash::fast::RandomState;
+
 /// Idle upstream HTTP/1.1 connections of one worker, by where they lead:
 /// hyper's, and the proxy's own for bodyless requests ([`h1`]).
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
-    h1: Mutex<HashMap<SocketAddr, Vec<h1::Conn>>>,
+    idle: Mutex<HashMap<Key, Vec<Idle>, Seeded>>,
+    h1: Mutex<HashMap<SocketAddr, Vec<h1::Conn>, Seeded>>,
     /// `SO_MARK` for new upstream sockets (`--mark`).
     mark: Option<u32>,
 }
