@@ -278,7 +278,7 @@ impl Access {
         l.token(key!("reason"), self.why.map_or("", Why::as_str));
         l.opt_str(key!("rule"), self.rule.as_deref());
         l.list(key!("flags"), self.flags.names());
-        l.str(key!("policy_version"), &self.policy_version);
+        l.token(key!("policy_version"), &self.policy_version);
         if let Some(t) = self.dialled {
             l.addr(key!("addr"), t.addr);
         }

@@ -368,6 +368,13 @@ where
     serve_http1(&shared, stream, svc, peer).await
 }
 
+/// Whether the proxy's HTTP/1 server (hyper) queues a response's buffers for
+/// writev(2): no. Copying them into one buffer instead measured
+/// cheaper for small answers (about 750 instructions a keep-alive request,
+/// 1,200 a denial) and for large ones too (a 1 MiB body: 250 against 310
+/// us of CPU), since consecutive chunks then go out in one large write.
+pub(super) const WRITEV: bool = false;
+
 /// HTTP/1.1 with upgrades on a client connection, with the proxy's header
 /// limits, closed gracefully at shutdown.
 pub(super) async fn serve_http1<IO, S>(shared: &Shared, stream: IO, svc: S, peer: SocketAddr)
@@ -377,11 +384,14 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = http1::Builder::new();
+    // Head and body copied into one buffer and written with one write(2)
+    // (see [`WRITEV`]).
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.header_timeout)
         .max_header_size(shared.config.max_header_bytes)
-        .keep_alive(true);
+        .keep_alive(true)
+        .writev(WRITEV);
     let conn = builder
         .serve_connection(TokioIo::new(stream), svc)
         .with_upgrades();
