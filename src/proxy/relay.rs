@@ -109,10 +109,7 @@ where
     loop {
         let n = std::future::poll_fn(|cx| copy_once(r, w, cx, &mut rest))
             .await
-            .map_err(|e| match e {
-                SideError::Read(e) => ProxyError::io(from, &e),
-                SideError::Write(e) => ProxyError::io(to, &e),
-            })?;
+            .map_err(|e| e.blame(from, to))?;
         touch();
         if n == 0 {
             let _ = w.shutdown().await;
@@ -137,8 +134,7 @@ where
                 Ok(BurstEnd::Slowed | BurstEnd::NoPipe) => {}
                 // The kernel cannot splice these sockets: copy from now on.
                 Ok(BurstEnd::Unavailable) => can_splice = false,
-                Err(SideError::Read(e)) => return Err(ProxyError::io(from, &e)),
-                Err(SideError::Write(e)) => return Err(ProxyError::io(to, &e)),
+                Err(e) => return Err(e.blame(from, to)),
             }
         }
     }
@@ -206,6 +202,16 @@ enum BurstEnd {
 enum SideError {
     Read(std::io::Error),
     Write(std::io::Error),
+}
+
+impl SideError {
+    /// The relay's error, blaming the side that read (`from`) or wrote (`to`).
+    fn blame(self, from: Side, to: Side) -> ProxyError {
+        match self {
+            SideError::Read(e) => ProxyError::io(from, &e),
+            SideError::Write(e) => ProxyError::io(to, &e),
+        }
+    }
 }
 
 /// Bursts moved socket to pipe to socket inside the kernel: the bytes of a
