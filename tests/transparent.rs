@@ -358,3 +358,95 @@ fn redirected_connections_are_decided_by_sni_host_and_path() {
         "{v:#}"
     );
 }
+
+/// Redirected tunnels walk the same tunnel path as CONNECT ones, so they
+/// are held to `--max-tunnels-per-client` too: a second TLS connection
+/// while one is open is refused (and logged), and the slot comes back when
+/// the first ends.
+#[test]
+fn redirected_tunnels_are_capped_per_client() {
+    let dir = fresh_dir("transparent-cap");
+    let ns = Netns::create("c");
+    let cert = test_cert(&["allowed.test"]);
+    let (cert_pem, _) = cert.write_pem(&dir, "origin");
+    start_origins(&ns, &cert);
+    let rules = run(Command::new(env!("CARGO_BIN_EXE_egressd")).args([
+        "transparent-rules",
+        "--mark",
+        MARK,
+        "--port",
+        &PORT.to_string(),
+    ]));
+    let rules_file = dir.join("rules.nft");
+    std::fs::write(&rules_file, rules).unwrap();
+    run(ns.exec().args(["nft", "-f", rules_file.to_str().unwrap()]));
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "allow = [\"https://allowed.test\"]\n").unwrap();
+    let args: Vec<String> = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--transparent",
+        &format!("127.0.0.1:{PORT}"),
+        "--mark",
+        MARK,
+        "--dns",
+        "static",
+        "--resolve",
+        "allowed.test=198.51.100.10",
+        "--max-tunnels-per-client",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let e = Egressd::start_wrapped(&dir, &["ip", "netns", "exec", &ns.name], &args);
+
+    // One TLS connection held open through egressd, from inside the namespace.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let held = ns.enter(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let s = tokio::net::TcpStream::connect("198.51.100.10:443").await.unwrap();
+            let tls = tls_over(s, "allowed.test", &cert).await;
+            ready_tx.send(()).unwrap();
+            let _ = tokio::task::spawn_blocking(move || release_rx.recv_timeout(WAIT)).await;
+            drop(tls);
+        })
+    });
+    ready_rx.recv_timeout(WAIT).expect("the first tunnel is open");
+
+    let ca = cert_pem.to_str().unwrap();
+    let https = [
+        "--cacert",
+        ca,
+        "--resolve",
+        "allowed.test:443:198.51.100.10",
+        "https://allowed.test/second",
+    ];
+    let (rc, _, _) = curl(&ns, &https);
+    assert_ne!(rc, 0, "a second tunnel from the same client is refused");
+    release_tx.send(()).unwrap();
+    held.join().unwrap();
+    // The slot is released when the first tunnel ends.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (rc, code, _) = curl(&ns, &https);
+        if rc == 0 && code == "200" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot never released");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let events = e.access_events();
+    assert!(
+        events
+            .iter()
+            .any(|v| v["error"] == "connection_limit_reached" && v["kind"] == "transparent"),
+        "{events:#?}"
+    );
+}

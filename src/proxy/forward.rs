@@ -434,9 +434,8 @@ fn spawn_upgraded(
 ) {
     let cut = shared.cut.clone();
     let idle = shared.config.tunnel_idle;
-    let tunnels = shared.metrics.tunnels_active.clone();
+    let guard = shared.count_tunnel();
     shared.tasks.spawn(async move {
-        tunnels.inc();
         let end = match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {
                 let out = relay(TokioIo::new(c), TokioIo::new(u), FirstCheck::NONE, idle, cut).await;
@@ -445,7 +444,7 @@ fn spawn_upgraded(
             }
             Err(e) => Err(ProxyError::Upgrade(e.to_string())),
         };
-        tunnels.dec();
+        drop(guard);
         ev.finish(end.as_ref().map(|_| ()));
     });
 }

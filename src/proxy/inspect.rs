@@ -31,7 +31,7 @@ use crate::policy::{Candidate, Kind, Policy};
 use crate::target;
 
 /// What the requests inside one inspected tunnel share.
-pub struct Tunnel {
+pub struct Session {
     pub client: SocketAddr,
     pub policy: Arc<Policy>,
     pub user: Option<Arc<str>>,
@@ -53,7 +53,7 @@ pub async fn serve<C>(
     inspector: Arc<Inspector>,
     mut client: C,
     pre: Vec<u8>,
-    tunnel: Tunnel,
+    tunnel: Session,
     ev: &mut Access,
 ) -> Result<(), ProxyError>
 where
@@ -157,7 +157,7 @@ where
     Ok(())
 }
 
-fn ev_rule(t: &Tunnel) -> Option<String> {
+fn ev_rule(t: &Session) -> Option<String> {
     t.policy
         .decide(&t.cand)
         .rule
@@ -165,7 +165,7 @@ fn ev_rule(t: &Tunnel) -> Option<String> {
 }
 
 struct Inner {
-    tunnel: Tunnel,
+    tunnel: Session,
     transport: Transport,
 }
 
@@ -248,7 +248,7 @@ async fn request(
 
 /// The request must name the tunnel's host (`Host` or `:authority`); it is
 /// then decided with its path and method.
-fn decide(shared: &Shared, t: &Tunnel, req: &Request<Incoming>, ev: &mut Access) -> Result<(), ProxyError> {
+fn decide(shared: &Shared, t: &Session, req: &Request<Incoming>, ev: &mut Access) -> Result<(), ProxyError> {
     let named = match req.uri().authority() {
         Some(a) => a.as_str().to_string(),
         None => {

@@ -30,9 +30,12 @@ pub mod dial;
 pub mod forward;
 // Step 6, for bodyless plain HTTP.
 pub mod h1;
-// Step 6.
+// Step 6: every way in that ends in a tunnel parses its framing, then
+// calls the one tunnel path.
+pub mod client;
 pub mod connect;
 pub mod transparent;
+pub mod tunnel;
 // Step 6.
 pub mod relay;
 // Step 6.
@@ -174,23 +177,28 @@ pub struct Shared {
     tunnels_by_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One client's claim on a tunnel; released when dropped.
-pub struct TunnelSlot {
+/// An open tunnel's claim: counted in `egressd_tunnels_active` and, for a
+/// tunnel a client asked for, one of its `--max-tunnels-per-client`.
+/// Dropping it gives both back, however the tunnel ends.
+pub struct TunnelGuard {
     shared: Arc<Shared>,
-    ip: IpAddr,
+    /// The client whose slot this holds.
+    client: Option<IpAddr>,
 }
 
-impl Drop for TunnelSlot {
+impl Drop for TunnelGuard {
     fn drop(&mut self) {
+        self.shared.metrics.tunnels_active.dec();
+        let Some(ip) = self.client else { return };
         let mut m = self
             .shared
             .tunnels_by_client
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
+        if let Some(n) = m.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                m.remove(&self.ip);
+                m.remove(&ip);
             }
         }
     }
@@ -296,16 +304,28 @@ impl Shared {
     }
 
     /// Claims a tunnel for `ip`, unless it has `max_tunnels_per_client` open.
-    pub fn tunnel_slot(self: &Arc<Self>, ip: IpAddr) -> Option<TunnelSlot> {
+    pub fn claim_tunnel(self: &Arc<Self>, ip: IpAddr) -> Option<TunnelGuard> {
         let mut m = self.tunnels_by_client.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(ip).or_default();
         if *n >= self.config.max_tunnels_per_client {
             return None;
         }
         *n += 1;
-        Some(TunnelSlot {
+        self.metrics.tunnels_active.inc();
+        Some(TunnelGuard {
             shared: self.clone(),
-            ip,
+            client: Some(ip),
         })
+    }
+
+    /// Counts a tunnel that holds no client slot: an upgraded HTTP
+    /// connection (WebSocket), which the client's request limits already
+    /// bound.
+    pub fn count_tunnel(self: &Arc<Self>) -> TunnelGuard {
+        self.metrics.tunnels_active.inc();
+        TunnelGuard {
+            shared: self.clone(),
+            client: None,
+        }
     }
 }

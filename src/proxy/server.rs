@@ -10,20 +10,17 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::client::{serve_http1, ClientTcp};
 use super::dial::Pool;
 use super::pipeline::refuse;
 use super::respond::{Body, ProxyError};
@@ -315,50 +312,6 @@ async fn serve_tls_connection(shared: Arc<Shared>, pool: Arc<Pool>, stream: TcpS
     }
 }
 
-/// A plain client socket while hyper serves it. When hyper ends the
-/// connection it shuts the socket down and drops it at once; the `close(2)`
-/// of the drop sends the same FIN (data still queued goes first), so the
-/// `shutdown(2)` is skipped: one syscall less per closed connection.
-/// Tunnels take the socket back from the upgrade (`connect.rs`) and
-/// half-close it for real.
-pub(super) struct ClientTcp(pub TcpStream);
-
-impl AsyncRead for ClientTcp {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ClientTcp {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 async fn serve_connection<IO>(shared: Arc<Shared>, pool: Arc<Pool>, stream: IO, peer: SocketAddr)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -366,47 +319,6 @@ where
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| route(svc_shared.clone(), pool.clone(), req, peer));
     serve_http1(&shared, stream, svc, peer).await
-}
-
-/// Whether the proxy's HTTP/1 server (hyper) queues a response's buffers for
-/// writev(2): no. Copying them into one buffer instead measured
-/// cheaper for small answers (about 750 instructions a keep-alive request,
-/// 1,200 a denial) and for large ones too (a 1 MiB body: 250 against 310
-/// us of CPU), since consecutive chunks then go out in one large write.
-pub(super) const WRITEV: bool = false;
-
-/// HTTP/1.1 with upgrades on a client connection, with the proxy's header
-/// limits, closed gracefully at shutdown.
-pub(super) async fn serve_http1<IO, S>(shared: &Shared, stream: IO, svc: S, peer: SocketAddr)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = Body>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut builder = http1::Builder::new();
-    // Head and body copied into one buffer and written with one write(2)
-    // (see [`WRITEV`]).
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.header_timeout)
-        .max_header_size(shared.config.max_header_bytes)
-        .keep_alive(true)
-        .writev(WRITEV);
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shared.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        // Client resets, bad requests and timeouts are routine: debug only.
-        tracing::debug!(client = %peer, error = %e, "connection ended with error");
-    }
 }
 
 /// Sends each request to the handler of its kind.

@@ -25,12 +25,13 @@ use hyper::service::service_fn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::dial::{dial, Pool};
-use super::hello::{self, FirstBytes, FirstCheck};
-use super::inspect;
-use super::pipeline::{self, Route};
-use super::relay::{relay_halves, Rewind};
+use super::client::{serve_http1, Client};
+use super::dial::Pool;
+use super::hello::{self, FirstBytes};
+use super::pipeline::Admitted;
+use super::relay::Rewind;
 use super::respond::ProxyError;
+use super::tunnel::{self, TunnelRequest};
 use super::{forward, Shared};
 use crate::access::{Access, EventKind};
 use crate::policy::{Candidate, Kind};
@@ -141,7 +142,7 @@ async fn read_first(client: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>
 }
 
 /// A TLS connection by its SNI (like `CONNECT sni:port`), or anything else
-/// by its original destination (CIDR rules only); relayed or inspected.
+/// by its original destination (CIDR rules only), on the one tunnel path.
 async fn tunnel(
     shared: &Arc<Shared>,
     pool: Arc<Pool>,
@@ -153,12 +154,15 @@ async fn tunnel(
 ) {
     let tls = sni.is_some();
     let host = sni.clone().unwrap_or_else(|| original.ip().to_string());
-    ev.sni(sni.clone());
-    let peer = ev.client();
-    let opened = open(shared, peer, &host, original, sni.is_some(), &mut ev).await;
-    let (opened, check) = match opened {
-        Ok(x) => x,
+    ev.sni(sni);
+    let opened = match ask(shared, ev.client(), &host, original, tls, &mut ev) {
+        Ok(t) => tunnel::open(shared, t, &mut ev).await,
+        Err(e) => Err(e),
+    };
+    let opened = match opened {
+        Ok(t) => t,
         Err(e) => {
+            // The app asked no proxy: a TLS client hears a TLS alert.
             if tls {
                 let _ = client.write_all(&TLS_REFUSAL).await;
             }
@@ -166,87 +170,25 @@ async fn tunnel(
         }
     };
     ev.status(200);
-    let tunnels = shared.metrics.tunnels_active.clone();
-    tunnels.inc();
-    let end = match opened {
-        Opened::Inspect(t, inspector) => {
-            let cut = shared.cut.clone();
-            tokio::select! {
-                r = inspect::serve(shared.clone(), pool, inspector, client, first, *t, &mut ev) => r,
-                _ = cut.cancelled() => Err(ProxyError::Shutdown),
-            }
-        }
-        Opened::Relay(Route::Direct(targets)) => {
-            match dial(&targets, shared.config.connect_timeout, shared.config.mark).await {
-                Ok((mut upstream, dialled)) => {
-                    ev.dialled(dialled);
-                    let splice = shared.config.splice.applies(original.ip(), dialled.addr.ip());
-                    let (cr, cw) = client.split();
-                    let (ur, uw) = upstream.split();
-                    let out = relay_halves(
-                        cr,
-                        cw,
-                        ur,
-                        uw,
-                        first,
-                        splice,
-                        check,
-                        shared.config.tunnel_idle,
-                        shared.cut.clone(),
-                    )
-                    .await;
-                    ev.bytes(out.up, out.down);
-                    out.end
-                }
-                Err(f) => Err(f.noted(&mut ev)),
-            }
-        }
-        Opened::Relay(Route::Parent(parent)) => {
-            let authority = format!("{host}:{}", original.port());
-            let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
-            match parent.tunnel(&authority, timeouts.0, timeouts.1).await {
-                Ok((mut upstream, early, reached)) => {
-                    ev.dialled(reached);
-                    if !early.is_empty() {
-                        let _ = client.write_all(&early).await;
-                    }
-                    let mut io = Rewind::new(first, client);
-                    let out = super::relay::relay(
-                        &mut io,
-                        &mut upstream,
-                        check,
-                        shared.config.tunnel_idle,
-                        shared.cut.clone(),
-                    )
-                    .await;
-                    ev.bytes(out.up, out.down + early.len() as u64);
-                    out.end
-                }
-                Err(e) => Err(e),
-            }
-        }
+    let client = Client::Tcp {
+        stream: client,
+        pre: first,
     };
-    tunnels.dec();
+    let end = tunnel::run(shared, pool, opened, client, &mut ev).await;
     ev.finish(end.as_ref().map(|_| ()));
 }
 
-/// A redirected connection allowed through: relayed on its route, or
-/// inspected.
-enum Opened {
-    Relay(Route),
-    Inspect(Box<inspect::Tunnel>, Arc<super::certs::Inspector>),
-}
-
-/// Decides a redirected connection to `host` (an SNI, or the original
-/// address) on the original port, and checks its addresses.
-async fn open(
-    shared: &Arc<Shared>,
+/// What a redirected connection to `host` (an SNI, or the original address)
+/// on the original port asks for. It carries no credentials: its network
+/// position admitted it, under the proxy's policy.
+fn ask(
+    shared: &Shared,
     peer: SocketAddr,
     host: &str,
     original: SocketAddr,
     by_name: bool,
     ev: &mut Access,
-) -> Result<(Opened, FirstCheck), ProxyError> {
+) -> Result<TunnelRequest, ProxyError> {
     if shared.own_addresses().contains(&original) {
         return Err(ProxyError::Loop);
     }
@@ -258,26 +200,12 @@ async fn open(
         .map_err(|e| ProxyError::BadRequest(e.to_string()))?
         .with_method(Method::CONNECT);
     ev.target(&cand);
-    let policy = shared.policy.load_full();
-    let (allowed, inspect) = pipeline::authorize_tunnel(shared, &policy, &cand, ev).await?;
-    let check = FirstCheck {
-        target: cand.host.as_name().map(str::to_string),
-        sni: policy.tunnel_sni(),
-        tls_only: allowed.decision.rule.is_some_and(|r| policy.rule(r).tls_only),
-    };
-    if let (true, Some(inspector)) = (inspect && by_name, shared.inspector.load_full()) {
-        let t = inspect::Tunnel {
-            client: peer,
-            policy: policy.clone(),
-            user: None,
-            cand,
-            authority,
-            route: allowed.route,
-            check: check.clone(),
-        };
-        return Ok((Opened::Inspect(Box::new(t), inspector), check));
-    }
-    Ok((Opened::Relay(allowed.route), check))
+    Ok(TunnelRequest {
+        client: peer,
+        admitted: Admitted::redirected(shared),
+        cand,
+        inspectable: by_name,
+    })
 }
 
 /// Plain HTTP on a redirected connection: each request's `Host` (on the
@@ -300,7 +228,7 @@ async fn serve_http(
             )
         }
     });
-    super::server::serve_http1(&shared, io, svc, peer).await
+    serve_http1(&shared, io, svc, peer).await
 }
 
 /// An origin-form request made absolute from its `Host` (which then names
