@@ -14,7 +14,7 @@ SECS=${SECS:-60}
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(policy_parse normalize matcher target client_hello)
+[ ${#targets[@]} -gt 0 ] || targets=(policy_parse normalize matcher target client_hello h1_response)
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   cp -n regressions/"$t"/* "corpus/$t/" 2>/dev/null || true

@@ -29,7 +29,7 @@
 //!    address, purely ([`policy::Policy::decide_addresses`], via
 //!    [`proxy::pipeline::check_addresses`]);
 //! 5. dial, each checked address in order ([`proxy::dial::dial`]; plain
-//!    HTTP through [`proxy::dial::Pool`]);
+//!    HTTP through [`proxy::pool::Pool`] and [`proxy::h1`]);
 //! 6. forward ([`proxy::forward`]) or relay ([`proxy::relay`]), the first
 //!    tunnel bytes judged purely ([`proxy::hello::judge`]);
 //! 7. finish: an error answer from the one mapping

@@ -105,3 +105,38 @@ fn client_hello() {
         }
     }
 }
+
+#[test]
+fn h1_response() {
+    use egressd::proxy::h1::read_offline;
+    for (name, data) in inputs("h1_response") {
+        let whole = read_offline(&data, data.len()).map_err(|e| e.to_string());
+        for split in [1, 2, 7, 64] {
+            let pieces = read_offline(&data, split).map_err(|e| e.to_string());
+            assert_eq!(pieces.is_ok(), whole.is_ok(), "{name}, split {split}: {pieces:?}");
+            if let (Ok(a), Ok(b)) = (&pieces, &whole) {
+                assert_eq!(a, b, "{name}, split {split}");
+            }
+        }
+        let file = name.rsplit('/').next().unwrap_or("");
+        match file {
+            "bare-lf-extension" | "bare-cr-trailer" | "size-overflow" | "conflicting-lengths" => {
+                assert!(whole.is_err(), "{name} must be refused: {whole:?}")
+            }
+            "chunked" | "interim-then-length" | "te-and-length" => {
+                let r = whole.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(r.ended, "{name}");
+                assert_eq!(
+                    r.body,
+                    if file == "te-and-length" {
+                        &b"abc"[..]
+                    } else {
+                        b"hello"
+                    },
+                    "{name}"
+                );
+            }
+            _ => {}
+        }
+    }
+}

@@ -10,8 +10,8 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::client::Client;
-use super::dial::Pool;
 use super::pipeline::{self, refuse};
+use super::pool::Pool;
 use super::respond::{empty, Body, ProxyError};
 use super::tunnel::{self, TunnelRequest};
 use super::Shared;

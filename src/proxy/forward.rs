@@ -15,112 +15,31 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
-use super::dial::{Hop, Pool, Transport, Upstream, UpstreamBody};
 use super::h1;
 use super::hello::FirstCheck;
+use super::hop::{has_token, strip_hop_by_hop};
 use super::parent::{Answer, Parent};
 use super::pipeline::{self, refuse};
+use super::pool::{Hop, Pool, Transport, Upstream, UpstreamBody};
 use super::relay::relay;
 use super::respond::{empty, Body, BoxError, ProxyError};
 use super::Shared;
 use crate::access::{Access, EventKind};
-
-/// Hop-by-hop fields (RFC 9110 §7.6.1), and the proxy's own. Names, not
-/// strings: removing by a string parses and hashes it on every message.
-static HOP_BY_HOP: [HeaderName; 10] = [
-    header::CONNECTION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("http2-settings"),
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
-
-/// Where `k` is in [`HOP_BY_HOP`]: a match on the name's text (a length
-/// switch, then one comparison) instead of ten `HeaderName` comparisons
-/// for each field of every message.
-fn hop_by_hop_index(k: &HeaderName) -> Option<usize> {
-    Some(match k.as_str() {
-        "connection" => 0,
-        "proxy-connection" => 1,
-        "keep-alive" => 2,
-        "te" => 3,
-        "trailer" => 4,
-        "transfer-encoding" => 5,
-        "upgrade" => 6,
-        "http2-settings" => 7,
-        "proxy-authorization" => 8,
-        "proxy-authenticate" => 9,
-        _ => return None,
-    })
-}
-
-/// Removes hop-by-hop fields, including those the `Connection` field names.
-/// Fields the proxy sets itself or that carry framing are never removed on
-/// a client's say-so (`Connection: Host` does not drop `Host`).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry one at most (`Connection: keep-alive`): one pass
-    // over the names notes which are present, and only those are removed
-    // (a removal hashes its name even when it is absent).
-    let mut present = 0u16;
-    for k in headers.keys() {
-        if let Some(i) = hop_by_hop_index(k) {
-            present |= 1 << i;
-        }
-    }
-    if present == 0 {
-        return;
-    }
-    // Fields the `Connection` field names (it is HOP_BY_HOP[0]). `close`
-    // names none, and the hop-by-hop names go below anyway: neither makes
-    // a name (an unknown name is an allocation), so `Connection:
-    // keep-alive` costs nothing.
-    let named: Vec<HeaderName> = if present & 1 == 0 {
-        Vec::new()
-    } else {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !t.eq_ignore_ascii_case("close")
-                    && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_str()))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
-            .collect()
-    };
-    for n in named {
-        headers.remove(n);
-    }
-    for (i, n) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(n);
-        }
-    }
-}
 
 /// The one upgrade passed on: `websocket`. Its path was decided and it
 /// carries no further HTTP requests. Any other token, `h2c` above all
 /// (whose HTTP/2 connection would carry requests no rule ever saw), is
 /// dropped with the rest of the hop-by-hop fields.
 fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    (h1::has_token(headers, header::UPGRADE, "websocket")
-        && h1::has_token(headers, header::CONNECTION, "upgrade"))
-    .then(|| HeaderValue::from_static("websocket"))
+    (has_token(headers, header::UPGRADE, "websocket") && has_token(headers, header::CONNECTION, "upgrade"))
+        .then(|| HeaderValue::from_static("websocket"))
 }
 
 pub async fn handle(
@@ -246,9 +165,13 @@ pub(super) async fn exchange(
         if req.body().is_end_stream() && !req.headers().contains_key(header::TRANSFER_ENCODING) {
             let (mut parts, _) = req.into_parts();
             to_origin_form(&mut parts, authority, None);
-            return h1::exchange(pool, targets, parts, timeouts, ev)
-                .await
-                .map(Sent::Own);
+            return match h1::exchange(pool.h1(), pool.mark(), targets, parts, timeouts).await {
+                Ok(exchanged) => {
+                    ev.dialled(exchanged.reached);
+                    Ok(Sent::Own(exchanged))
+                }
+                Err(f) => Err(pipeline::dial_failed(f, ev)),
+            };
         }
     }
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -357,7 +280,7 @@ async fn send(
         } else {
             pool.connect(hop, connect_timeout, transport, h2).await
         };
-        let (mut upstream, dialled) = got.map_err(|f| f.noted(ev))?;
+        let (mut upstream, dialled) = got.map_err(|f| pipeline::dial_failed(f, ev))?;
         ev.dialled(dialled);
         match tokio::time::timeout(response_timeout, upstream.sender.try_send_request(request)).await {
             Ok(Ok(resp)) => {
@@ -392,7 +315,7 @@ pub(super) fn respond(shared: &Arc<Shared>, pool: &Arc<Pool>, sent: Sent, mut ev
         } => (resp, upstream, up, client_upgrade),
         Sent::Own(exchanged) => {
             ev.status(exchanged.head.status.as_u16());
-            let (mut parts, body) = exchanged.into_body(ev, pool.clone());
+            let (mut parts, body) = exchanged.into_body(ev, pool.h1().clone());
             strip_hop_by_hop(&mut parts.headers);
             return Response::from_parts(parts, BodyExt::boxed(body));
         }
@@ -423,6 +346,14 @@ pub(super) fn respond(shared: &Arc<Shared>, pool: &Arc<Pool>, sent: Sent, mut ev
         },
     };
     Response::from_parts(parts, BodyExt::boxed(body.map_err(BoxError::from)))
+}
+
+/// The event of a request whose body the proxy's own client streams.
+impl h1::BodyEnd for Access {
+    fn ended(mut self, down: u64, end: Result<(), &ProxyError>) {
+        self.bytes(0, down);
+        self.finish(end);
+    }
 }
 
 /// Relays an upgraded connection (WebSocket) after a 101 from upstream.
@@ -566,20 +497,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_names_are_found_by_their_text() {
-        for (i, n) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(hop_by_hop_index(n), Some(i), "{n}");
-        }
-        for n in [
-            header::HOST,
-            header::CONTENT_LENGTH,
-            HeaderName::from_static("x-te"),
-        ] {
-            assert_eq!(hop_by_hop_index(&n), None, "{n}");
-        }
-    }
-
-    #[test]
     fn a_request_is_named_as_display_names_it() {
         for (m, u) in [
             ("GET", "http://a.test/x?y=1"),
@@ -610,39 +527,5 @@ mod tests {
             assert_eq!(parts.uri.path_and_query().unwrap().as_str(), origin, "{absolute}");
             assert_eq!(parts.headers[header::HOST], "a.test");
         }
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_fields_go() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
-            ("connection", "keep-alive, X-Secret, Host, Proxy-Authorization"),
-            ("x-secret", "1"),
-            ("host", "a.example.com"),
-            ("proxy-authorization", "Basic abc"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("x-kept", "yes"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
-        strip_hop_by_hop(&mut h);
-        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, vec!["host", "x-kept"]);
-        // An origin's usual `Connection: Keep-Alive` names nothing more.
-        let mut h = HeaderMap::new();
-        for (k, v) in [
-            ("connection", "Keep-Alive"),
-            ("keep-alive", "timeout=5"),
-            ("content-length", "2"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
-        strip_hop_by_hop(&mut h);
-        assert_eq!(
-            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-            vec!["content-length"]
-        );
     }
 }

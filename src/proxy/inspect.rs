@@ -19,10 +19,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 
 use super::certs::Inspector;
-use super::dial::{Pool, TlsOrigin, Transport};
 use super::hello::{FirstCheck, Judgement};
 use super::pipeline::Route;
 use super::pipeline::{self, refuse};
+use super::pool::{Pool, TlsOrigin, Transport};
 use super::relay::{read_first, Rewind};
 use super::respond::{Body, ProxyError};
 use super::{forward, Shared};

@@ -8,7 +8,8 @@
 //! 2. [`pipeline`]: the steps in order, from parsing the target to the
 //!    decision and the checked addresses;
 //! 3. [`resolve`]: names to addresses (pins, then the system resolver);
-//! 4. [`dial`]: one dialer for every kind of request, and the upstream pool;
+//! 4. [`dial`]: one dialer for every kind of request; [`pool`] and [`h1`]:
+//!    upstream HTTP connections;
 //! 5. [`forward`] (plain HTTP, bodyless requests over [`h1`]) and
 //!    [`connect`] (tunnels), relayed by
 //!    [`relay`], whose first client bytes [`hello`] judges;
@@ -26,10 +27,12 @@ pub mod pipeline;
 pub mod resolve;
 // Step 5.
 pub mod dial;
+pub mod pool;
 // Step 6.
 pub mod forward;
 // Step 6, for bodyless plain HTTP.
 pub mod h1;
+pub mod hop;
 // Step 6: every way in that ends in a tunnel parses its framing, then
 // calls the one tunnel path.
 pub mod client;

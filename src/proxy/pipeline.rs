@@ -20,8 +20,9 @@ use std::time::Instant;
 
 use http::{header, HeaderMap, Response, Uri};
 
-use super::dial::Hop;
+use super::dial::DialError;
 use super::parent::Parent;
+use super::pool::Hop;
 use super::respond::{Body, ProxyError};
 use super::Shared;
 use crate::access::Access;
@@ -265,6 +266,14 @@ async fn authorize_decided(
             Err(e)
         }
     }
+}
+
+/// Step 5's failure: the last address tried goes in the event.
+pub fn dial_failed(f: DialError, ev: &mut Access) -> ProxyError {
+    if let Some(t) = f.last {
+        ev.dialled(t);
+    }
+    f.error
 }
 
 /// Step 7 for a request that does not go through: answers with the error

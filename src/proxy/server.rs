@@ -21,8 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::client::{serve_http1, ClientTcp};
-use super::dial::Pool;
 use super::pipeline::refuse;
+use super::pool::Pool;
 use super::respond::{Body, ProxyError};
 use super::{connect, forward, Shared};
 use crate::access::EventKind;

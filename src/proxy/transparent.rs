@@ -26,9 +26,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::client::{serve_http1, Client};
-use super::dial::Pool;
 use super::hello::{self, FirstBytes};
 use super::pipeline::Admitted;
+use super::pool::Pool;
 use super::relay::Rewind;
 use super::respond::ProxyError;
 use super::tunnel::{self, TunnelRequest};

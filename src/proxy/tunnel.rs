@@ -23,11 +23,12 @@ use tokio::net::TcpStream;
 
 use super::certs::Inspector;
 use super::client::{Client, ClientIo};
-use super::dial::{dial, Pool};
+use super::dial::dial;
 use super::hello::FirstCheck;
 use super::inspect;
 use super::parent::ParentStream;
 use super::pipeline::{self, Admitted, Route};
+use super::pool::Pool;
 use super::relay::{relay, relay_halves, Outcome, Rewind};
 use super::respond::{ProxyError, Side};
 use super::{Shared, TunnelGuard};
@@ -124,7 +125,7 @@ pub async fn open(shared: &Arc<Shared>, req: TunnelRequest, ev: &mut Access) -> 
         }
         Route::Direct(targets) => {
             let dialled = dial(&targets, shared.config.connect_timeout, shared.config.mark).await;
-            let (upstream, reached) = dialled.map_err(|f| f.noted(ev))?;
+            let (upstream, reached) = dialled.map_err(|f| pipeline::dial_failed(f, ev))?;
             ev.dialled(reached);
             Link::Splice {
                 splice: splice(reached.addr),

@@ -1,0 +1,243 @@
+//! Upstream HTTP/1.1 for requests without a body to plain-HTTP origins
+//! (most of what a proxy forwards: `GET`, `HEAD`), driven in the client
+//! connection's own task: the request head is written and the response read
+//! straight from the socket, and the body is handed to the client as the
+//! client side polls for it.
+//!
+//! Why not hyper's client here: it runs each upstream connection as a task
+//! of its own behind a dispatch channel, and on a keep-alive hop that task,
+//! its wake-ups and its body channel were a third of the proxy's CPU (see
+//! `benches/README.md`). A request without a body needs none of it: no
+//! body streams up while the response streams down. Requests with bodies,
+//! upgrades, TLS origins (HTTP/2) and the parent proxy stay on hyper's
+//! client. The message syntax is httparse's; what is written here is the
+//! framing of RFC 9112 §6, in the shape of hyper's `proto/h1`, one part
+//! per file:
+//!
+//! - [`head`]: response heads parsed (pure);
+//! - [`framing`]: how a body is framed, from its head (pure);
+//! - [`chunked`]: the chunked decoder (pure);
+//! - [`conn`]: one connection's head I/O;
+//! - [`body`]: the body streamed to the client;
+//! - here: the exchange, and the idle connections of one worker.
+
+mod body;
+pub mod chunked;
+mod conn;
+pub mod framing;
+pub mod head;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+pub use body::{BodyEnd, ResponseBody};
+pub use chunked::{Chunked, Step};
+use conn::{Conn, Failed};
+pub use framing::{framing, Framing};
+pub use head::{parse_head, Parsed};
+
+use super::dial::{dial, DialError, Seeded, POOL_IDLE, POOL_PER_ADDR};
+use super::respond::ProxyError;
+use crate::policy::Resolved;
+
+/// Reads go into at least this much free buffer.
+const READ_SPACE: usize = 16 * 1024;
+
+/// The proxy's own idle connections of one worker, by the address they
+/// reached.
+#[derive(Default)]
+pub struct IdleConns {
+    by_addr: Mutex<HashMap<SocketAddr, Vec<Conn>, Seeded>>,
+}
+
+impl IdleConns {
+    /// An idle connection to the first of `targets` that has one, still
+    /// open and not idle too long.
+    fn checkout(&self, targets: &[Resolved]) -> Option<Conn> {
+        let mut m = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        for t in targets {
+            let Some(idle) = m.get_mut(&t.addr) else { continue };
+            while let Some(mut c) = idle.pop() {
+                if c.since.elapsed() <= POOL_IDLE && c.is_open() {
+                    // This request's check of the address, not the last one's.
+                    c.reached = *t;
+                    return Some(c);
+                }
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose response ended.
+    fn checkin(&self, mut c: Conn) {
+        let mut m = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        let v = m.entry(c.reached.addr).or_default();
+        if v.len() < POOL_PER_ADDR {
+            c.since = std::time::Instant::now();
+            v.push(c);
+        }
+    }
+
+    /// Closes the connections that servers closed or that idled too long.
+    pub fn sweep(&self) {
+        let mut m = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, v| {
+            v.retain(|c| c.since.elapsed() <= POOL_IDLE && c.is_open());
+            !v.is_empty()
+        });
+    }
+}
+
+/// A response whose head was read: its head, and its body still on the
+/// connection.
+pub struct Exchanged {
+    pub head: http::response::Parts,
+    /// The address that answered.
+    pub reached: Resolved,
+    conn: Conn,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Sends a request without a body to the first of `targets` that answers
+/// (over an idle connection if the pool holds one) and reads the response
+/// head within `response_timeout`. A pooled connection the server had
+/// closed is replaced once by a new one, if the method is idempotent.
+pub async fn exchange(
+    idle: &IdleConns,
+    mark: Option<u32>,
+    targets: &[Resolved],
+    mut parts: http::request::Parts,
+    (connect_timeout, response_timeout): (std::time::Duration, std::time::Duration),
+) -> Result<Exchanged, DialError> {
+    let mut pooled = idle.checkout(targets);
+    loop {
+        let mut conn = match pooled.take() {
+            Some(c) => c,
+            None => {
+                let (io, t) = dial(targets, connect_timeout, mark).await?;
+                Conn::new(io, t)
+            }
+        };
+        let reached = conn.reached;
+        let failed = |error| DialError {
+            error,
+            last: Some(reached),
+        };
+        let once = async {
+            conn.write_head(&parts)
+                .await
+                .map_err(|e| conn.failed(false, &e))?;
+            conn.read_head(&mut parts.headers).await
+        };
+        match tokio::time::timeout(response_timeout, once).await {
+            Err(_) => return Err(failed(ProxyError::ResponseTimeout)),
+            Ok(Ok(mut head)) => {
+                let (framing, keep_alive) =
+                    framing(&parts.method, head.status, head.version, &mut head.headers).map_err(failed)?;
+                return Ok(Exchanged {
+                    head,
+                    reached,
+                    conn,
+                    framing,
+                    keep_alive,
+                });
+            }
+            Ok(Err(Failed::Stale)) if parts.method.is_idempotent() => continue,
+            Ok(Err(Failed::Stale)) => {
+                return Err(failed(ProxyError::UpstreamResponse(
+                    "the upstream closed an idle connection as the request was sent".into(),
+                )))
+            }
+            Ok(Err(Failed::Error(e))) => return Err(failed(e)),
+        }
+    }
+}
+
+impl Exchanged {
+    /// The body, streamed from the connection; its end is told to `end`,
+    /// and the connection goes back to `idle` when it can carry another
+    /// request.
+    pub fn into_body<E: BodyEnd>(
+        self,
+        end: E,
+        idle: Arc<IdleConns>,
+    ) -> (http::response::Parts, ResponseBody<E>) {
+        let body = ResponseBody {
+            conn: Some(self.conn),
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+            down: 0,
+            end: Some(end),
+            idle,
+            failing: None,
+        };
+        (self.head, body)
+    }
+}
+
+/// What [`read_offline`] read: the final status (once the head was whole),
+/// the body bytes decoded, and whether the body ended.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Offline {
+    pub status: Option<http::StatusCode>,
+    pub body: Vec<u8>,
+    pub ended: bool,
+}
+
+/// Reads a response to a `GET` from `wire`, handed over in pieces of
+/// `split` bytes as reads would hand it, through the same head parser,
+/// framing and chunked decoder as a connection. For the fuzz target and
+/// its replays in `cargo test`: whatever the bytes, no panic, and the same
+/// answer (or refusal) whatever the read boundaries.
+pub fn read_offline(wire: &[u8], split: usize) -> Result<Offline, ProxyError> {
+    let (mut buf, mut spans, mut fields) = (bytes::BytesMut::new(), Vec::new(), http::HeaderMap::new());
+    let mut pieces = wire.chunks(split.max(1));
+    let mut read = Offline {
+        status: None,
+        body: Vec::new(),
+        ended: false,
+    };
+    let mut body: Option<Framing> = None;
+    loop {
+        match &mut body {
+            None => match parse_head(&mut buf, &mut spans, &mut fields)? {
+                Some(Parsed::Interim) => continue,
+                Some(Parsed::Head(mut head)) => {
+                    let (f, _) = framing(&http::Method::GET, head.status, head.version, &mut head.headers)?;
+                    read.status = Some(head.status);
+                    body = Some(f);
+                    continue;
+                }
+                None => {}
+            },
+            Some(Framing::Length(left)) => {
+                let n = (buf.len() as u64).min(*left);
+                read.body.extend_from_slice(&buf.split_to(n as usize));
+                *left -= n;
+                if *left == 0 {
+                    read.ended = true;
+                    return Ok(read);
+                }
+            }
+            Some(Framing::Close) => read.body.extend_from_slice(&buf.split()),
+            Some(Framing::Chunked(c)) => loop {
+                match c.step(&mut buf)? {
+                    Step::Data(n) => read.body.extend_from_slice(&buf.split_to(n)),
+                    Step::More => break,
+                    Step::Done => {
+                        read.ended = true;
+                        return Ok(read);
+                    }
+                }
+            },
+        }
+        match pieces.next() {
+            Some(p) => buf.extend_from_slice(p),
+            None => break,
+        }
+    }
+    read.ended = body == Some(Framing::Close);
+    Ok(read)
+}
