@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::access::EventKind;
+use crate::access::event::{AccessSink, Event, Why};
 use crate::audit::{self, logs, DeniedHost, Observation};
 use crate::policy::{Kind, Reason, Verdict};
 use crate::shard::{lock, Sharded};
@@ -53,24 +53,6 @@ pub struct Entry {
 
 fn method_str<S: serde::Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(m.as_str())
-}
-
-/// What the pipeline hands over when an event finishes.
-pub struct Finished<'a> {
-    pub client: IpAddr,
-    pub user: Option<Arc<str>>,
-    pub kind: EventKind,
-    pub method: &'a http::Method,
-    pub host: String,
-    pub port: u16,
-    pub path: Option<String>,
-    pub verdict: Verdict,
-    /// The policy's reason, when the policy decided.
-    pub reason: Option<Reason>,
-    /// The reason as logged (also for refusals before any decision).
-    pub why: &'static str,
-    pub rule: Option<Arc<str>>,
-    pub status: u16,
 }
 
 /// A refused destination, since start.
@@ -202,15 +184,22 @@ fn cut(mut path: String) -> String {
     path
 }
 
+/// The live view keeps every finished event.
+impl AccessSink for Live {
+    fn record(&self, e: &Event) {
+        Live::record(self, e)
+    }
+}
+
 impl Live {
     /// Records one finished event.
-    pub fn record(&self, f: Finished) {
+    pub fn record(&self, f: &Event) {
         let time_ms = now_ms();
-        let path = f.path.map(cut);
+        let path = f.path.clone().map(cut);
         // A refusal the policy made (report mode's would-deny included):
         // counted per destination, read as `report` reads its log line.
         let refused = matches!(f.verdict, Verdict::Deny | Verdict::WouldDeny)
-            .then_some(f.reason)
+            .then(|| f.reason())
             .flatten();
         let kind = logs::target_kind(f.kind, path.is_some());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -219,7 +208,7 @@ impl Live {
             if let Some(reason) = refused {
                 let who = Who {
                     time_ms,
-                    client: f.client,
+                    client: f.client.ip(),
                     user: f.user.as_ref(),
                 };
                 // Written into the shard's buffer: no allocation per refusal.
@@ -235,16 +224,16 @@ impl Live {
             g.ring.push_back(Entry {
                 seq,
                 time_ms,
-                client: f.client,
-                user: f.user,
+                client: f.client.ip(),
+                user: f.user.clone(),
                 kind: f.kind.as_str(),
                 method: f.method.clone(),
-                host: f.host,
+                host: f.host.clone(),
                 port: f.port,
                 path,
                 decision: f.verdict.as_str(),
-                reason: f.why,
-                rule: f.rule,
+                reason: f.why.map_or("", Why::as_str),
+                rule: f.rule.clone(),
                 status: f.status,
             });
         })
@@ -419,16 +408,11 @@ pub struct Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::event::EventKind;
 
-    fn event(
-        host: &str,
-        port: u16,
-        path: Option<&str>,
-        verdict: Verdict,
-        reason: Reason,
-    ) -> Finished<'static> {
-        Finished {
-            client: "10.0.0.7".parse().unwrap(),
+    fn event(host: &str, port: u16, path: Option<&str>, verdict: Verdict, reason: Reason) -> Event {
+        Event {
+            client: "10.0.0.7:5000".parse().unwrap(),
             user: None,
             kind: if path.is_some() {
                 EventKind::Http
@@ -436,18 +420,29 @@ mod tests {
                 EventKind::Connect
             },
             method: if path.is_some() {
-                &http::Method::GET
+                http::Method::GET
             } else {
-                &http::Method::CONNECT
+                http::Method::CONNECT
             },
             host: host.into(),
             port,
             path: path.map(str::to_string),
             verdict,
-            reason: Some(reason),
-            why: reason.as_str(),
+            why: Some(Why::Policy(reason)),
             rule: None,
+            flags: Default::default(),
+            policy_version: Arc::from("v"),
+            dialled: None,
+            via: None,
+            original_dst: None,
+            dst_mismatch: false,
+            sni: None,
             status: 403,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration: Default::default(),
+            error: None,
+            detail: None,
         }
     }
 
@@ -465,7 +460,7 @@ mod tests {
         let live = Live::default();
         let n = RING + MAX_DESTS + 10;
         for i in 0..n {
-            live.record(event(
+            live.record(&event(
                 &format!("h{i}.example.org"),
                 443,
                 None,
@@ -487,7 +482,7 @@ mod tests {
     fn cursor_returns_only_newer_decisions() {
         let live = Live::default();
         for host in ["a.example.org", "b.example.org", "c.example.org"] {
-            live.record(event(host, 80, Some("/x"), Verdict::Allow, Reason::Allowed));
+            live.record(&event(host, 80, Some("/x"), Verdict::Allow, Reason::Allowed));
         }
         let s = live.snapshot(2);
         assert_eq!(s.next, 3);
@@ -504,16 +499,16 @@ mod tests {
         let live = Live::default();
         let e = |client: &str, path: &str, user: Option<&str>| {
             let mut f = event("x.example.org", 80, Some(path), Verdict::Deny, Reason::NoMatch);
-            f.client = client.parse().unwrap();
+            f.client = std::net::SocketAddr::new(client.parse().unwrap(), 5000);
             f.user = user.map(Arc::from);
-            live.record(f);
+            live.record(&f);
         };
         e("10.0.0.1", "/a", None);
         e("10.0.0.2", "/b", Some("ann"));
         e("10.0.0.2", "/b", Some("ann"));
         e("10.0.0.3", "/c", Some("bob"));
         e("10.0.0.3", "/d", None);
-        live.record(event("x.example.org", 80, None, Verdict::Deny, Reason::NoMatch));
+        live.record(&event("x.example.org", 80, None, Verdict::Deny, Reason::NoMatch));
         let s = live.snapshot(0);
         assert_eq!(s.denied.len(), 1, "{:?}", s.denied);
         let d = &s.denied[0];
@@ -539,35 +534,35 @@ mod tests {
     fn refusals_group_by_destination_with_report_s_suggestions() {
         let live = Live::default();
         let long = format!("/{}", "é".repeat(400));
-        live.record(event(
+        live.record(&event(
             "www.google.com",
             80,
             Some(&long),
             Verdict::Deny,
             Reason::PathNotAllowed,
         ));
-        live.record(event(
+        live.record(&event(
             "www.google.com",
             80,
             Some("/search"),
             Verdict::Deny,
             Reason::PathNotAllowed,
         ));
-        live.record(event(
+        live.record(&event(
             "a.cdn.example.net",
             443,
             None,
             Verdict::WouldDeny,
             Reason::NoMatch,
         ));
-        live.record(event(
+        live.record(&event(
             "b.cdn.example.net",
             443,
             None,
             Verdict::Deny,
             Reason::NoMatch,
         ));
-        live.record(event(
+        live.record(&event(
             "ok.example.net",
             443,
             None,

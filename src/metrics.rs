@@ -15,8 +15,8 @@ use rustc_hash::FxHashMap;
 
 use crate::shard::{lock, Sharded};
 
+use crate::access::event::{AccessSink, ErrorClass, Event, Party, Why};
 use crate::policy::Verdict;
-use crate::proxy::respond::{ErrorClass, Party};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -171,6 +171,26 @@ impl EncodeMetric for DecisionSeconds {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
+    }
+}
+
+/// The metrics count every finished event.
+impl AccessSink for Metrics {
+    fn record(&self, e: &Event) {
+        Metrics::record(
+            self,
+            &Sample {
+                kind: e.kind.as_str(),
+                verdict: e.verdict,
+                method: &e.method,
+                rule: e.rule.as_ref(),
+                reason: e.why.map(Why::as_str),
+                error: e.error,
+                bytes_up: e.bytes_up,
+                bytes_down: e.bytes_down,
+                via: e.via.map(crate::policy::Via::as_str),
+            },
+        );
     }
 }
 

@@ -4,8 +4,7 @@
 
 use std::fmt::Write;
 
-use super::render::Extras;
-use super::Summary;
+use super::{Extras, Summary};
 
 const MAX_ROWS: usize = 200;
 const TOP: usize = 15;

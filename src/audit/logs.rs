@@ -256,9 +256,16 @@ mod tests {
         use crate::access::{Access, EventKind};
         use crate::policy::{Candidate, Kind, Policy};
 
+        /// A sink that keeps the lines the log line sink would write.
+        struct Lines(std::sync::Mutex<Vec<u8>>);
+        impl crate::access::AccessSink for Lines {
+            fn record(&self, e: &crate::access::Event) {
+                crate::access::line::write_line(e, &mut self.0.lock().unwrap(), true);
+            }
+        }
+
         let policy = Policy::from_toml(r#"allow = ["www.example.com"]"#, "t.toml").unwrap();
-        let metrics = Arc::new(crate::metrics::Metrics::new());
-        let mut out = Vec::new();
+        let lines = Arc::new(Lines(Default::default()));
         {
             for (kind, method, cand) in [
                 (
@@ -283,17 +290,15 @@ mod tests {
                     kind,
                     &method,
                     &policy,
-                    metrics.clone(),
-                    None,
+                    Arc::new([lines.clone() as Arc<dyn crate::access::AccessSink>]),
                 );
                 ev.raw_target("ignored", cand.path.as_ref().map(|p| p.path.as_str()));
                 ev.target(&cand);
                 ev.decided(&policy, &policy.decide(&cand));
-                ev.write_line(&mut out, true);
-                ev.finish(Ok(()));
+                ev.finish(Ok::<(), &crate::proxy::respond::ProxyError>(()));
             }
         }
-        let out = String::from_utf8(out).unwrap();
+        let out = String::from_utf8(std::mem::take(&mut lines.0.lock().unwrap())).unwrap();
         let read: Vec<Observation> = out.lines().filter_map(parse_line).collect();
         assert_eq!(read.len(), 3, "{out}");
         assert_eq!(read[1].candidate.method, http::Method::PUT);

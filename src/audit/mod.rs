@@ -430,3 +430,14 @@ pub fn audit<'a>(
         }
     }
 }
+
+/// Extra sections a report adds to the summary.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Extras {
+    /// Denials by client address.
+    pub denied_by_client: Vec<(String, u64)>,
+    /// Denials by hour (`YYYY-MM-DDTHH:00Z`).
+    pub denied_by_hour: Vec<(String, u64)>,
+    /// Rules of the policy that nothing matched.
+    pub unused_rules: Vec<String>,
+}

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::Summary;
+use super::{Extras, Summary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -15,17 +15,6 @@ pub enum Format {
 }
 
 const MAX_HOSTS: usize = 50;
-
-/// Extra sections a report adds to the summary.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Extras {
-    /// Denials by client address.
-    pub denied_by_client: Vec<(String, u64)>,
-    /// Denials by hour (`YYYY-MM-DDTHH:00Z`).
-    pub denied_by_hour: Vec<(String, u64)>,
-    /// Rules of the policy that nothing matched.
-    pub unused_rules: Vec<String>,
-}
 
 /// `title` heads the HTML page (what was asked, of which policy);
 /// `sections` are further HTML sections (such as a candidate's diff).

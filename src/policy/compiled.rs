@@ -4,13 +4,16 @@
 
 use std::sync::Arc;
 
-use super::decision::Decision;
 use super::net::CidrTable;
 use super::pin::Pin;
 use super::rule::{Day, Inspect, Mode, OnConnect, Rule, RuleIdx, SniMode, Via};
 use super::trie::HostTrie;
 
-/// A compiled policy. Cheap to share behind an `Arc`; never mutated.
+/// A compiled policy. Cheap to share behind an `Arc`. Its one mutable
+/// field is [`Policy::today`], the day rule expiry is judged by: the pure
+/// core has no clock, so the caller moves it on ([`Policy::set_today`], at
+/// load and as each day begins) and every decision reads it. Everything
+/// else is fixed when the policy is built.
 #[derive(Debug)]
 pub struct Policy {
     pub(super) rules: Vec<Rule>,
@@ -63,10 +66,9 @@ impl Policy {
         })
     }
 
-    /// How traffic `d` allows leaves when a parent proxy is configured:
-    /// its rule's `via`, else the policy's.
-    pub fn via(&self, d: &Decision) -> Via {
-        d.rule.and_then(|r| self.rule(r).via).unwrap_or(self.via)
+    /// How traffic leaves through a parent when no rule says otherwise.
+    pub fn default_via(&self) -> Via {
+        self.via
     }
     /// A hash of the policy source: `sha256:` and 12 hex digits.
     pub fn version(&self) -> &str {

@@ -9,7 +9,7 @@ use super::net::{SpecialRange, METADATA_NAMES};
 use super::normalize::{self, normalize_host, normalize_path, Host, HostError, NormPath};
 use super::pattern::HostPattern;
 use super::rank::{HostSpec, Specificity};
-use super::rule::{Action, Day, Inspect, Kind, Mode, OnConnect, Rule, RuleIdx, RuleTarget};
+use super::rule::{Action, Day, Inspect, Kind, Mode, OnConnect, Rule, RuleIdx, RuleTarget, Via};
 use super::trie::PathTable;
 
 /// A request, normalised once, as every matcher sees it.
@@ -400,7 +400,16 @@ impl Pick {
 // === impl Policy ===
 
 impl Policy {
-    /// Decides a request on its host, port and path.
+    /// How traffic `d` allows leaves when a parent proxy is configured:
+    /// its rule's `via`, else the policy's.
+    pub fn via(&self, d: &Decision) -> Via {
+        d.rule
+            .and_then(|r| self.rule(r).via)
+            .unwrap_or(self.default_via())
+    }
+
+    /// Decides a request on its host, port and path. Expired rules are
+    /// judged by [`Policy::today`], the policy's one mutable field.
     pub fn decide(&self, c: &Candidate) -> Decision {
         let d = match &c.host {
             Host::Ip(ip) => self.decide_literal(*ip, c),

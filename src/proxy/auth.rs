@@ -60,26 +60,7 @@ pub struct Principal {
     pub policy: Option<Arc<Policy>>,
 }
 
-/// Why a request was not authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthError {
-    /// No credentials: 407 asks for them.
-    Missing,
-    /// Wrong user or password: 407.
-    Failed,
-    /// Too many failures from this client: 429.
-    RateLimited,
-}
-
-impl AuthError {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthError::Missing => "auth_required",
-            AuthError::Failed => "auth_failed",
-            AuthError::RateLimited => "auth_rate_limited",
-        }
-    }
-}
+pub use crate::access::event::AuthError;
 
 /// One loading of the credentials file.
 struct Users {

@@ -61,10 +61,10 @@ impl AsyncWrite for ClientTcp {
 }
 
 /// Whether the proxy's HTTP/1 server (hyper) queues a response's buffers for
-/// writev(2): no. Copying them into one buffer instead measured
-/// cheaper for small answers (about 750 instructions a keep-alive request,
-/// 1,200 a denial) and for large ones too (a 1 MiB body: 250 against 310
-/// us of CPU), since consecutive chunks then go out in one large write.
+/// writev(2): no. Copying them into one buffer instead measured cheaper
+/// for small answers and for large ones too, since consecutive chunks then
+/// go out in one large write (figures: `benches/README.md`, "Figures the
+/// source relies on").
 pub(super) const WRITEV: bool = false;
 
 /// HTTP/1.1 with upgrades on a client connection, with the proxy's header

@@ -193,12 +193,12 @@ pub(super) async fn exchange(
     let request = Request::from_parts(parts, body);
     // HTTP/2 may be offered to a TLS origin unless the request upgrades.
     let h2 = client_upgrade.is_none();
-    // Boxed: hyper's client path (dial, TLS, HTTP/2 handshake) is a 10 KB
+    // Boxed: hyper's client path (dial, TLS, HTTP/2 handshake) is a large
     // future, and each async caller up to the connection's service holds
-    // its callee about twice over: inline it made the service future
-    // 101 KB, which hyper moves into a box of its own on every new client
-    // connection (20% of a new connection's instructions). Boxed, the
-    // service future is 5.7 KB and only this path pays an allocation.
+    // its callee about twice over: inline it made the service future many
+    // times larger, and hyper moves that into a box of its own on every new
+    // client connection. Boxed, only this path pays an allocation (sizes
+    // and cost: `benches/README.md`, "Figures the source relies on").
     match Box::pin(send(pool, &hop, request, transport, timeouts, h2, ev)).await {
         Ok((resp, upstream)) => Ok(Sent::Hyper {
             resp,
@@ -296,7 +296,7 @@ async fn send(
                     request = unsent;
                     fresh = true;
                 }
-                _ => return Err(classify(&e.into_error())),
+                _ => return Err(upstream_error(&e.into_error())),
             },
             Err(_) => return Err(ProxyError::ResponseTimeout),
         }
@@ -381,7 +381,7 @@ fn spawn_upgraded(
 }
 
 /// Maps a failed exchange with upstream to what the user should hear.
-fn classify(e: &hyper::Error) -> ProxyError {
+fn upstream_error(e: &hyper::Error) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<io::Error>() {

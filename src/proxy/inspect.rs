@@ -108,7 +108,7 @@ where
         transport: Transport::Tls(origin),
     });
     let svc_shared = shared.clone();
-    let idle = Arc::new(Idle::default());
+    let idle = Arc::new(InFlight::default());
     let seen = idle.clone();
     let svc = service_fn(move |req| {
         let (shared, pool, ctx, seen) = (svc_shared.clone(), pool.clone(), ctx.clone(), seen.clone());
@@ -171,21 +171,21 @@ struct Inner {
 
 /// Requests in flight on an inspected connection, and when the last one
 /// began or ended.
-struct Idle {
+struct InFlight {
     active: std::sync::atomic::AtomicUsize,
     since: std::sync::Mutex<std::time::Instant>,
 }
 
-impl Default for Idle {
-    fn default() -> Idle {
-        Idle {
+impl Default for InFlight {
+    fn default() -> InFlight {
+        InFlight {
             active: std::sync::atomic::AtomicUsize::new(0),
             since: std::sync::Mutex::new(std::time::Instant::now()),
         }
     }
 }
 
-impl Idle {
+impl InFlight {
     fn touch(&self) {
         *self.since.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
     }

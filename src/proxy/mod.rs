@@ -1,20 +1,15 @@
 //! The I/O shell: listeners, the request pipeline, DNS, dialling, bytes.
 //! Every decision is made by [`crate::policy`]; this module carries bytes
-//! and reports what happened. Read top to bottom, the modules are the
-//! pipeline's steps:
+//! and reports what happened. The steps are numbered once, in the crate's
+//! overview ([`crate`], "The request pipeline"); the modules below are in
+//! that order:
 //!
-//! 1. [`server`]: accept, admit the client by source network, cap
-//!    connections, route each request; [`auth`]: proxy authentication;
-//! 2. [`pipeline`]: the steps in order, from parsing the target to the
-//!    decision and the checked addresses;
-//! 3. [`resolve`]: names to addresses (pins, then the system resolver);
-//! 4. [`dial`]: one dialer for every kind of request; [`pool`] and [`h1`]:
-//!    upstream HTTP connections;
-//! 5. [`forward`] (plain HTTP, bodyless requests over [`h1`]) and
-//!    [`connect`] (tunnels), relayed by
-//!    [`relay`], whose first client bytes [`hello`] judges;
-//! 6. [`respond`]: the one exit, every error mapped to status,
-//!    `Proxy-Status` and log class.
+//! - ways in: [`server`] (listeners, accept, routing), [`client`] (the
+//!   client's connection), [`connect`], [`transparent`] (framing, then the
+//!   one tunnel path), [`forward`] and [`inspect`] (HTTP requests);
+//! - steps: [`auth`] and [`pipeline`] (1 to 4, 7), [`resolve`] (4), [`dial`],
+//!   [`pool`], [`h1`], [`parent`] (5), [`tunnel`], [`relay`], [`hello`],
+//!   [`hop`], [`certs`] (6), [`respond`] (every exit).
 
 // In pipeline order (kept out of alphabetical order on purpose).
 pub mod server;
@@ -61,7 +56,8 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access::{Access, EventKind};
+use crate::access::line::LogLine;
+use crate::access::{Access, AccessSink, EventKind, Sinks};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use resolve::{DnsMode, Resolver};
@@ -164,6 +160,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The admin listener's live view of decisions.
     pub live: Arc<crate::live::Live>,
+    /// Where every finished access event goes.
+    sinks: Sinks,
     pub config: ProxyConfig,
     /// Tunnels and connections, so that shutdown can drain them.
     pub tasks: TaskTracker,
@@ -216,12 +214,22 @@ impl Shared {
             .chain(&config.transparent)
             .copied()
             .collect();
+        let metrics = Arc::new(Metrics::new());
+        let live: Arc<crate::live::Live> = Arc::default();
+        // The access event's sinks, told every event in this order. A new
+        // sink is one file implementing `AccessSink` and one line here.
+        let sinks: Sinks = Arc::new([
+            metrics.clone() as Arc<dyn AccessSink>,
+            Arc::new(LogLine),
+            live.clone(),
+        ]);
         let shared = Arc::new(Shared {
             policy: ArcSwap::from_pointee(crate::policy::PolicyBuilder::new("empty").build()),
             loaded_at: AtomicU64::new(0),
             ready: AtomicBool::new(false),
-            metrics: Arc::new(Metrics::new()),
-            live: Arc::default(),
+            metrics,
+            live,
+            sinks,
             config,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -296,14 +304,7 @@ impl Shared {
     /// Starts the access event of a request (under the proxy's policy until
     /// the request is admitted under its user's).
     pub fn access(&self, client: SocketAddr, kind: EventKind, method: &http::Method) -> Access {
-        Access::start(
-            client,
-            kind,
-            method,
-            &self.policy.load(),
-            self.metrics.clone(),
-            Some(self.live.clone()),
-        )
+        Access::start(client, kind, method, &self.policy.load(), self.sinks.clone())
     }
 
     /// Claims a tunnel for `ip`, unless it has `max_tunnels_per_client` open.

@@ -169,7 +169,7 @@ impl Parent {
     /// A connection to the parent (TLS when it is `https://`), and the
     /// address reached. The parent's name is the operator's: resolved by
     /// the system, never judged by the policy.
-    pub async fn open(&self, timeout: Duration) -> Result<(ParentStream, Resolved), ProxyError> {
+    pub async fn dial(&self, timeout: Duration) -> Result<(ParentStream, Resolved), ProxyError> {
         let unreachable = |e: String| ProxyError::ParentUnreachable(format!("{}: {e}", self.display));
         let addrs: Vec<SocketAddr> =
             tokio::time::timeout(timeout, tokio::net::lookup_host((self.host.as_str(), self.port)))
@@ -214,7 +214,7 @@ impl Parent {
         timeout: Duration,
         response_timeout: Duration,
     ) -> Result<(ParentStream, Bytes, Resolved), ProxyError> {
-        let (mut s, reached) = self.open(timeout).await?;
+        let (mut s, reached) = self.dial(timeout).await?;
         let mut req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
         if let Some(a) = &self.auth {
             req.push_str("Proxy-Authorization: ");

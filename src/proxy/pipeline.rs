@@ -1,18 +1,8 @@
-//! The request pipeline: the steps every request walks, in order, whichever
-//! way it came in. Each step is one function with a typed result; the
-//! handlers ([`super::connect`], [`super::forward`]) only chain them and
-//! carry bytes.
-//!
-//! 1. [`admit`]: proxy authentication picks the user and their policy (the
-//!    source-network check and the connection cap run at accept, in
-//!    [`super::server`]);
-//! 2. [`connect_target`] / [`http_target`]: the request target, normalised;
-//! 3. [`decide`]: the policy's decision by name ([`Policy::decide`]);
-//! 4. [`check_addresses`]: resolve, then judge every address
-//!    ([`Policy::decide_addresses`]);
-//! 5. [`super::dial::dial`]: one dialer, each checked address in order;
-//! 6. forward ([`super::forward`]) or relay ([`super::relay`]);
-//! 7. [`refuse`] or [`Access::finish`]: the answer and the one access event.
+//! The request pipeline's steps as functions with typed results, in the
+//! order the crate's overview numbers them ([`crate`], "The request
+//! pipeline"): [`admit`] (1), [`connect_target`] / [`http_target`] (2),
+//! [`decide`] (3), [`check_addresses`] (4), [`dial_failed`] (5, recorded),
+//! [`refuse`] (7). The ways in only chain them and carry bytes.
 
 use std::net::IpAddr;
 use std::sync::Arc;

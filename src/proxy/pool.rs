@@ -342,7 +342,7 @@ impl Pool {
                 let failed = |error| DialError { error, last: None };
                 match transport {
                     Transport::Plain => {
-                        let (stream, t) = parent.open(timeout).await.map_err(failed)?;
+                        let (stream, t) = parent.dial(timeout).await.map_err(failed)?;
                         (
                             Sender::H1(handshake(TokioIo::new(stream)).await.map_err(failed)?),
                             t,

@@ -11,6 +11,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 
 use super::auth::AuthError;
+use crate::access::event::{ErrorClass, Failure, Why};
 use crate::policy::Reason;
 
 /// What a response body can fail with: hyper's errors (bodies relayed from
@@ -111,76 +112,6 @@ fn parent_refusal_text(status: u16) -> String {
         403 => "the parent proxy refused this destination (403)".into(),
         s => format!("the parent proxy answered {s}"),
     }
-}
-
-/// Who an error class blames, for metrics: only `Upstream` classes count
-/// as upstream errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Party {
-    /// The policy said no, or the client asked for something it may not have.
-    Policy,
-    Client,
-    Upstream,
-    /// The proxy's own limits or lifecycle.
-    Proxy,
-}
-
-macro_rules! classes {
-    ($($variant:ident => $name:literal, $party:ident;)*) => {
-        /// The class of an error: the RFC 9209 error type where one fits, and
-        /// the access log's `error` field.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum ErrorClass { $($variant),* }
-
-        impl ErrorClass {
-            pub const ALL: &'static [ErrorClass] = &[$(ErrorClass::$variant),*];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(ErrorClass::$variant => $name),* }
-            }
-
-            pub fn party(self) -> Party {
-                match self { $(ErrorClass::$variant => Party::$party),* }
-            }
-        }
-    };
-}
-
-classes! {
-    HttpRequestError => "http_request_error", Client;
-    HttpRequestDenied => "http_request_denied", Policy;
-    DestinationIpProhibited => "destination_ip_prohibited", Policy;
-    ClientNotAllowed => "client_not_allowed", Policy;
-    DnsError => "dns_error", Upstream;
-    DnsTimeout => "dns_timeout", Upstream;
-    ConnectionRefused => "connection_refused", Upstream;
-    ConnectionTimeout => "connection_timeout", Upstream;
-    ConnectionTerminated => "connection_terminated", Upstream;
-    DestinationUnavailable => "destination_unavailable", Upstream;
-    HttpResponseIncomplete => "http_response_incomplete", Upstream;
-    ConnectionReadTimeout => "connection_read_timeout", Upstream;
-    ConnectionLimitReached => "connection_limit_reached", Proxy;
-    ProxyLoopDetected => "proxy_loop_detected", Policy;
-    ClientReset => "client_reset", Client;
-    ClientClosed => "client_closed", Client;
-    ClientError => "client_error", Client;
-    UpstreamReset => "upstream_reset", Upstream;
-    UpstreamClosed => "upstream_closed", Upstream;
-    UpstreamError => "upstream_error", Upstream;
-    IdleTimeout => "idle_timeout", Proxy;
-    Shutdown => "shutdown", Proxy;
-    SniMismatch => "sni_mismatch", Policy;
-    NotTls => "not_tls", Policy;
-    ClientUpgradeFailed => "client_upgrade_failed", Client;
-    UpgradeFailed => "upgrade_failed", Upstream;
-    TlsCertificateError => "tls_certificate_error", Upstream;
-    TlsProtocolError => "tls_protocol_error", Upstream;
-    ClientRejectedCertificate => "client_rejected_certificate", Client;
-    ClientTlsError => "client_tls_error", Client;
-    Misdirected => "misdirected_request", Client;
-    ParentRefused => "parent_refused", Upstream;
-    ParentUnreachable => "parent_unreachable", Upstream;
-    ParentTimeout => "parent_timeout", Upstream;
 }
 
 impl ProxyError {
@@ -403,6 +334,25 @@ impl ProxyError {
 const PROXY_STATUS: http::HeaderName = http::HeaderName::from_static("proxy-status");
 
 /// A structured-field string (RFC 8941): printable ASCII, quoted, with `"`
+/// What an event says of a request or tunnel that ended with this error.
+impl Failure for ProxyError {
+    fn class(&self) -> ErrorClass {
+        ProxyError::class(self)
+    }
+
+    fn detail(&self) -> Option<String> {
+        ProxyError::detail(self)
+    }
+
+    fn why(&self) -> Option<Why> {
+        match self {
+            ProxyError::Auth(a) => Some(Why::Auth(*a)),
+            ProxyError::NotAProxyRequest => Some(Why::NotAProxyRequest),
+            _ => None,
+        }
+    }
+}
+
 /// and `\` escaped. Other characters are dropped.
 fn sf_string(s: &str, out: &mut String) {
     out.push('"');
@@ -471,16 +421,5 @@ mod tests {
         let (head, body) = raw.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("content-length: {}", body.len())), "{raw}");
         assert!(head.contains("connection: close"));
-    }
-
-    #[test]
-    fn class_names_are_distinct() {
-        let mut names: Vec<&str> = ErrorClass::ALL.iter().map(|c| c.as_str()).collect();
-        names.sort_unstable();
-        let n = names.len();
-        names.dedup();
-        assert_eq!(names.len(), n);
-        assert_eq!(ErrorClass::ConnectionRefused.party(), Party::Upstream);
-        assert_eq!(ErrorClass::HttpRequestDenied.party(), Party::Policy);
     }
 }

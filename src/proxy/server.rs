@@ -89,10 +89,12 @@ const DEFER_ACCEPT_SECS: libc::c_int = 5;
 /// New connections reach `accept(2)` with their first bytes
 /// (`TCP_DEFER_ACCEPT`): a proxy's client (and a TLS client) speaks first,
 /// so the first read of each connection finds its request instead of
-/// `EAGAIN` and a turn through epoll (0.7 of them per new connection, under
-/// load). One that stays silent is accepted after [`DEFER_ACCEPT_SECS`],
+/// `EAGAIN` and a turn through epoll (most new connections took one under
+/// load: `benches/README.md`, "Figures the source relies on"). One that stays silent is accepted after [`DEFER_ACCEPT_SECS`],
 /// and the header timeout applies. Not on transparent listeners: a
 /// redirected protocol may wait for the server to speak.
+// The crate's one unsafe block: socket2 and rustix do not wrap this option.
+#[allow(unsafe_code)]
 fn defer_accept(s: &socket2::Socket) {
     use std::os::fd::AsRawFd;
     let secs = DEFER_ACCEPT_SECS;
@@ -208,9 +210,10 @@ pub async fn serve_all(shared: Arc<Shared>, listeners: Vec<(Way, Vec<TcpListener
 /// The tick also spares a syscall per request. Arming a tokio timer that
 /// is due before every other pending one wakes the runtime's driver
 /// through its eventfd, even from the driver's own thread; with the
-/// header timeout (30 s) shorter than the response timeout (60 s) that
-/// was 0.23 writes per keep-alive request. With this tick pending, no
-/// request deadline over a second is ever the earliest.
+/// header timeout shorter than the response timeout that was a write to
+/// the eventfd on a share of keep-alive requests (`benches/README.md`,
+/// "Figures the source relies on"). With this tick pending, no request
+/// deadline over a second is ever the earliest.
 async fn housekeeping(shared: Arc<Shared>, pool: Arc<Pool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

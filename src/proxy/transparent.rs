@@ -96,7 +96,7 @@ pub async fn serve(shared: Arc<Shared>, pool: Arc<Pool>, mut client: TcpStream, 
         ev.raw_target(&original.ip().to_string(), None);
         ev
     };
-    let first = match read_first(&mut client, shared.config.header_timeout).await {
+    let first = match sniff(&mut client, shared.config.header_timeout).await {
         Ok(f) => f,
         Err(e) => return event().finish(Err(&e)),
     };
@@ -114,7 +114,7 @@ pub async fn serve(shared: Arc<Shared>, pool: Arc<Pool>, mut client: TcpStream, 
 }
 
 /// The first bytes, enough to classify them, within the header timeout.
-async fn read_first(client: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, ProxyError> {
+async fn sniff(client: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, ProxyError> {
     let mut buf = Vec::with_capacity(2048);
     let read = async {
         loop {

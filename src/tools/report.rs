@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::{bad_input, load};
-use crate::audit::render::{render, Extras, Format};
+use crate::audit::render::{render, Format};
+use crate::audit::Extras;
 use crate::audit::{self, har, logs, Observation, Summary};
 use crate::policy::{Policy, Verdict};
 

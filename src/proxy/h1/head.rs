@@ -36,8 +36,8 @@ pub fn parse_head(
     spans: &mut Vec<[usize; 4]>,
     reuse: &mut HeaderMap,
 ) -> Result<Option<Parsed>, ProxyError> {
-    // Uninitialised: filling 100 empty fields (3 KiB) cost more than
-    // parsing a typical head.
+    // Uninitialised: filling the empty fields cost more than parsing a
+    // typical head.
     let mut fields = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut r = httparse::Response::new(&mut []);
     let config = httparse::ParserConfig::default();

@@ -6,8 +6,8 @@
 //!
 //! Why not hyper's client here: it runs each upstream connection as a task
 //! of its own behind a dispatch channel, and on a keep-alive hop that task,
-//! its wake-ups and its body channel were a third of the proxy's CPU (see
-//! `benches/README.md`). A request without a body needs none of it: no
+//! its wake-ups and its body channel were the largest share of the proxy's
+//! CPU (see `benches/README.md`, "The own upstream client"). A request without a body needs none of it: no
 //! body streams up while the response streams down. Requests with bodies,
 //! upgrades, TLS origins (HTTP/2) and the parent proxy stay on hyper's
 //! client. The message syntax is httparse's; what is written here is the
@@ -15,10 +15,10 @@
 //! per file:
 //!
 //! - [`head`]: response heads parsed (pure);
-//! - [`framing`]: how a body is framed, from its head (pure);
+//! - [`framing`](mod@framing): how a body is framed, from its head (pure);
 //! - [`chunked`]: the chunked decoder (pure);
-//! - [`conn`]: one connection's head I/O;
-//! - [`body`]: the body streamed to the client;
+//! - `conn`: one connection's head I/O;
+//! - `body`: the body streamed to the client ([`ResponseBody`]);
 //! - here: the exchange, and the idle connections of one worker.
 
 mod body;
