@@ -156,6 +156,40 @@ fn start_origins(ns: &Netns, cert: &TestCert) {
         .expect("origins started in the namespace");
 }
 
+/// The redirect in the namespace, exactly as `transparent-rules` prints it.
+fn redirect(ns: &Netns, dir: &std::path::Path) {
+    let rules = run(Command::new(env!("CARGO_BIN_EXE_egressd")).args([
+        "transparent-rules",
+        "--mark",
+        MARK,
+        "--port",
+        &PORT.to_string(),
+    ]));
+    let rules_file = dir.join("rules.nft");
+    std::fs::write(&rules_file, rules).unwrap();
+    run(ns.exec().args(["nft", "-f", rules_file.to_str().unwrap()]));
+}
+
+/// `egressd run` arguments for a transparent listener on [`PORT`] whose
+/// marked sockets the redirect lets pass, names pinned statically.
+fn transparent_args(policy: &std::path::Path, more: &[&str]) -> Vec<String> {
+    let port = format!("127.0.0.1:{PORT}");
+    let mut args = vec![
+        "--policy",
+        policy.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--transparent",
+        &port,
+        "--mark",
+        MARK,
+        "--dns",
+        "static",
+    ];
+    args.extend_from_slice(more);
+    args.into_iter().map(String::from).collect()
+}
+
 /// curl inside the namespace, with no proxy: exit code, status, body.
 fn curl(ns: &Netns, args: &[&str]) -> (i32, String, String) {
     let out = ns
@@ -192,17 +226,7 @@ fn redirected_connections_are_decided_by_sni_host_and_path() {
     let (cert_pem, _) = cert.write_pem(&dir, "origin");
     start_origins(&ns, &cert);
 
-    // The redirect, exactly as `transparent-rules` prints it.
-    let rules = run(Command::new(env!("CARGO_BIN_EXE_egressd")).args([
-        "transparent-rules",
-        "--mark",
-        MARK,
-        "--port",
-        &PORT.to_string(),
-    ]));
-    let rules_file = dir.join("rules.nft");
-    std::fs::write(&rules_file, rules).unwrap();
-    run(ns.exec().args(["nft", "-f", rules_file.to_str().unwrap()]));
+    redirect(&ns, &dir);
 
     let policy = dir.join("policy.toml");
     std::fs::write(
@@ -210,28 +234,20 @@ fn redirected_connections_are_decided_by_sni_host_and_path() {
         "allow = [\"http://allowed.test/ok\", \"https://allowed.test\", \"http://v6.test\"]\n",
     )
     .unwrap();
-    let args: Vec<String> = [
-        "--policy",
-        policy.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--transparent",
-        &format!("127.0.0.1:{PORT}"),
-        "--transparent",
-        &format!("[::1]:{PORT}"),
-        "--mark",
-        MARK,
-        "--dns",
-        "static",
-        "--resolve",
-        "allowed.test=198.51.100.10",
-        "--resolve",
-        "denied.test=198.51.100.10",
-        "--resolve",
-        "v6.test=2001:db8::10",
-    ]
-    .map(String::from)
-    .to_vec();
+    let v6 = format!("[::1]:{PORT}");
+    let args = transparent_args(
+        &policy,
+        &[
+            "--transparent",
+            &v6,
+            "--resolve",
+            "allowed.test=198.51.100.10",
+            "--resolve",
+            "denied.test=198.51.100.10",
+            "--resolve",
+            "v6.test=2001:db8::10",
+        ],
+    );
     let e = Egressd::start_wrapped(&dir, &["ip", "netns", "exec", &ns.name], &args);
 
     // Plain HTTP: Host and path decide.
@@ -370,36 +386,18 @@ fn redirected_tunnels_are_capped_per_client() {
     let cert = test_cert(&["allowed.test"]);
     let (cert_pem, _) = cert.write_pem(&dir, "origin");
     start_origins(&ns, &cert);
-    let rules = run(Command::new(env!("CARGO_BIN_EXE_egressd")).args([
-        "transparent-rules",
-        "--mark",
-        MARK,
-        "--port",
-        &PORT.to_string(),
-    ]));
-    let rules_file = dir.join("rules.nft");
-    std::fs::write(&rules_file, rules).unwrap();
-    run(ns.exec().args(["nft", "-f", rules_file.to_str().unwrap()]));
+    redirect(&ns, &dir);
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, "allow = [\"https://allowed.test\"]\n").unwrap();
-    let args: Vec<String> = [
-        "--policy",
-        policy.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--transparent",
-        &format!("127.0.0.1:{PORT}"),
-        "--mark",
-        MARK,
-        "--dns",
-        "static",
-        "--resolve",
-        "allowed.test=198.51.100.10",
-        "--max-tunnels-per-client",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = transparent_args(
+        &policy,
+        &[
+            "--resolve",
+            "allowed.test=198.51.100.10",
+            "--max-tunnels-per-client",
+            "1",
+        ],
+    );
     let e = Egressd::start_wrapped(&dir, &["ip", "netns", "exec", &ns.name], &args);
 
     // One TLS connection held open through egressd, from inside the namespace.
