@@ -137,7 +137,8 @@ async fn forward(
     ev.admitted(admitted.user.clone(), &admitted.policy);
     let cand = pipeline::http_target(req.method(), req.uri(), req.headers())?;
     ev.target(&cand);
-    let allowed = pipeline::authorize(shared, &admitted.policy, &cand, ev).await?;
+    let outcome = pipeline::authorize(shared, &admitted.policy, &cand).await;
+    let allowed = pipeline::authorized(ev, &admitted.policy, outcome, |a| a)?;
     // A shared handle on the request's bytes, not a copy.
     let authority = req.uri().authority().cloned();
     let authority = authority.as_ref().map_or("", |a| a.as_str());

@@ -175,30 +175,31 @@ fn refusal(r: Refusal) -> (ProxyError, Option<Decision>) {
     }
 }
 
-/// Steps 3 and 4 together, the event keeping the decision that counts: the
-/// one that let the request through, or the one that stopped it.
-pub async fn authorize(
-    shared: &Shared,
-    policy: &Policy,
-    cand: &Candidate,
-    ev: &mut Access,
-) -> Result<Authorized, ProxyError> {
+/// Steps 3 and 4 together. Either way the outcome carries the decision
+/// that counts: the one that let the request through, or the one that
+/// stopped it (the decision by name when no address was judged).
+pub async fn authorize(shared: &Shared, policy: &Policy, cand: &Candidate) -> Result<Authorized, Refused> {
     let by_name = decide(shared, policy, cand);
-    authorize_decided(shared, policy, cand, by_name, ev).await
+    authorize_decided(shared, policy, cand, by_name).await
 }
 
-/// Steps 3 and 4 for a CONNECT: also whether to inspect it (when a CA is
+/// Steps 3 and 4 for a tunnel: also whether to inspect it (when a CA is
 /// loaded, [`Policy::decide_tunnel`]).
 pub async fn authorize_tunnel(
     shared: &Shared,
     policy: &Policy,
     cand: &Candidate,
-    ev: &mut Access,
-) -> Result<(Authorized, bool), ProxyError> {
+) -> Result<(Authorized, bool), Refused> {
     let can_inspect = shared.inspector.load().is_some();
     let (by_name, inspect) = timed(shared, || policy.decide_tunnel(cand, can_inspect));
-    let checked = authorize_decided(shared, policy, cand, by_name, ev).await?;
+    let checked = authorize_decided(shared, policy, cand, by_name).await?;
     Ok((checked, inspect))
+}
+
+/// A request steps 3 and 4 stopped, and the decision that stopped it.
+pub struct Refused {
+    pub error: ProxyError,
+    pub decision: Decision,
 }
 
 async fn authorize_decided(
@@ -206,9 +207,7 @@ async fn authorize_decided(
     policy: &Policy,
     cand: &Candidate,
     by_name: Decision,
-    ev: &mut Access,
-) -> Result<Authorized, ProxyError> {
-    ev.decided(policy, &by_name);
+) -> Result<Authorized, Refused> {
     let parent = shared
         .config
         .parent
@@ -218,12 +217,15 @@ async fn authorize_decided(
     // name is the decision. IP literals are still judged by address.
     if let (Some(p), true) = (parent, cand.host.as_name().is_some()) {
         if !by_name.verdict.proceeds() {
-            return Err(ProxyError::Denied {
+            let error = ProxyError::Denied {
                 reason: by_name.reason,
                 by_address: false,
+            };
+            return Err(Refused {
+                error,
+                decision: by_name,
             });
         }
-        ev.via(Via::Parent);
         return Ok(Authorized {
             decision: by_name,
             route: Route::Parent(p.clone()),
@@ -231,29 +233,47 @@ async fn authorize_decided(
     }
     match check_addresses(shared, policy, cand, by_name).await {
         Ok(checked) => {
-            ev.decided(policy, &checked.decision);
             let route = match parent {
                 Some(p) => Route::Parent(p.clone()),
                 None => Route::Direct(checked.targets),
             };
-            // Transparent mode: the app's own answer for the name is logged
-            // when it is none of egressd's, and never dialled.
-            if let (Some(orig), Route::Direct(targets)) = (ev.original_dst(), &route) {
-                if !targets.iter().any(|t| t.addr.ip() == orig.ip()) {
-                    ev.dst_mismatch();
-                }
-            }
-            ev.via(route.via());
             Ok(Authorized {
                 decision: checked.decision,
                 route,
             })
         }
-        Err((e, d)) => {
-            if let Some(d) = d {
-                ev.decided(policy, &d);
+        Err((error, d)) => Err(Refused {
+            error,
+            decision: d.unwrap_or(by_name),
+        }),
+    }
+}
+
+/// Records steps 3 and 4 in the event: the decision that counts, the way
+/// out; and, for a redirected connection (transparent mode), whether the
+/// app's own answer for the name is none of the addresses egressd checked
+/// (it is logged, never dialled).
+pub fn authorized<T>(
+    ev: &mut Access,
+    policy: &Policy,
+    outcome: Result<T, Refused>,
+    allowed: impl Fn(&T) -> &Authorized,
+) -> Result<T, ProxyError> {
+    match outcome {
+        Ok(t) => {
+            let a = allowed(&t);
+            ev.decided(policy, &a.decision);
+            if let (Some(orig), Route::Direct(targets)) = (ev.original_dst(), &a.route) {
+                if !targets.iter().any(|t| t.addr.ip() == orig.ip()) {
+                    ev.dst_mismatch();
+                }
             }
-            Err(e)
+            ev.via(a.route.via());
+            Ok(t)
+        }
+        Err(r) => {
+            ev.decided(policy, &r.decision);
+            Err(r.error)
         }
     }
 }

@@ -85,7 +85,8 @@ pub async fn open(shared: &Arc<Shared>, req: TunnelRequest, ev: &mut Access) -> 
         .claim_tunnel(client.ip())
         .ok_or(ProxyError::TooManyTunnels)?;
     let policy = &admitted.policy;
-    let (checked, inspect) = pipeline::authorize_tunnel(shared, policy, &cand, ev).await?;
+    let outcome = pipeline::authorize_tunnel(shared, policy, &cand).await;
+    let (checked, inspect) = pipeline::authorized(ev, policy, outcome, |(a, _)| a)?;
     let check = FirstCheck {
         target: cand.host.as_name().map(str::to_string),
         sni: policy.tunnel_sni(),
