@@ -20,6 +20,7 @@ use crate::proxy::resolve::{DnsMode, Resolver};
 use crate::proxy::{self, ProxyConfig};
 use crate::telemetry::{self, LogFormat};
 use crate::tools::{self, OutputFormat};
+use crate::units::duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -217,7 +218,8 @@ pub struct RunArgs {
     /// A pin chooses the address to dial; it never makes a name allowed.
     #[arg(long, env = "EGRESSD_RESOLVE", value_delimiter = ',')]
     pub resolve: Vec<Pin>,
-    /// Where addresses come from: the system resolver, or pins only.
+    /// Where addresses come from: egressd's caching resolver (with the
+    /// system's DNS servers unless --dns-server is given), or pins only.
     #[arg(long, env = "EGRESSD_DNS", value_enum, default_value = "system")]
     pub dns: DnsMode,
     /// Source networks that may use the proxy; repeatable. Default: loopback.
@@ -229,6 +231,8 @@ pub struct RunArgs {
     /// DNS lookup timeout.
     #[arg(long, env = "EGRESSD_DNS_TIMEOUT", value_parser = duration, default_value = "5s")]
     pub dns_timeout: Duration,
+    #[command(flatten)]
+    pub dns_args: crate::dns::args::DnsArgs,
     /// Time a client has to send a request's headers.
     #[arg(long, env = "EGRESSD_HEADER_TIMEOUT", value_parser = duration, default_value = "30s")]
     pub header_timeout: Duration,
@@ -315,18 +319,6 @@ pub struct TestPolicyArgs {
     /// Case file to use instead of the one beside the policy.
     #[arg(long)]
     pub cases: Option<PathBuf>,
-}
-
-/// A duration: `10s`, `500ms`, `2m`, `1h` (humantime), or plain seconds.
-fn duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse()
-            .map(Duration::from_secs)
-            .map_err(|e| format!("{s:?}: {e}"));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// `--mark 1337` or `--mark 0x539`.
@@ -505,7 +497,8 @@ fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
     if !args.allow_client.is_empty() {
         config.clients = args.allow_client.clone();
     }
-    config.resolver = Resolver::new(args.resolve.clone(), args.dns, args.dns_timeout);
+    let dns = args.dns_args.config(args.dns_timeout);
+    config.resolver = Resolver::with_config(args.resolve.clone(), args.dns, dns);
     config.ca_dir = args.ca.clone();
     config.upstream_ca = args.upstream_ca.clone();
     config.listen_tls = args.listen_tls.clone();
@@ -561,17 +554,6 @@ fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(duration("3"), Ok(Duration::from_secs(3)));
-        assert!(duration("x").is_err());
-        assert!(duration("-1s").is_err());
-        assert!(duration("5 parsecs").is_err());
-    }
 
     #[test]
     fn the_command_line_is_consistent() {

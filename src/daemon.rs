@@ -108,6 +108,11 @@ pub async fn run(
         );
     }
     warn_clear_text_credentials(&config.proxy);
+    // Started now, so that what it cannot do is said once, at start (a
+    // host with no DNS servers can still serve pinned names and addresses).
+    if let Err(e) = config.proxy.resolver.start() {
+        tracing::warn!(error = %e, "DNS: names without a pin will fail with dns_error");
+    }
     let shared = Shared::new(policy, config.proxy);
     // A certificate that does not load stops the start, as a CA does.
     if let Some(fp) = shared.load_listener_tls().map_err(|e| anyhow::anyhow!(e))? {

@@ -65,6 +65,7 @@ pub mod audit;
 pub mod ca;
 pub mod cli;
 pub mod daemon;
+pub mod dns;
 pub mod live;
 pub mod load;
 pub mod logsink;
@@ -76,6 +77,7 @@ pub mod shard;
 pub mod target;
 pub mod telemetry;
 pub mod tools;
+pub mod units;
 
 /// The shipped Qualtrics policy, compiled into the binary as the default.
 pub const DEFAULT_POLICY: &str = include_str!("../policy/qualtrics.toml");

@@ -49,6 +49,9 @@ pub struct Entry {
     pub reason: &'static str,
     pub rule: Option<Arc<str>>,
     pub status: u16,
+    /// Where the name's addresses came from (`cache`, `upstream`, `stale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<&'static str>,
 }
 
 fn method_str<S: serde::Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {
@@ -235,6 +238,7 @@ impl Live {
                 reason: f.why.map_or("", Why::as_str),
                 rule: f.rule.clone(),
                 status: f.status,
+                dns: f.dns.map(crate::dns::Source::as_str),
             });
         })
     }
@@ -437,6 +441,7 @@ mod tests {
             original_dst: None,
             dst_mismatch: false,
             sni: None,
+            dns: None,
             status: 403,
             bytes_up: 0,
             bytes_down: 0,

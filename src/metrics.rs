@@ -302,6 +302,22 @@ impl Metrics {
             "Inspected tunnels whose client refused egressd's certificate",
             inspection_rejected.clone(),
         );
+        let dns = crate::dns::stats::stats();
+        registry.register(
+            "dns_lookups",
+            "Names resolved, by where the answer came from: hit (cache), miss (upstream), stale (expired answer, upstream failing), negative, failed",
+            dns.lookups.clone(),
+        );
+        registry.register(
+            "dns_upstream_queries",
+            "Questions sent to the DNS servers (A and AAAA together), by outcome: answer, negative, timeout, error",
+            dns.upstream.clone(),
+        );
+        registry.register(
+            "dns_upstream_seconds",
+            "How long the DNS servers took to answer a question (A and AAAA together)",
+            dns.upstream_seconds.clone(),
+        );
         let routed = Family::<ViaLabels, Counter>::default();
         registry.register(
             "routed",

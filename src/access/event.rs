@@ -184,6 +184,9 @@ pub struct Event {
     pub dst_mismatch: bool,
     /// The server name a tunnel's ClientHello asked for.
     pub sni: Option<String>,
+    /// Where the name's addresses came from: `cache`, `upstream`, or
+    /// `stale` (the resolver failed and an expired answer was used).
+    pub dns: Option<crate::dns::Source>,
     pub status: u16,
     pub bytes_up: u64,
     pub bytes_down: u64,

@@ -55,6 +55,9 @@ pub fn write_line(e: &Event, b: &mut Vec<u8>, json: bool) {
         l.bool(key!("dst_mismatch"), true);
     }
     l.opt_str(key!("sni"), e.sni.as_deref());
+    if let Some(d) = e.dns {
+        l.token(key!("dns"), d.as_str());
+    }
     l.u64(key!("status"), u64::from(e.status));
     l.u64(key!("bytes_up"), e.bytes_up);
     l.u64(key!("bytes_down"), e.bytes_down);

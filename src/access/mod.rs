@@ -64,6 +64,7 @@ impl Access {
                 original_dst: None,
                 dst_mismatch: false,
                 sni: None,
+                dns: None,
                 status: 0,
                 bytes_up: 0,
                 bytes_down: 0,
@@ -141,6 +142,11 @@ impl Access {
     pub fn bytes(&mut self, up: u64, down: u64) {
         self.event.bytes_up += up;
         self.event.bytes_down += down;
+    }
+
+    /// Where the name's addresses came from, when they were looked up.
+    pub fn dns(&mut self, source: Option<crate::dns::Source>) {
+        self.event.dns = source;
     }
 
     /// The server name a tunnel's ClientHello asked for.

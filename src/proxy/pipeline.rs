@@ -16,6 +16,7 @@ use super::pool::Hop;
 use super::respond::{Body, ProxyError};
 use super::Shared;
 use crate::access::Access;
+use crate::dns::Source;
 use crate::policy::{normalize_host, Candidate, Decision, Host, Kind, Policy, Refusal, Resolved, Via};
 use crate::target::{self, split_host_port};
 
@@ -140,26 +141,38 @@ impl Route {
 pub struct Authorized {
     pub decision: Decision,
     pub route: Route,
+    /// Where the name's addresses came from, when they were looked up.
+    pub dns: Option<Source>,
 }
 
 /// Step 4: resolves the destination and judges every address; returns the
-/// addresses that may be dialled, in order, or the decision that refused.
+/// addresses that may be dialled, in order, or the decision that refused
+/// (with where the name's answer came from, either way).
 pub async fn check_addresses(
     shared: &Shared,
     policy: &Policy,
     cand: &Candidate,
     by_name: Decision,
-) -> Result<crate::policy::Checked, (ProxyError, Option<Decision>)> {
-    policy.needs_addresses(cand, &by_name).map_err(refusal)?;
+) -> Result<(crate::policy::Checked, Option<Source>), Refused> {
+    let refused = |(error, d): (ProxyError, Option<Decision>), dns| Refused {
+        error,
+        decision: d.unwrap_or(by_name),
+        dns,
+    };
+    policy
+        .needs_addresses(cand, &by_name)
+        .map_err(|r| refused(refusal(r), None))?;
     let resolved = shared
         .config
         .resolver
         .resolve(&cand.host, cand.port, policy.pins())
         .await
-        .map_err(|e| (e, None))?;
+        .map_err(|e| refused((e, None), None))?;
+    let dns = resolved.dns;
     policy
-        .decide_addresses(cand, by_name, resolved, shared.own_addresses())
-        .map_err(refusal)
+        .decide_addresses(cand, by_name, resolved.targets, shared.own_addresses())
+        .map(|c| (c, dns))
+        .map_err(|r| refused(refusal(r), dns))
 }
 
 fn refusal(r: Refusal) -> (ProxyError, Option<Decision>) {
@@ -200,6 +213,8 @@ pub async fn authorize_tunnel(
 pub struct Refused {
     pub error: ProxyError,
     pub decision: Decision,
+    /// Where the name's addresses came from, when they were looked up.
+    pub dns: Option<Source>,
 }
 
 async fn authorize_decided(
@@ -224,29 +239,25 @@ async fn authorize_decided(
             return Err(Refused {
                 error,
                 decision: by_name,
+                dns: None,
             });
         }
         return Ok(Authorized {
             decision: by_name,
             route: Route::Parent(p.clone()),
+            dns: None,
         });
     }
-    match check_addresses(shared, policy, cand, by_name).await {
-        Ok(checked) => {
-            let route = match parent {
-                Some(p) => Route::Parent(p.clone()),
-                None => Route::Direct(checked.targets),
-            };
-            Ok(Authorized {
-                decision: checked.decision,
-                route,
-            })
-        }
-        Err((error, d)) => Err(Refused {
-            error,
-            decision: d.unwrap_or(by_name),
-        }),
-    }
+    let (checked, dns) = check_addresses(shared, policy, cand, by_name).await?;
+    let route = match parent {
+        Some(p) => Route::Parent(p.clone()),
+        None => Route::Direct(checked.targets),
+    };
+    Ok(Authorized {
+        decision: checked.decision,
+        route,
+        dns,
+    })
 }
 
 /// Records steps 3 and 4 in the event: the decision that counts, the way
@@ -269,10 +280,12 @@ pub fn authorized<T>(
                 }
             }
             ev.via(a.route.via());
+            ev.dns(a.dns);
             Ok(t)
         }
         Err(r) => {
             ev.decided(policy, &r.decision);
+            ev.dns(r.dns);
             Err(r.error)
         }
     }

@@ -3,8 +3,10 @@
 //! lookup by anyone, so DNS rebinding cannot swap the address in between.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::dns::{self, Dns, LookupError, Source};
 use crate::policy::{Host, Pin, Resolved};
 
 use super::respond::ProxyError;
@@ -12,24 +14,77 @@ use super::respond::ProxyError;
 /// Where addresses come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DnsMode {
-    /// The system resolver (getaddrinfo), after the static pins.
+    /// egressd's own caching resolver ([`crate::dns`]), with the system's
+    /// DNS servers (`/etc/resolv.conf`, `/etc/hosts`) unless `--dns-server`
+    /// names others; after the static pins.
     System,
     /// Pins only: an unpinned name fails as a DNS error. For sealed
     /// sidecars and for tests, which must send nothing off the machine.
     Static,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Resolver {
     /// Command-line pins first, then the policy's: the first match wins.
     pins: Vec<Pin>,
     mode: DnsMode,
-    timeout: Duration,
+    config: dns::Config,
+    /// Started at the first lookup, or at start ([`Resolver::start`]).
+    dns: Arc<OnceLock<Result<Dns, String>>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("pins", &self.pins)
+            .field("mode", &self.mode)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A destination's addresses, in the order to try them, and where the
+/// name's answer came from (`None` for an IP literal or a pin).
+pub struct Resolution {
+    pub targets: Vec<Resolved>,
+    pub dns: Option<Source>,
 }
 
 impl Resolver {
+    /// System DNS servers, default bounds, `timeout` for each lookup.
     pub fn new(pins: Vec<Pin>, mode: DnsMode, timeout: Duration) -> Resolver {
-        Resolver { pins, mode, timeout }
+        let config = dns::Config {
+            servers: dns::Servers::System("/etc/resolv.conf".into()),
+            bounds: dns::Bounds::default(),
+            capacity: dns::cache::DEFAULT_CAPACITY,
+            timeout,
+        };
+        Resolver::with_config(pins, mode, config)
+    }
+
+    pub fn with_config(pins: Vec<Pin>, mode: DnsMode, config: dns::Config) -> Resolver {
+        Resolver {
+            pins,
+            mode,
+            config,
+            dns: Arc::default(),
+        }
+    }
+
+    /// Starts the resolver now, so that a configuration that cannot work
+    /// (no DNS servers) fails at start rather than at the first request.
+    pub fn start(&self) -> Result<(), String> {
+        if self.mode == DnsMode::Static {
+            return Ok(());
+        }
+        self.dns().map(|_| ())
+    }
+
+    fn dns(&self) -> Result<&Dns, String> {
+        self.dns
+            .get_or_init(|| Dns::start(self.config.clone()))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The pin for `name:port`, if any: a pin with a port beats one without.
@@ -43,34 +98,55 @@ impl Resolver {
         host: &Host,
         port: u16,
         extra_pins: &[Pin],
-    ) -> Result<Vec<Resolved>, ProxyError> {
+    ) -> Result<Resolution, ProxyError> {
         let name = match host {
             Host::Ip(ip) => {
-                return Ok(vec![Resolved {
-                    addr: SocketAddr::new(*ip, port),
-                    pinned: false,
-                }])
+                return Ok(Resolution {
+                    targets: vec![Resolved {
+                        addr: SocketAddr::new(*ip, port),
+                        pinned: false,
+                    }],
+                    dns: None,
+                })
             }
             Host::Name(n) => n,
         };
         if let Some(pin) = self.pin(name, port).or_else(|| find_pin(extra_pins, name, port)) {
-            return Ok(vec![Resolved {
-                addr: SocketAddr::new(pin.addr, pin.to_port.unwrap_or(port)),
-                pinned: true,
-            }]);
+            return Ok(Resolution {
+                targets: vec![Resolved {
+                    addr: SocketAddr::new(pin.addr, pin.to_port.unwrap_or(port)),
+                    pinned: true,
+                }],
+                dns: None,
+            });
         }
         if self.mode == DnsMode::Static {
             return Err(ProxyError::Dns(format!(
                 "{name} has no static address (--dns static)"
             )));
         }
-        let addrs = bounded(self.timeout, tokio::net::lookup_host((name.as_str(), port))).await?;
-        let mut v: Vec<Resolved> = addrs.map(|addr| Resolved { addr, pinned: false }).collect();
-        v.dedup();
-        if v.is_empty() {
-            return Err(ProxyError::Dns(format!("{name} has no addresses")));
-        }
-        Ok(v)
+        let found = self
+            .dns()
+            .map_err(ProxyError::Dns)?
+            .lookup(name)
+            .await
+            .map_err(|e| match e {
+                LookupError::Timeout(_) => ProxyError::DnsTimeout,
+                e => ProxyError::Dns(e.to_string()),
+            })?;
+        let mut targets: Vec<Resolved> = found
+            .addrs
+            .iter()
+            .map(|ip| Resolved {
+                addr: SocketAddr::new(*ip, port),
+                pinned: false,
+            })
+            .collect();
+        targets.dedup();
+        Ok(Resolution {
+            targets,
+            dns: Some(found.source),
+        })
     }
 }
 
@@ -79,37 +155,4 @@ fn find_pin<'a>(pins: &'a [Pin], name: &str, port: u16) -> Option<&'a Pin> {
     pins.iter()
         .find(|p| p.host == name && p.port == Some(port))
         .or_else(|| pins.iter().find(|p| p.host == name && p.port.is_none()))
-}
-
-/// A lookup bounded in time: a slow resolver is a `dns_timeout` (504), a
-/// failing one a `dns_error` (502).
-async fn bounded<T>(
-    timeout: Duration,
-    lookup: impl std::future::Future<Output = std::io::Result<T>>,
-) -> Result<T, ProxyError> {
-    match tokio::time::timeout(timeout, lookup).await {
-        Err(_) => Err(ProxyError::DnsTimeout),
-        Ok(Err(e)) => Err(ProxyError::Dns(e.to_string())),
-        Ok(Ok(v)) => Ok(v),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_resolver_that_never_answers_is_a_timeout() {
-        let never = std::future::pending::<std::io::Result<()>>();
-        let e = bounded(Duration::from_secs(5), never).await.unwrap_err();
-        assert!(matches!(e, ProxyError::DnsTimeout));
-        assert_eq!(e.status(), http::StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(e.class().as_str(), "dns_timeout");
-        let failing = async { Err::<(), _>(std::io::Error::other("no such host")) };
-        let e = bounded(Duration::from_secs(5), failing).await.unwrap_err();
-        assert_eq!(
-            (e.status(), e.class().as_str()),
-            (http::StatusCode::BAD_GATEWAY, "dns_error")
-        );
-    }
 }
