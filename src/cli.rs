@@ -105,6 +105,15 @@ pub struct CheckArgs {
     /// Decide as a proxy running with a CA (run --ca; also when EGRESSD_CA is set): https URLs of hosts it inspects are decided with their path.
     #[arg(long)]
     pub inspect: bool,
+    /// Resolve each allowed name (egressd's resolver: the system's DNS servers, or --dns-server) and judge its addresses as the proxy does before dialling: localhost, private and metadata answers are refused.
+    #[arg(long)]
+    pub resolve_names: bool,
+    /// With --resolve-names: a DNS server to ask (IP or IP:PORT); repeatable.
+    #[arg(long, value_parser = crate::dns::args::server, requires = "resolve_names")]
+    pub dns_server: Vec<std::net::SocketAddr>,
+    /// With --resolve-names: how long each lookup may take.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    pub dns_timeout: Duration,
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
 }
@@ -386,6 +395,9 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             explain: a.explain,
             json: a.format == OutputFormat::Json,
             inspect: inspection_assumed(a.inspect),
+            resolve_names: a.resolve_names,
+            dns_server: a.dns_server,
+            dns_timeout: a.dns_timeout,
         }),
         Command::Audit(a) => tools::audit::audit(tools::audit::AuditOptions {
             policy: a.policy,

@@ -293,3 +293,52 @@ async fn cached_addresses_are_judged_by_the_policy_of_the_moment() {
 fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
+
+/// `check --resolve-names` asks the same resolver and refuses what the
+/// guard would: a name answering loopback or the metadata address.
+#[test]
+fn check_resolves_names_when_asked() {
+    let dir = fresh_dir("dns-check");
+    let dns = Dnsmasq::start(
+        &dir,
+        "162.247.216.10 public.test\n127.0.0.1 rebind.test\n169.254.169.254 meta.test\n",
+        60,
+    );
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, r#"allow = ["public.test", "rebind.test", "meta.test"]"#).unwrap();
+    let check = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_egressd"))
+            .args(["check", "--policy", policy.to_str().unwrap()])
+            .args(extra)
+            .args([
+                "https://public.test/",
+                "https://rebind.test/",
+                "https://meta.test/",
+            ])
+            .output()
+            .unwrap()
+    };
+    // By name alone, all three are allowed.
+    assert_eq!(check(&[]).status.code(), Some(0));
+    let server = dns.addr.to_string();
+    let out = check(&["--resolve-names", "--dns-server", &server, "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["decision"], "allow", "{:#?}", lines[0]);
+    assert_eq!(lines[0]["addresses"][0]["addr"], "162.247.216.10");
+    for v in &lines[1..] {
+        assert_eq!(v["decision"], "deny", "{v:#}");
+        assert_eq!(v["addresses"][0]["decision"], "deny", "{v:#}");
+    }
+    let text = check(&["--resolve-names", "--dns-server", &server]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("addresses=127.0.0.1 (refused: "), "{text}");
+}

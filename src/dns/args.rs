@@ -51,7 +51,7 @@ impl DnsArgs {
 }
 
 /// `IP` (port 53) or `IP:PORT`.
-fn server(s: &str) -> Result<SocketAddr, String> {
+pub fn server(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     s.parse::<SocketAddr>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))

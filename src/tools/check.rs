@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
+use super::check_names::Names;
 use super::{bad_input, lines_of, load, read_lines, EXIT_BAD_INPUT, EXIT_DENIED};
 use crate::audit;
 use crate::policy::{Action, Candidate, Decision, Host, Kind, Policy, RuleTarget, Verdict};
@@ -24,6 +25,11 @@ pub struct CheckOptions {
     pub json: bool,
     /// The proxy runs with a CA (`run --ca`): decide https URLs as it does.
     pub inspect: bool,
+    /// Resolve allowed names and judge their addresses as the proxy does.
+    pub resolve_names: bool,
+    /// DNS servers for `resolve_names` (default: the system's).
+    pub dns_server: Vec<std::net::SocketAddr>,
+    pub dns_timeout: std::time::Duration,
 }
 
 pub fn check(args: CheckOptions) -> ExitCode {
@@ -52,6 +58,13 @@ pub fn check(args: CheckOptions) -> ExitCode {
     if targets.is_empty() {
         return bad_input("no targets (give URLs, host:port, `-` for stdin, or --file)");
     }
+    let names = match args.resolve_names {
+        true => match Names::new(args.dns_server.clone(), args.dns_timeout) {
+            Ok(n) => Some(n),
+            Err(e) => return bad_input(format!("DNS: {e}")),
+        },
+        false => None,
+    };
     // Every target gets its own result: a malformed one does not hide the
     // others' answers. Exit 2 if any was malformed, else 1 if any was denied.
     let (mut any_denied, mut any_bad) = (false, false);
@@ -74,12 +87,28 @@ pub fn check(args: CheckOptions) -> ExitCode {
                 continue;
             }
         };
-        let (d, _) = audit::decide_like_proxy(&policy, &c, args.inspect);
+        let (mut d, _) = audit::decide_like_proxy(&policy, &c, args.inspect);
+        let resolved = names.as_ref().and_then(|n| n.resolve(&policy, &c, d));
+        if let Some(r) = &resolved {
+            d = r.decision;
+        }
         any_denied |= d.verdict != Verdict::Allow;
         let _ = if args.json {
-            writeln!(out, "{}", check_json(&policy, t, &c, &d, args.explain))
+            let mut v = check_json(&policy, t, &c, &d, args.explain);
+            if let (Some(r), Some(obj)) = (&resolved, v.as_object_mut()) {
+                if let serde_json::Value::Object(extra) = r.json() {
+                    obj.extend(extra);
+                }
+            }
+            writeln!(out, "{v}")
         } else {
-            write!(out, "{}", check_text(&policy, t, &c, &d, args.explain))
+            let mut text = check_text(&policy, t, &c, &d, args.explain);
+            if let Some(r) = &resolved {
+                // On the verdict's line, before any --explain lines.
+                let at = text.find('\n').unwrap_or(text.len());
+                text.insert_str(at, &r.text());
+            }
+            write!(out, "{text}")
         };
     }
     if any_bad {

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod cases;
 pub mod check;
+pub mod check_names;
 pub mod lint;
 pub mod report;
 pub mod test_policy;
