@@ -415,40 +415,18 @@ mod tests {
     use crate::access::event::EventKind;
 
     fn event(host: &str, port: u16, path: Option<&str>, verdict: Verdict, reason: Reason) -> Event {
-        Event {
-            client: "10.0.0.7:5000".parse().unwrap(),
-            user: None,
-            kind: if path.is_some() {
-                EventKind::Http
-            } else {
-                EventKind::Connect
-            },
-            method: if path.is_some() {
-                http::Method::GET
-            } else {
-                http::Method::CONNECT
-            },
-            host: host.into(),
-            port,
-            path: path.map(str::to_string),
-            verdict,
-            why: Some(Why::Policy(reason)),
-            rule: None,
-            flags: Default::default(),
-            policy_version: Arc::from("v"),
-            dialled: None,
-            via: None,
-            original_dst: None,
-            dst_mismatch: false,
-            sni: None,
-            dns: None,
-            status: 403,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration: Default::default(),
-            error: None,
-            detail: None,
-        }
+        let (kind, method) = match path {
+            Some(_) => (EventKind::Http, http::Method::GET),
+            None => (EventKind::Connect, http::Method::CONNECT),
+        };
+        let mut e = Event::new("10.0.0.7:5000".parse().unwrap(), kind, method, Arc::from("v"));
+        e.host = host.into();
+        e.port = port;
+        e.path = path.map(str::to_string);
+        e.verdict = verdict;
+        e.why = Some(Why::Policy(reason));
+        e.status = 403;
+        e
     }
 
     #[test]

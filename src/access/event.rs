@@ -196,6 +196,36 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event just begun: denied, with nothing known but who asked what.
+    pub fn new(client: SocketAddr, kind: EventKind, method: Method, policy_version: Arc<str>) -> Event {
+        Event {
+            client,
+            user: None,
+            kind,
+            method,
+            host: String::new(),
+            port: 0,
+            path: None,
+            verdict: Verdict::Deny,
+            why: None,
+            rule: None,
+            flags: Flags::default(),
+            policy_version,
+            dialled: None,
+            via: None,
+            original_dst: None,
+            dst_mismatch: false,
+            sni: None,
+            dns: None,
+            status: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration: Duration::ZERO,
+            error: None,
+            detail: None,
+        }
+    }
+
     /// The policy's reason, when the policy decided.
     pub fn reason(&self) -> Option<Reason> {
         match self.why {

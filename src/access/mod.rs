@@ -20,7 +20,7 @@ use http::Method;
 pub use event::{AccessSink, AuthError, ErrorClass, Event, EventKind, Failure, Party, Sinks, Why};
 pub use line::{Record, TARGET};
 
-use crate::policy::{Candidate, Decision, Flags, Policy, Resolved, Verdict, Via};
+use crate::policy::{Candidate, Decision, Policy, Resolved, Via};
 
 /// One request or tunnel, as it goes through the pipeline.
 pub struct Access {
@@ -46,32 +46,7 @@ impl Access {
     ) -> Access {
         Access {
             start: Instant::now(),
-            event: Event {
-                client,
-                user: None,
-                kind,
-                method: method.clone(),
-                host: String::new(),
-                port: 0,
-                path: None,
-                verdict: Verdict::Deny,
-                why: None,
-                rule: None,
-                flags: Flags::default(),
-                policy_version: policy.version_shared(),
-                dialled: None,
-                via: None,
-                original_dst: None,
-                dst_mismatch: false,
-                sni: None,
-                dns: None,
-                status: 0,
-                bytes_up: 0,
-                bytes_down: 0,
-                duration: Default::default(),
-                error: None,
-                detail: None,
-            },
+            event: Event::new(client, kind, method.clone(), policy.version_shared()),
             sinks,
         }
     }

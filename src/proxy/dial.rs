@@ -57,30 +57,71 @@ pub fn check_mark(mark: u32) -> Result<(), String> {
     })
 }
 
-/// Dials the first of `targets` that answers, in order, within `timeout`
-/// each (sockets marked with `mark`). Returns the stream and the address
-/// it reached.
+/// RFC 8305 §5's connection attempt delay: while an address is still
+/// connecting, the next is tried this long after it started.
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Dials `targets` in order (sockets marked with `mark`), each within
+/// `timeout`, as Happy Eyeballs does (RFC 8305): the next address starts
+/// [`ATTEMPT_DELAY`] after the last one while that one is still
+/// connecting, or at once when it fails; the first to connect wins and the
+/// others are dropped. An address that drops packets (an IPv6 route that
+/// leads nowhere) then costs a quarter second, not the connect timeout.
+/// Returns the stream and the address it reached.
 pub async fn dial(
     targets: &[Resolved],
     timeout: Duration,
     mark: Option<u32>,
 ) -> Result<(TcpStream, Resolved), DialError> {
+    let attempt = move |t: Resolved| async move {
+        let r = match tokio::time::timeout(timeout, connect_tcp(t.addr, mark)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(ProxyError::from_connect(&e)),
+            Err(_) => Err(ProxyError::ConnectTimeout),
+        };
+        (t, r)
+    };
     let mut failed = DialError {
         error: ProxyError::ConnectOther("no address".into()),
         last: None,
     };
-    for t in targets {
-        failed.last = Some(*t);
-        match tokio::time::timeout(timeout, connect_tcp(t.addr, mark)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok((s, *t));
-            }
-            Ok(Err(e)) => failed.error = ProxyError::from_connect(&e),
-            Err(_) => failed.error = ProxyError::ConnectTimeout,
+    // One address (a pin, most names): no race to run.
+    if let [t] = targets {
+        let (t, r) = attempt(*t).await;
+        return r
+            .map(|s| (s, t))
+            .map_err(|error| DialError { error, last: Some(t) });
+    }
+    let mut racing = tokio::task::JoinSet::new();
+    let mut next = targets.iter().copied();
+    let mut more = true;
+    let mut start = |racing: &mut tokio::task::JoinSet<_>, more: &mut bool| match next.next() {
+        Some(t) => {
+            racing.spawn(attempt(t));
+        }
+        None => *more = false,
+    };
+    start(&mut racing, &mut more);
+    loop {
+        tokio::select! {
+            done = racing.join_next() => match done {
+                Some(Ok((t, Ok(s)))) => return Ok((s, t)),
+                Some(Ok((t, Err(e)))) => {
+                    failed = DialError { error: e, last: Some(t) };
+                    if more {
+                        start(&mut racing, &mut more);
+                    }
+                }
+                Some(Err(_)) => {}
+                None if more => start(&mut racing, &mut more),
+                None => return Err(failed),
+            },
+            _ = tokio::time::sleep(ATTEMPT_DELAY), if more => start(&mut racing, &mut more),
         }
     }
-    Err(failed)
 }
 
 #[cfg(test)]
@@ -120,5 +161,46 @@ mod tests {
             Some(dead2),
             "the last address tried is reported"
         );
+    }
+
+    /// An address that never answers (a listener whose backlog is full
+    /// drops the handshake) costs the attempt delay, not the timeout.
+    #[tokio::test]
+    async fn an_address_that_drops_packets_does_not_hold_up_the_next() {
+        let (silent, _listener, _held) = full_backlog().await;
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let started = std::time::Instant::now();
+        let (_, reached) = dial(
+            &[target(silent), target(live_addr)],
+            Duration::from_secs(30),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(reached.addr, live_addr);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}: the second address waited for the first's timeout",
+            started.elapsed()
+        );
+    }
+
+    /// A loopback listener that never accepts, its backlog filled: further
+    /// handshakes get no answer.
+    async fn full_backlog() -> (SocketAddr, socket2::Socket, Vec<TcpStream>) {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(0).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        let mut held = vec![];
+        for _ in 0..4 {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+                Ok(Ok(c)) => held.push(c),
+                _ => break,
+            }
+        }
+        (addr, s, held)
     }
 }
