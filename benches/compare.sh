@@ -10,6 +10,7 @@
 #   SCENARIOS="inspect inspect-new" bash benches/compare.sh   # TLS inspection beside Squid ssl_bump
 #   SCENARIOS="chain chain-tunnel" bash benches/compare.sh   # via a parent proxy, and TLS to the proxy
 #   SCENARIOS="transparent transparent-tunnel" bash benches/compare.sh   # nft-redirected, beside explicit
+#   SCENARIOS=dns bash benches/compare.sh   # names resolved for real (benches/dns.sh)
 #   EGRESSD_BASELINE=/path/to/old/egressd bash benches/compare.sh
 #       # also runs an earlier build ("egressd-base") in the same rounds, for
 #       # before/after figures measured side by side
@@ -31,6 +32,16 @@ BULK_MB=${BULK_MB:-256}
 RATE=${RATE:-4000}
 SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https tunnel-https-page bulk latency idle start"}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+# The DNS scenarios (names resolved for real by a dnsmasq, no pins: dns-1,
+# dns-200, dns-new-200, dns-slow, dns-outage) have their own setup in
+# benches/dns.sh; `SCENARIOS=dns` runs them all.
+dns_scenarios="" other=""
+for s in $SCENARIOS; do
+  case $s in dns) dns_scenarios+=" dns-1 dns-200 dns-new-200 dns-slow dns-outage";; dns-*) dns_scenarios+=" $s";; *) other+=" $s";; esac
+done
+if [ -n "$dns_scenarios" ]; then SCENARIOS="$dns_scenarios" bash benches/dns.sh; fi
+[ -n "$other" ] || exit 0
+SCENARIOS=$other
 
 O_HTTP=18080 O_TLS=18443 P_EGRESSD=13128 P_SQUID=13129 P_TINY=13130 P_BASE=13131 P_INSPECT=13132 P_BUMP=13133
 P_CHAIN=13134 P_TLSL=13135 P_TRANS=13136 P_NOLOG=13137 P_NGINX=13138 P_BASE_INSPECT=13139

@@ -232,14 +232,12 @@ async fn a_silent_server_means_stale_answers_or_a_timeout_and_no_threads() {
     assert_eq!(stale["dns"], "stale", "{stale}");
     let timeout = wait_access(|v| v["path"] == "/never0").await;
     assert_eq!(timeout["error"], "dns_timeout", "{timeout}");
-    // One question for b.test went out, however many asked.
+    // 30 asked for b.test: the questions that reached the server are the
+    // stub resolver's own retries (UDP, then TCP), not one per asker.
     dns.signal("CONT");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        dns.questions("A", "b.test") <= 2,
-        "{}",
-        dns.questions("A", "b.test")
-    );
+    let asked = dns.questions("A", "b.test");
+    assert!((1..=4).contains(&asked), "{asked} questions for 30 askers");
 }
 
 #[tokio::test]

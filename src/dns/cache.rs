@@ -44,6 +44,10 @@ pub const DEFAULT_CAPACITY: usize = 10_000;
 /// After a refresh failed, an expired answer is served at once (without
 /// waiting for the upstream again) for this long; RFC 8767 suggests 30 s.
 pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+/// While one asker waits for the refresh of an expired answer, the others
+/// are served it at once, for at most this long (RFC 8767's client
+/// response timer, 1.8 s, is how long that one asker waits).
+pub const REFRESH_WINDOW: Duration = Duration::from_millis(1800);
 
 /// What the upstream said of a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +65,8 @@ struct Entry {
     expires: Instant,
     /// When a refresh of this expired answer last failed.
     failed: Option<Instant>,
+    /// When a refresh of this expired answer was asked for.
+    refreshing: Option<Instant>,
 }
 
 /// What the cache holds for a name at a moment.
@@ -69,11 +75,11 @@ pub enum Cached {
     /// Within its TTL.
     Fresh(Answer),
     /// Past its TTL but within the stale bound: addresses that may be used
-    /// if the upstream fails; `failing` says a refresh failed lately, so the
-    /// caller need not wait for the upstream again.
+    /// if the upstream fails; `serve_now` says a refresh failed lately or
+    /// another asker is waiting for one, so this caller need not wait.
     Stale {
         addrs: Arc<[IpAddr]>,
-        failing: bool,
+        serve_now: bool,
     },
     Missing,
 }
@@ -119,7 +125,9 @@ impl Cache {
             // is asked again.
             Answer::Addrs(addrs) if now.duration_since(e.expires) <= stale => Cached::Stale {
                 addrs: addrs.clone(),
-                failing: e.failed.is_some_and(|f| now.duration_since(f) < FAILURE_RECHECK),
+                serve_now: e.failed.is_some_and(|f| now.duration_since(f) < FAILURE_RECHECK)
+                    || e.refreshing
+                        .is_some_and(|r| now.duration_since(r) < REFRESH_WINDOW),
             },
             _ => Cached::Missing,
         }
@@ -133,6 +141,7 @@ impl Cache {
             answer,
             expires: now + ttl,
             failed: None,
+            refreshing: None,
         };
         self.entries.put(name.into(), entry);
     }
@@ -142,6 +151,14 @@ impl Cache {
     pub fn failed(&mut self, name: &str, now: Instant) {
         if let Some(e) = self.entries.peek_mut(name) {
             e.failed = Some(now);
+        }
+    }
+
+    /// Notes that an asker waits for `name`'s refresh from `now`: the others
+    /// are served the stale answer meanwhile.
+    pub fn refreshing(&mut self, name: &str, now: Instant) {
+        if let Some(e) = self.entries.peek_mut(name) {
+            e.refreshing = Some(now);
         }
     }
 }
@@ -186,20 +203,30 @@ mod tests {
         let s = Duration::from_secs;
         let mut c = Cache::new(10, bounds());
         c.insert("a.test", addrs(&["192.0.2.1"]), s(10), t0);
-        let Cached::Stale { addrs: a, failing } = c.get("a.test", t0 + s(60)) else {
+        let Cached::Stale { addrs: a, serve_now } = c.get("a.test", t0 + s(60)) else {
             panic!("stale within the bound");
         };
         assert_eq!(&*a, &["192.0.2.1".parse::<IpAddr>().unwrap()]);
-        assert!(!failing, "no refresh failed yet");
+        assert!(!serve_now, "no refresh failed or waited for yet");
         c.failed("a.test", t0 + s(20));
         assert!(matches!(
             c.get("a.test", t0 + s(49)),
-            Cached::Stale { failing: true, .. }
+            Cached::Stale { serve_now: true, .. }
         ));
         // The failure is rechecked after a while.
         assert!(matches!(
             c.get("a.test", t0 + s(51)),
-            Cached::Stale { failing: false, .. }
+            Cached::Stale { serve_now: false, .. }
+        ));
+        // While one asker waits for a refresh, the others are served.
+        c.refreshing("a.test", t0 + s(52));
+        assert!(matches!(
+            c.get("a.test", t0 + s(53)),
+            Cached::Stale { serve_now: true, .. }
+        ));
+        assert!(matches!(
+            c.get("a.test", t0 + s(54)),
+            Cached::Stale { serve_now: false, .. }
         ));
         assert_eq!(
             c.get("a.test", t0 + s(61)),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::cache::{Answer, Bounds, Cache, Cached};
+use super::cache::{Answer, Bounds, Cache, Cached, REFRESH_WINDOW};
 use super::stats::{stats, Outcome};
 use super::upstream::{Reply, Servers, Upstream, UpstreamError};
 
@@ -121,24 +121,33 @@ impl Dns {
     /// when the upstream fails or is late, an expired answer within the
     /// stale bound.
     pub async fn lookup(&self, name: &str) -> Result<Found, LookupError> {
-        let cached = self.cache().get(name, Instant::now());
-        let stale = match cached {
+        let now = Instant::now();
+        let cached = self.cache().get(name, now);
+        let (stale, wait) = match cached {
             Cached::Fresh(answer) => return found(name, answer, Source::Cache),
-            // A refresh failed lately: no asker waits for it again, one
-            // question goes on in the background.
-            Cached::Stale { addrs, failing: true } => {
-                self.ask(name);
+            // A refresh failed lately, or another asker waits for one: this
+            // one is served at once, and a question goes on in the background.
+            Cached::Stale {
+                addrs,
+                serve_now: true,
+            } => {
+                drop(self.ask(name));
                 stats().lookup(Outcome::Stale);
                 return Ok(Found {
                     addrs,
                     source: Source::Stale,
                 });
             }
-            Cached::Stale { addrs, .. } => Some(addrs),
-            Cached::Missing => None,
+            // This asker waits for the refresh, at most RFC 8767's client
+            // response timer; the others are served the stale answer.
+            Cached::Stale { addrs, .. } => {
+                self.cache().refreshing(name, now);
+                (Some(addrs), self.timeout.min(REFRESH_WINDOW))
+            }
+            Cached::Missing => (None, self.timeout),
         };
         let reply = self.ask(name);
-        let err = match tokio::time::timeout(self.timeout, reply).await {
+        let err = match tokio::time::timeout(wait, reply).await {
             Ok(Ok(Ok(r))) => return found(name, r.answer, Source::Upstream),
             Ok(Ok(Err(e))) => e,
             Ok(Err(_)) => UpstreamError::Failed("the DNS thread is gone".into()),
