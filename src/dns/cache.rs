@@ -39,6 +39,8 @@ pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(3600);
 /// One hour of a resolver outage is bridged for names already known.
 pub const DEFAULT_STALE: Duration = Duration::from_secs(3600);
+/// The TTL an expired answer is handed on with (RFC 8767 §4: 30 s).
+pub const STALE_TTL: Duration = Duration::from_secs(30);
 /// Names kept at most; the least recently used goes first.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 /// After a refresh failed, an expired answer is served at once (without
@@ -72,8 +74,8 @@ struct Entry {
 /// What the cache holds for a name at a moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached {
-    /// Within its TTL.
-    Fresh(Answer),
+    /// Within its TTL, with the time it has left.
+    Fresh(Answer, Duration),
     /// Past its TTL but within the stale bound: addresses that may be used
     /// if the upstream fails; `serve_now` says a refresh failed lately or
     /// another asker is waiting for one, so this caller need not wait.
@@ -118,7 +120,7 @@ impl Cache {
             return Cached::Missing;
         };
         if now < e.expires {
-            return Cached::Fresh(e.answer.clone());
+            return Cached::Fresh(e.answer.clone(), e.expires - now);
         }
         match &e.answer {
             // Only addresses are served stale: a name that did not exist
@@ -185,14 +187,18 @@ mod tests {
         let s = Duration::from_secs;
         let mut c = Cache::new(10, bounds());
         c.insert("a.test", addrs(&["192.0.2.1"]), s(10), t0);
-        assert_eq!(c.get("a.test", t0 + s(9)), Cached::Fresh(addrs(&["192.0.2.1"])));
+        assert_eq!(
+            c.get("a.test", t0 + s(9)),
+            Cached::Fresh(addrs(&["192.0.2.1"]), s(1)),
+            "with the TTL it has left"
+        );
         assert!(matches!(c.get("a.test", t0 + s(10)), Cached::Stale { .. }));
         // A TTL of 0 is held for the minimum; a day for the maximum.
         c.insert("zero.test", addrs(&["192.0.2.2"]), s(0), t0);
-        assert!(matches!(c.get("zero.test", t0 + s(1)), Cached::Fresh(_)));
+        assert!(matches!(c.get("zero.test", t0 + s(1)), Cached::Fresh(..)));
         assert!(matches!(c.get("zero.test", t0 + s(2)), Cached::Stale { .. }));
         c.insert("day.test", addrs(&["192.0.2.3"]), s(86_400), t0);
-        assert!(matches!(c.get("day.test", t0 + s(99)), Cached::Fresh(_)));
+        assert!(matches!(c.get("day.test", t0 + s(99)), Cached::Fresh(..)));
         assert!(matches!(c.get("day.test", t0 + s(100)), Cached::Stale { .. }));
         assert_eq!(c.get("other.test", t0), Cached::Missing);
     }
@@ -243,7 +249,7 @@ mod tests {
         c.insert("nx.test", Answer::NoAddrs { nxdomain: true }, s(5), t0);
         assert_eq!(
             c.get("nx.test", t0 + s(4)),
-            Cached::Fresh(Answer::NoAddrs { nxdomain: true })
+            Cached::Fresh(Answer::NoAddrs { nxdomain: true }, s(1))
         );
         assert_eq!(c.get("nx.test", t0 + s(6)), Cached::Missing);
     }
@@ -255,10 +261,10 @@ mod tests {
         let ttl = Duration::from_secs(10);
         c.insert("a.test", addrs(&["192.0.2.1"]), ttl, t0);
         c.insert("b.test", addrs(&["192.0.2.2"]), ttl, t0);
-        assert!(matches!(c.get("a.test", t0), Cached::Fresh(_)));
+        assert!(matches!(c.get("a.test", t0), Cached::Fresh(..)));
         c.insert("c.test", addrs(&["192.0.2.3"]), ttl, t0);
         assert_eq!(c.len(), 2);
         assert_eq!(c.get("b.test", t0), Cached::Missing);
-        assert!(matches!(c.get("a.test", t0), Cached::Fresh(_)));
+        assert!(matches!(c.get("a.test", t0), Cached::Fresh(..)));
     }
 }

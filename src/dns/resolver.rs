@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::cache::{Answer, Bounds, Cache, Cached, REFRESH_WINDOW};
+use super::cache::{Answer, Bounds, Cache, Cached, REFRESH_WINDOW, STALE_TTL};
 use super::stats::{stats, Outcome};
 use super::upstream::{Reply, Servers, Upstream, UpstreamError};
 
@@ -48,11 +48,14 @@ impl Source {
     }
 }
 
-/// A name's addresses, in the order to try them.
+/// A name's addresses, in the order to try them, and how long they hold:
+/// what the proxy dials, and what a DNS listener would answer (with this
+/// TTL, [`super::cache::STALE_TTL`] for a stale answer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub addrs: Arc<[IpAddr]>,
     pub source: Source,
+    pub ttl: Duration,
 }
 
 /// Why a name has no addresses.
@@ -124,7 +127,7 @@ impl Dns {
         let now = Instant::now();
         let cached = self.cache().get(name, now);
         let (stale, wait) = match cached {
-            Cached::Fresh(answer) => return found(name, answer, Source::Cache),
+            Cached::Fresh(answer, left) => return found(name, answer, Source::Cache, left),
             // A refresh failed lately, or another asker waits for one: this
             // one is served at once, and a question goes on in the background.
             Cached::Stale {
@@ -136,6 +139,7 @@ impl Dns {
                 return Ok(Found {
                     addrs,
                     source: Source::Stale,
+                    ttl: STALE_TTL,
                 });
             }
             // This asker waits for the refresh, at most RFC 8767's client
@@ -148,7 +152,11 @@ impl Dns {
         };
         let reply = self.ask(name);
         let err = match tokio::time::timeout(wait, reply).await {
-            Ok(Ok(Ok(r))) => return found(name, r.answer, Source::Upstream),
+            Ok(Ok(Ok(r))) => {
+                let b = self.cache().bounds();
+                let ttl = r.ttl.clamp(b.min_ttl, b.max_ttl.max(b.min_ttl));
+                return found(name, r.answer, Source::Upstream, ttl);
+            }
             Ok(Ok(Err(e))) => e,
             Ok(Err(_)) => UpstreamError::Failed("the DNS thread is gone".into()),
             Err(_) => UpstreamError::Timeout,
@@ -161,6 +169,7 @@ impl Dns {
             return Ok(Found {
                 addrs,
                 source: Source::Stale,
+                ttl: STALE_TTL,
             });
         }
         stats().lookup(Outcome::Failed);
@@ -191,7 +200,7 @@ impl Dns {
 }
 
 /// An answer as the asker gets it, counted by where it came from.
-fn found(name: &str, answer: Answer, source: Source) -> Result<Found, LookupError> {
+fn found(name: &str, answer: Answer, source: Source, ttl: Duration) -> Result<Found, LookupError> {
     match answer {
         Answer::Addrs(addrs) => {
             stats().lookup(match source {
@@ -199,7 +208,7 @@ fn found(name: &str, answer: Answer, source: Source) -> Result<Found, LookupErro
                 Source::Upstream => Outcome::Miss,
                 Source::Stale => Outcome::Stale,
             });
-            Ok(Found { addrs, source })
+            Ok(Found { addrs, source, ttl })
         }
         Answer::NoAddrs { nxdomain } => {
             stats().lookup(Outcome::Negative);
