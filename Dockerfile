@@ -12,7 +12,7 @@ WORKDIR /src
 COPY . .
 RUN bash .ci/build-static && cp target/x86_64-unknown-linux-gnu/release/egressd /egressd
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot AS runtime
 COPY --from=build /egressd /usr/local/bin/egressd
 COPY policy/ /etc/egressd/
 # Inside a container the proxy listens on every interface, so only loopback
