@@ -562,3 +562,58 @@ async fn idle_keep_alive_connections_are_closed() {
         "idle keep-alive connection still open: {n:?}"
     );
 }
+
+/// A request hyper cannot even parse gets its 400 (431 for a head over the
+/// limit) and an access event: a scanner is seen like any refusal.
+#[tokio::test]
+async fn malformed_requests_leave_an_access_event() {
+    let proxy = allowed_proxy_with(|c| c.max_header_bytes = 1024).await;
+    let r = raw(
+        proxy.addr,
+        b"GET http://allowed.test/ HTTP/1.1\r\nBad Header\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 400, "{r}");
+    let big = format!(
+        "GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(4096)
+    );
+    let r = raw(proxy.addr, big.as_bytes()).await;
+    assert_eq!(status_of(&r), 431, "{r}");
+    let ev = wait_access(|v| {
+        v["status"] == 400
+            && v["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("malformed request"))
+    })
+    .await;
+    assert_eq!(ev["error"], "http_request_error", "{ev}");
+    assert_eq!(
+        (ev["decision"].as_str(), ev["method"].as_str()),
+        (Some("deny"), Some("-")),
+        "{ev}"
+    );
+    wait_access(|v| v["status"] == 431 && v["error"] == "http_request_error").await;
+}
+
+/// `0.0.0.0` and `::` mean this host: dialled, they reach the proxy host's
+/// own services. A CIDR rule covering them (`0.0.0.0/0`) does not make
+/// them a destination.
+#[tokio::test]
+async fn the_unspecified_address_is_never_dialled() {
+    let origin = start_origin().await;
+    let p = policy(r#"allow = [{ cidrs = ["0.0.0.0/0", "::/0"], ports = "any" }]"#);
+    let proxy = start_proxy(ProxyOpts::new(p)).await;
+    // The origin itself is allowed by the same rule.
+    let ok = get(proxy.addr, &format!("http://127.0.0.1:{}/direct", origin.port())).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    for host in ["0", "0.0.0.0", "[::]", "[::ffff:0.0.0.0]"] {
+        let r = get(proxy.addr, &format!("http://{host}:{}/this-host", origin.port())).await;
+        assert_ne!(r.status(), StatusCode::OK, "{host}");
+        let status = r.headers()["proxy-status"].to_str().unwrap();
+        assert!(
+            status.starts_with("egressd; error=proxy_loop_detected"),
+            "{host}: {status}"
+        );
+    }
+}

@@ -327,6 +327,22 @@ fn redirected_connections_are_decided_by_sni_host_and_path() {
     assert_eq!(code, "200", "{body}");
     assert_eq!(body, "origin [2001:db8::10]:80 saw GET /six host=v6.test");
 
+    // Two Host fields: 400 (RFC 9112 §3.2), as on the forward listener.
+    let twice = ns.enter(|| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("198.51.100.10:80").unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(
+            b"GET /ok/twice HTTP/1.1\r\nHost: allowed.test\r\nHost: denied.test\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    });
+    let twice = twice.join().unwrap();
+    assert!(twice.starts_with("HTTP/1.1 400"), "{twice}");
+
     let events = e.access_events();
     let one = |pred: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
         let found: Vec<&serde_json::Value> = events.iter().filter(|v| pred(v)).collect();

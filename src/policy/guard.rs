@@ -60,6 +60,12 @@ pub fn is_self(listen: &[SocketAddr], addr: SocketAddr) -> bool {
     })
 }
 
+/// Whether `ip` is the unspecified address (`0.0.0.0`, `::`), in any
+/// spelling the guard unwraps: it means this host, and is never dialled.
+pub fn is_this_host(ip: IpAddr) -> bool {
+    unwrapped(ip).is_unspecified()
+}
+
 fn unwrapped(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
@@ -104,7 +110,10 @@ impl Policy {
             });
         }
         let mut targets = resolved;
-        targets.retain(|t| !is_self(own, t.addr));
+        // The unspecified address (`0.0.0.0`, `::`, in any spelling) means
+        // this host: dialled, it reaches the proxy host's own services,
+        // whatever CIDR rule covers it (`0.0.0.0/0`). Never dialled.
+        targets.retain(|t| !is_self(own, t.addr) && !is_this_host(t.addr.ip()));
         if targets.is_empty() {
             return Err(Refusal::SelfLoop);
         }

@@ -47,7 +47,7 @@ mod trie;
 pub use builder::{PolicyBuilder, PolicyError, PolicyErrors};
 pub use compiled::Policy;
 pub use decision::{Candidate, Decision, Flags, Matcher, Reason, Verdict};
-pub use guard::{is_self, AddrContext, Checked, Refusal, Resolved};
+pub use guard::{is_self, is_this_host, AddrContext, Checked, Refusal, Resolved};
 pub use net::{special_range, SpecialRange};
 pub use normalize::{normalize_host, normalize_path, Host, HostError, NormPath};
 pub use pattern::{Destination, HostPattern, PathPattern, PatternError, Scheme};

@@ -13,8 +13,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::respond::Body;
+use super::respond::{Body, ProxyError};
 use super::Shared;
+use crate::access::EventKind;
 
 /// A plain client socket while hyper serves it. When hyper ends the
 /// connection it shuts the socket down and drops it at once; the `close(2)`
@@ -68,8 +69,12 @@ impl AsyncWrite for ClientTcp {
 pub(super) const WRITEV: bool = false;
 
 /// HTTP/1.1 with upgrades on a client connection, with the proxy's header
-/// limits, closed gracefully at shutdown.
-pub(super) async fn serve_http1<IO, S>(shared: &Shared, stream: IO, svc: S, peer: SocketAddr)
+/// limits, closed gracefully at shutdown. A request hyper could not parse
+/// (it answers 400, or 431 for a head over the limit) never reaches the
+/// pipeline: it gets its own access event here, of `kind`, so that a
+/// scanner or a smuggling probe is seen in the log, the metrics and the
+/// live view like any refusal.
+pub(super) async fn serve_http1<IO, S>(shared: &Shared, stream: IO, svc: S, peer: SocketAddr, kind: EventKind)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = Body>,
@@ -96,7 +101,16 @@ where
         }
     };
     if let Err(e) = result {
-        // Client resets, bad requests and timeouts are routine: debug only.
+        if e.is_parse() || e.is_parse_too_large() || e.is_parse_version_h2() {
+            // No method was read: logged as `-`.
+            let unread = http::Method::from_bytes(b"-").unwrap_or_default();
+            let mut ev = shared.access(peer, kind, &unread);
+            ev.raw_target("", None);
+            ev.status(if e.is_parse_too_large() { 431 } else { 400 });
+            ev.finish(Err(&ProxyError::BadRequest(format!("malformed request: {e}"))));
+            return;
+        }
+        // Client resets and timeouts are routine: debug only.
         tracing::debug!(client = %peer, error = %e, "connection ended with error");
     }
 }

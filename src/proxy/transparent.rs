@@ -228,7 +228,7 @@ async fn serve_http(
             )
         }
     });
-    serve_http1(&shared, io, svc, peer).await
+    serve_http1(&shared, io, svc, peer, EventKind::Transparent).await
 }
 
 /// An origin-form request made absolute from its `Host` (which then names
@@ -248,9 +248,12 @@ fn absolute(mut req: Request<Incoming>, port: u16) -> Request<Incoming> {
         format!("{host}:{port}")
     };
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    // Several `Host` fields stay as they came: the pipeline's Host check
+    // answers them 400 (RFC 9112 §3.2), as on the forward listener.
+    let several = req.headers().get_all(header::HOST).iter().nth(1).is_some();
     if let Ok(uri) = format!("http://{authority}{pq}").parse::<Uri>() {
         *req.uri_mut() = uri;
-        if let Ok(h) = HeaderValue::from_str(&authority) {
+        if let (false, Ok(h)) = (several, HeaderValue::from_str(&authority)) {
             req.headers_mut().insert(header::HOST, h);
         }
     }
