@@ -155,7 +155,7 @@ async fn reload_certificates(
     load: fn(&Shared) -> Result<Option<String>, String>,
 ) {
     match tokio::task::spawn_blocking(move || load(&shared)).await {
-        Ok(Ok(fp)) => tracing::info!(sha256 = ?fp, "{what} reloaded"),
+        Ok(Ok(fp)) => tracing::info!(sha256 = fp.as_deref().unwrap_or(""), "{what} reloaded"),
         Ok(Err(e)) => tracing::error!(error = %e, "{what} not reloaded; the loaded one stays"),
         Err(e) => tracing::error!(error = %e, "{what} not reloaded; the loaded one stays"),
     }

@@ -690,3 +690,37 @@ fn run_refuses_a_ca_key_others_can_read() {
         assert!(err.contains("ca.key") && err.contains("chmod 600"), "{err}");
     }
 }
+
+/// `localhost` names are loopback (RFC 6761): allowed by name, `check` says
+/// what the proxy does after resolving them, without asking any server.
+#[test]
+fn check_judges_localhost_names_as_the_proxy_does() {
+    let dir = tmpdir("check-localhost");
+    let p = write(
+        &dir,
+        "p.toml",
+        r#"allow = ["localhost", "a.localhost", "www.qualtrics.com"]"#,
+    );
+    let o = run(&[
+        "check",
+        "--policy",
+        p.to_str().unwrap(),
+        "http://localhost/",
+        "https://a.localhost/",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().filter(|l| l.starts_with("deny ")).count(), 2, "{out}");
+    assert!(
+        out.contains("addresses=127.0.0.1 (refused: special_address)"),
+        "{out}"
+    );
+    // With a CIDR rule for loopback, the proxy would dial it: so does check.
+    let p = write(
+        &dir,
+        "q.toml",
+        r#"allow = ["localhost", { cidr = "127.0.0.0/8" }, { cidr = "::1" }]"#,
+    );
+    let o = run(&["check", "--policy", p.to_str().unwrap(), "http://localhost/"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}

@@ -88,7 +88,8 @@ pub fn check(args: CheckOptions) -> ExitCode {
             }
         };
         let (mut d, _) = audit::decide_like_proxy(&policy, &c, args.inspect);
-        let resolved = names.as_ref().and_then(|n| n.resolve(&policy, &c, d));
+        let resolved = super::check_names::localhost(&policy, &c, d)
+            .or_else(|| names.as_ref().and_then(|n| n.resolve(&policy, &c, d)));
         if let Some(r) = &resolved {
             d = r.decision;
         }

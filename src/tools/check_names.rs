@@ -75,27 +75,54 @@ impl Names {
                 })
             }
         };
-        let ctx = |t: &Resolved| AddrContext {
-            name_allowed: by_name.name_allowed(),
-            pinned: t.pinned,
-        };
-        let addresses = targets
-            .iter()
-            .map(|t| Judged {
-                addr: t.addr.ip(),
-                decision: policy.check_addr(t.addr.ip(), c, ctx(t)),
-            })
-            .collect();
-        let decision = match policy.decide_addresses(c, by_name, targets, &[]) {
-            Ok(checked) => checked.decision,
-            Err(Refusal::Denied { decision, .. }) => decision,
-            Err(Refusal::SelfLoop) => by_name,
-        };
-        Some(Resolution {
-            decision,
-            addresses,
-            error: None,
+        Some(judge(policy, c, by_name, targets))
+    }
+}
+
+/// A `localhost` name (RFC 6761: `localhost` and every name under it are
+/// loopback, whatever DNS says) judged as the proxy would after resolving
+/// it, without asking anyone; `None` for other names.
+pub fn localhost(policy: &Policy, c: &Candidate, by_name: Decision) -> Option<Resolution> {
+    let Host::Name(name) = &c.host else { return None };
+    if !(name == "localhost" || name.ends_with(".localhost")) || !by_name.verdict.proceeds() {
+        return None;
+    }
+    let loopback = [
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ];
+    let targets: Vec<Resolved> = loopback
+        .iter()
+        .map(|ip| Resolved {
+            addr: SocketAddr::new(*ip, c.port),
+            pinned: false,
         })
+        .collect();
+    Some(judge(policy, c, by_name, targets))
+}
+
+/// Every address judged, and the decision once they are (the proxy's).
+fn judge(policy: &Policy, c: &Candidate, by_name: Decision, targets: Vec<Resolved>) -> Resolution {
+    let ctx = |t: &Resolved| AddrContext {
+        name_allowed: by_name.name_allowed(),
+        pinned: t.pinned,
+    };
+    let addresses = targets
+        .iter()
+        .map(|t| Judged {
+            addr: t.addr.ip(),
+            decision: policy.check_addr(t.addr.ip(), c, ctx(t)),
+        })
+        .collect();
+    let decision = match policy.decide_addresses(c, by_name, targets, &[]) {
+        Ok(checked) => checked.decision,
+        Err(Refusal::Denied { decision, .. }) => decision,
+        Err(Refusal::SelfLoop) => by_name,
+    };
+    Resolution {
+        decision,
+        addresses,
+        error: None,
     }
 }
 
