@@ -584,7 +584,7 @@ async fn malformed_requests_leave_an_access_event() {
         v["status"] == 400
             && v["detail"]
                 .as_str()
-                .is_some_and(|d| d.contains("malformed request"))
+                .is_some_and(|d| d.contains("malformed request:"))
     })
     .await;
     assert_eq!(ev["error"], "http_request_error", "{ev}");
@@ -615,5 +615,33 @@ async fn the_unspecified_address_is_never_dialled() {
             status.starts_with("egressd; error=proxy_loop_detected"),
             "{host}: {status}"
         );
+    }
+}
+
+/// A client's malformed chunked body is the client's error: 400 with the
+/// proxy's own short text, class http_request_error; never a 502 blaming
+/// the origin, nor hyper's internal words.
+#[tokio::test]
+async fn a_client_s_malformed_body_is_a_400() {
+    let proxy = allowed_proxy().await;
+    for (i, body) in [
+        &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+        b"1;a\nb\r\nZ\r\n0\r\n\r\n",
+        b"fffffffffffffffff\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut req = format!(
+            "POST http://allowed.test/body{i} HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        let r = raw(proxy.addr, &req).await;
+        assert_eq!(status_of(&r), 400, "{:?}: {r}", String::from_utf8_lossy(body));
+        assert!(!r.contains("hyper") && !r.contains("error from user"), "{r}");
+        let path = format!("/body{i}");
+        let ev = wait_access(|v| v["path"] == path.as_str()).await;
+        assert_eq!(ev["error"], "http_request_error", "{ev}");
     }
 }

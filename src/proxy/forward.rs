@@ -383,6 +383,12 @@ fn spawn_upgraded(
 
 /// Maps a failed exchange with upstream to what the user should hear.
 fn upstream_error(e: &hyper::Error) -> ProxyError {
+    // The request body hyper's client was sending is the client's: its
+    // failure is the client's (a malformed chunked body, a reset), never
+    // the origin's.
+    if e.is_user() {
+        return client_body_error(e);
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<io::Error>() {
@@ -400,6 +406,29 @@ fn upstream_error(e: &hyper::Error) -> ProxyError {
         source = s.source();
     }
     ProxyError::UpstreamResponse(msg)
+}
+
+/// A client's request body that failed while it was sent upstream: a
+/// client that went (reset, closed) or a malformed body (400, with the
+/// framing error in a few words and nothing of hyper's wording).
+fn client_body_error(e: &hyper::Error) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            use io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ) {
+                return ProxyError::io(super::respond::Side::Client, io);
+            }
+        }
+        last = Some(s);
+        source = s.source();
+    }
+    let why = last.map(|s| s.to_string()).unwrap_or_default();
+    ProxyError::BadRequest(format!("malformed request body: {}", why.to_lowercase()))
 }
 
 /// What a [`Metered`] body reports: each data frame's size, and how the
