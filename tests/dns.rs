@@ -30,51 +30,68 @@ impl Dnsmasq {
         let hosts_file = dir.join("hosts");
         std::fs::write(&hosts_file, hosts).unwrap();
         let log = dir.join("dnsmasq.log");
-        // A free port: bound, then given to dnsmasq.
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--pid-file=",
-                "--user=root",
-                "--group=root",
-                "--local=/test/",
-                "--log-queries",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", hosts_file.display()))
-            .arg(format!("--local-ttl={ttl}"))
-            .arg(format!("--log-facility={}", log.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run dnsmasq ({e}): install dnsmasq-base (the test command does)")
-            });
-        let d = Dnsmasq {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log,
-            hosts: hosts_file,
-        };
-        let deadline = std::time::Instant::now() + WAIT;
-        while !std::fs::read_to_string(&d.log)
-            .unwrap_or_default()
-            .contains("read ")
-        {
-            assert!(std::time::Instant::now() < deadline, "dnsmasq did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        // A port free for UDP and TCP (dnsmasq binds both), given to it; a
+        // start that lost the port to another socket meanwhile is retried.
+        for _ in 0..5 {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = tcp.local_addr().unwrap().port();
+            let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) else {
+                continue;
+            };
+            drop((tcp, udp));
+            let _ = std::fs::remove_file(&log);
+            let mut child = Command::new("dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--conf-file=/dev/null",
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--pid-file=",
+                    "--user=root",
+                    "--group=root",
+                    "--local=/test/",
+                    "--log-queries",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--addn-hosts={}", hosts_file.display()))
+                .arg(format!("--local-ttl={ttl}"))
+                .arg(format!("--log-facility={}", log.display()))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("dnsmasq.err")).unwrap())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run dnsmasq ({e}): install dnsmasq-base (the test command does)")
+                });
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                if std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("read ")
+                {
+                    return Dnsmasq {
+                        child,
+                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                        log,
+                        hosts: hosts_file,
+                    };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "dnsmasq did not start: {}",
+                    std::fs::read_to_string(dir.join("dnsmasq.err")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        d
+        panic!(
+            "dnsmasq did not start on a free port in 5 tries: {}",
+            std::fs::read_to_string(dir.join("dnsmasq.err")).unwrap_or_default()
+        )
     }
 
     /// Questions for `name` of type `kind` (`A`, `AAAA`) it got so far.
