@@ -105,6 +105,27 @@ async fn curl_speaks_tls_to_the_proxy() {
     // A client that does not trust the proxy's certificate refuses it.
     let (rc, _, _) = through(stranger_ca, false, &[], &format!("http://a.test:{p1}/x"));
     assert_ne!(rc, 0, "curl must refuse an untrusted proxy certificate");
+    // Plain HTTP to the TLS listener: refused, and both refusals logged.
+    let (rc, _, _) = curl(&[
+        "--proxy",
+        &format!("http://127.0.0.1:{}", e.proxy_tls.unwrap().port()),
+        &format!("http://a.test:{p1}/cleartext"),
+    ]);
+    assert_ne!(rc, 0);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let events = e.access_events();
+        let classes: Vec<&str> = events
+            .iter()
+            .filter(|v| v["method"] == "-")
+            .filter_map(|v| v["error"].as_str())
+            .collect();
+        if classes.contains(&"client_rejected_certificate") && classes.contains(&"client_tls_error") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{classes:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // A plain listener exists too: the PAC file names it.
     assert!(e.admin_get("/proxy.pac").contains(&format!("PROXY {}", e.proxy)));

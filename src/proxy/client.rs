@@ -102,10 +102,7 @@ where
     };
     if let Err(e) = result {
         if e.is_parse() || e.is_parse_too_large() || e.is_parse_version_h2() {
-            // No method was read: logged as `-`.
-            let unread = http::Method::from_bytes(b"-").unwrap_or_default();
-            let mut ev = shared.access(peer, kind, &unread);
-            ev.raw_target("", None);
+            let mut ev = unparsed(shared, peer, kind);
             ev.status(if e.is_parse_too_large() { 431 } else { 400 });
             ev.finish(Err(&ProxyError::BadRequest(format!("malformed request: {e}"))));
             return;
@@ -113,6 +110,15 @@ where
         // Client resets and timeouts are routine: debug only.
         tracing::debug!(client = %peer, error = %e, "connection ended with error");
     }
+}
+
+/// The event of a connection refused before any request was read from it:
+/// no method (logged as `-`), no target.
+pub(super) fn unparsed(shared: &Shared, peer: SocketAddr, kind: EventKind) -> crate::access::Access {
+    let unread = http::Method::from_bytes(b"-").unwrap_or_default();
+    let mut ev = shared.access(peer, kind, &unread);
+    ev.raw_target("", None);
+    ev
 }
 
 /// Any client stream a tunnel can run over (a TLS listener's connection,

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::client::{serve_http1, ClientTcp};
+use super::client::{serve_http1, unparsed, ClientTcp};
 use super::pipeline::refuse;
 use super::pool::Pool;
 use super::respond::{Body, ProxyError};
@@ -308,11 +308,14 @@ async fn serve_tls_connection(shared: Arc<Shared>, pool: Arc<Pool>, stream: TcpS
         return;
     };
     let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-    match tokio::time::timeout(shared.config.header_timeout, accept).await {
-        Ok(Ok(tls)) => serve_connection(shared, pool, tls, peer).await,
-        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS with the client failed"),
-        Err(_) => tracing::debug!(client = %peer, "no TLS handshake in time"),
-    }
+    // A handshake that fails (or never comes) is a refusal like any other:
+    // one access event, in the metrics and the live view.
+    let refused = match tokio::time::timeout(shared.config.header_timeout, accept).await {
+        Ok(Ok(tls)) => return serve_connection(shared, pool, tls, peer).await,
+        Ok(Err(e)) => ProxyError::from_client_tls(&e),
+        Err(_) => ProxyError::ClientTls("no TLS handshake in time".into()),
+    };
+    unparsed(&shared, peer, EventKind::Http).finish(Err(&refused));
 }
 
 async fn serve_connection<IO>(shared: Arc<Shared>, pool: Arc<Pool>, stream: IO, peer: SocketAddr)
