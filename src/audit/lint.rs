@@ -271,12 +271,20 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
             }
             RuleTarget::Cidr { net, .. } => {
                 if r.action == Action::Allow {
-                    if let Some((s, kind)) = special_nets().find(|(s, _)| nets_overlap(s, net)) {
+                    // Every special range it opens, named: `0.0.0.0/0`
+                    // opens loopback and metadata, not only "this network".
+                    let opened: Vec<String> = special_nets()
+                        .filter(|(s, _)| nets_overlap(s, net))
+                        .map(|(s, kind)| format!("{kind} {s}"))
+                        .collect();
+                    if !opened.is_empty() {
                         out.push(finding(
                             r,
                             "special-cidr",
                             format!(
-                                "{net} overlaps the {kind} range {s}: such destinations become reachable"
+                                "{net} overlaps special ranges ({}): such destinations become reachable \
+                                 (0.0.0.0 and :: never are: they mean this host)",
+                                opened.join(", ")
                             ),
                         ));
                     }
@@ -348,6 +356,21 @@ mod tests {
     fn kinds(src: &str) -> Vec<(&'static str, String)> {
         let p = Policy::from_toml(src, "lint.toml").unwrap();
         lint(&p).into_iter().map(|f| (f.kind, f.pattern)).collect()
+    }
+
+    #[test]
+    fn a_cidr_rule_names_every_special_range_it_opens() {
+        let p = Policy::from_toml(r#"allow = [{ cidr = "0.0.0.0/0" }]"#, "lint.toml").unwrap();
+        let f = lint(&p);
+        let special: Vec<&str> = f
+            .iter()
+            .filter(|f| f.kind == "special-cidr")
+            .map(|f| f.message.as_str())
+            .collect();
+        assert_eq!(special.len(), 1, "{special:?}");
+        for range in ["127.0.0.0/8", "10.0.0.0/8", "169.254.0.0/16", "0.0.0.0/8"] {
+            assert!(special[0].contains(range), "{range} not named: {}", special[0]);
+        }
     }
 
     #[test]
