@@ -387,3 +387,59 @@ async fn origins_that_speak_http2_get_http2() {
         "one HTTP/2 connection serves every request"
     );
 }
+
+/// Origins are verified against the system's trust store too (what curl,
+/// cargo and pip trust): a root installed there, as a corporate TLS
+/// gateway's is, works without `--upstream-ca`. `SSL_CERT_FILE` stands in
+/// for the store, so the machine's own is never touched.
+#[tokio::test]
+async fn origins_are_verified_against_the_system_trust_store() {
+    let dir = fresh_dir("inspect-system-roots");
+    let origin_cert = test_cert(&["sys.test"]);
+    let origin = start_tls_origin(&origin_cert).await;
+    let ca = test_ca(&dir);
+    let store = roots_pem(dir.join("system-store.pem"), &[&origin_cert]);
+    let policy = dir.join("p.toml");
+    std::fs::write(&policy, "inspect = \"all\"\nallow = [\"sys.test\"]\n").unwrap();
+    let args: Vec<String> = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--ca",
+        dir.join("ca").to_str().unwrap(),
+        "--dns",
+        "static",
+        "--resolve",
+        &format!("sys.test:443={origin}"),
+    ]
+    .map(String::from)
+    .to_vec();
+    let client_ca = TestCert {
+        der: ca.cert_der.clone(),
+        key: origin_cert.key.clone_key(),
+    };
+    let status = |proxy: std::net::SocketAddr| {
+        let client_ca = &client_ca;
+        async move {
+            let tunnel = connect(proxy, "sys.test:443").await.expect("tunnel");
+            let tls = tls_over(tunnel, "sys.test", client_ca).await;
+            let req = Request::get("/x")
+                .header("host", "sys.test")
+                .body(full(""))
+                .unwrap();
+            request_over(tls, req).await.status()
+        }
+    };
+    // The test root in the store: verified, 200.
+    let store_env = format!("SSL_CERT_FILE={}", store.display());
+    let with = Egressd::start_wrapped(&dir, &["env", &store_env], &args);
+    assert_eq!(status(with.proxy).await, StatusCode::OK);
+    assert!(with.settled_log().contains("roots for verifying origins"));
+    drop(with);
+    // Not in the store (an empty one): the origin is refused.
+    let empty = roots_pem(dir.join("empty-store.pem"), &[]);
+    let empty_env = format!("SSL_CERT_FILE={}", empty.display());
+    let without = Egressd::start_wrapped(&dir, &["env", &empty_env], &args);
+    assert_eq!(status(without.proxy).await, StatusCode::BAD_GATEWAY);
+}

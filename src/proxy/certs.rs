@@ -40,13 +40,22 @@ impl std::fmt::Debug for Inspector {
     }
 }
 
-/// A TLS client configuration that verifies servers against the system
-/// roots (webpki-roots) and the extra roots in `upstream_ca` (PEM files),
+/// A TLS client configuration that verifies servers against the system's
+/// trust store (as curl, cargo and pip do: `SSL_CERT_FILE`/`SSL_CERT_DIR`
+/// honoured, so a corporate gateway's CA installed there works), the
+/// compiled-in roots (webpki-roots: what a distroless image has when its
+/// store is empty) and the extra roots in `upstream_ca` (PEM files),
 /// speaking HTTP/1.1: for origins of inspected requests and for a parent
-/// proxy reached over TLS.
+/// proxy reached over TLS. Which roots are in use is logged.
 pub fn upstream_client_config(upstream_ca: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
+    let (system_added, _) = roots.add_parsable_certificates(system.certs);
+    for e in &system.errors {
+        tracing::warn!(error = %e, "a certificate of the system trust store could not be read");
+    }
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut extra = 0;
     for f in upstream_ca {
         use rustls::pki_types::pem::PemObject;
         let pem = std::fs::read(f).map_err(|e| format!("--upstream-ca {}: {e}", f.display()))?;
@@ -61,7 +70,14 @@ pub fn upstream_client_config(upstream_ca: &[PathBuf]) -> Result<Arc<rustls::Cli
         if n == 0 {
             return Err(format!("--upstream-ca {}: no PEM certificates", f.display()));
         }
+        extra += n;
     }
+    tracing::info!(
+        system = system_added,
+        compiled_in = webpki_roots::TLS_SERVER_ROOTS.len(),
+        upstream_ca = extra,
+        "roots for verifying origins and the parent proxy"
+    );
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
