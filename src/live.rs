@@ -176,15 +176,22 @@ fn now_ms() -> u64 {
 }
 
 /// `path` cut to at most [`MAX_PATH`] bytes, on a character boundary.
-fn cut(mut path: String) -> String {
-    if path.len() > MAX_PATH {
-        let mut end = MAX_PATH;
-        while !path.is_char_boundary(end) {
-            end -= 1;
-        }
-        path.truncate(end);
+fn cut(path: &str) -> &str {
+    let mut end = path.len().min(MAX_PATH);
+    while !path.is_char_boundary(end) {
+        end -= 1;
     }
-    path
+    &path[..end]
+}
+
+/// `text` in `buf`'s allocation (a ring slot's, once the ring is full): the
+/// event is shared by every sink, so the live view copies what it keeps,
+/// and in the steady state the copy allocates nothing.
+fn reuse(buf: Option<String>, text: &str) -> String {
+    let mut s = buf.unwrap_or_default();
+    s.clear();
+    s.push_str(text);
+    s
 }
 
 /// The live view keeps every finished event.
@@ -198,7 +205,7 @@ impl Live {
     /// Records one finished event.
     pub fn record(&self, f: &Event) {
         let time_ms = now_ms();
-        let path = f.path.clone().map(cut);
+        let path = f.path.as_deref().map(cut);
         // A refusal the policy made (report mode's would-deny included):
         // counted per destination, read as `report` reads its log line.
         let refused = matches!(f.verdict, Verdict::Deny | Verdict::WouldDeny)
@@ -217,13 +224,16 @@ impl Live {
                 // Written into the shard's buffer: no allocation per refusal.
                 let mut target = std::mem::take(&mut g.target);
                 target.clear();
-                logs::write_event_target(&mut target, f.kind, &f.host, f.port, path.as_deref());
+                logs::write_event_target(&mut target, f.kind, &f.host, f.port, path);
                 g.refuse(&f.host, f.port, kind, reason, &target, who);
                 g.target = target;
             }
-            if g.ring.len() == RING {
-                g.ring.pop_front();
-            }
+            let old = if g.ring.len() == RING {
+                g.ring.pop_front()
+            } else {
+                None
+            };
+            let (old_host, old_path) = old.map_or((None, None), |o| (Some(o.host), o.path));
             g.ring.push_back(Entry {
                 seq,
                 time_ms,
@@ -231,9 +241,9 @@ impl Live {
                 user: f.user.clone(),
                 kind: f.kind.as_str(),
                 method: f.method.clone(),
-                host: f.host.clone(),
+                host: reuse(old_host, &f.host),
                 port: f.port,
-                path,
+                path: path.map(|p| reuse(old_path, p)),
                 decision: f.verdict.as_str(),
                 reason: f.why.map_or("", Why::as_str),
                 rule: f.rule.clone(),

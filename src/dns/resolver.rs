@@ -128,13 +128,13 @@ impl Dns {
         let cached = self.cache().get(name, now);
         let (stale, wait) = match cached {
             Cached::Fresh(answer, left) => return found(name, answer, Source::Cache, left),
-            // A refresh failed lately, or another asker waits for one: this
-            // one is served at once, and a question goes on in the background.
+            // Another asker waits for a refresh, or one failed lately (the
+            // upstream is not asked again before RFC 8767's failure recheck):
+            // this asker is served at once and asks nothing.
             Cached::Stale {
                 addrs,
                 serve_now: true,
             } => {
-                drop(self.ask(name));
                 stats().lookup(Outcome::Stale);
                 return Ok(Found {
                     addrs,
