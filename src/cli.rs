@@ -509,7 +509,12 @@ fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
     if !args.allow_client.is_empty() {
         config.clients = args.allow_client.clone();
     }
-    let dns = args.dns_args.config(args.dns_timeout);
+    let mut dns = args.dns_args.config(args.dns_timeout);
+    dns.mark = args.mark;
+    config.dns_listen = args
+        .dns_args
+        .listener(&dns.servers)
+        .map_err(|e| anyhow::anyhow!(e))?;
     config.resolver = Resolver::with_config(args.resolve.clone(), args.dns, dns);
     config.ca_dir = args.ca.clone();
     config.upstream_ca = args.upstream_ca.clone();

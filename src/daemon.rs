@@ -44,6 +44,8 @@ pub struct Listeners {
     /// The transparent listeners (`--transparent`), one set per worker.
     pub transparent_by_worker: Vec<Vec<std::net::TcpListener>>,
     pub admin: Option<tokio::net::TcpListener>,
+    /// The DNS listener's sockets (`--dns-listen`).
+    pub dns: proxy::dns_listen::Sockets,
 }
 
 /// Binds every listener first, so that a port in use is reported before
@@ -53,6 +55,7 @@ pub async fn bind(config: &RunConfig) -> anyhow::Result<Listeners> {
     let tls_by_worker = proxy::server::bind_workers(&config.proxy.listen_tls, config.workers)?;
     let transparent_by_worker =
         proxy::server::bind_workers_as(&config.proxy.transparent, config.workers, true)?;
+    let dns = proxy::dns_listen::bind(&config.proxy.dns_listen.addrs)?;
     let admin = match crate::admin::bind(config.admin_addr).await {
         Ok(l) => l,
         // Optional on a developer's machine: a default port that is taken
@@ -68,6 +71,7 @@ pub async fn bind(config: &RunConfig) -> anyhow::Result<Listeners> {
         tls_by_worker,
         transparent_by_worker,
         admin,
+        dns,
     })
 }
 
@@ -89,6 +93,7 @@ pub async fn run(
         listen = %addrs.join(","),
         listen_tls = %tls_addrs.join(","),
         transparent = %transparent_addrs.join(","),
+        dns_listen = %listeners.dns.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
         mark = config.proxy.mark,
         admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
         policy = policy.origin(),
@@ -161,6 +166,8 @@ pub async fn run(
         None => None,
     };
     tokio::spawn(turn_days(shared.clone()));
+    // DNS questions are answered on this thread: most come from the cache.
+    proxy::dns_listen::serve(shared.clone(), listeners.dns)?;
     let server = proxy::server::serve_workers(
         shared.clone(),
         listeners.by_worker,

@@ -138,6 +138,7 @@ fn resolver(server: SocketAddr, timeout: Duration, stale: Duration) -> Resolver 
         },
         capacity: 1000,
         timeout,
+        mark: None,
     };
     Resolver::with_config(Vec::new(), DnsMode::System, config)
 }

@@ -25,6 +25,9 @@ pub enum EventKind {
     /// A connection redirected to a transparent listener (or a plain HTTP
     /// request on one): decided by SNI, `Host` or original destination.
     Transparent,
+    /// A question to egressd's DNS listener (`--dns-listen`): its name is
+    /// the host, its type the method.
+    Dns,
 }
 
 impl EventKind {
@@ -34,6 +37,7 @@ impl EventKind {
             EventKind::Http => "http",
             EventKind::Inspected => "inspected",
             EventKind::Transparent => "transparent",
+            EventKind::Dns => "dns",
         }
     }
 }
@@ -193,6 +197,17 @@ pub struct Event {
     pub duration: Duration,
     pub error: Option<ErrorClass>,
     pub detail: Option<String>,
+    /// What the DNS listener answered (kind `dns`).
+    pub answer: Option<Box<DnsAnswer>>,
+}
+
+/// A DNS listener's answer: its response code, the addresses given and
+/// for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsAnswer {
+    pub rcode: &'static str,
+    pub addrs: Vec<std::net::IpAddr>,
+    pub ttl: u32,
 }
 
 impl Event {
@@ -223,6 +238,7 @@ impl Event {
             duration: Duration::ZERO,
             error: None,
             detail: None,
+            answer: None,
         }
     }
 

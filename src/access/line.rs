@@ -66,6 +66,12 @@ pub fn write_line(e: &Event, b: &mut Vec<u8>, json: bool) {
         l.token(key!("error"), c.as_str());
     }
     l.opt_str(key!("detail"), e.detail.as_deref());
+    if let Some(a) = &e.answer {
+        l.token(key!("rcode"), a.rcode);
+        let addrs: Vec<String> = a.addrs.iter().map(|ip| ip.to_string()).collect();
+        l.list(key!("answers"), addrs.iter().map(String::as_str));
+        l.u64(key!("ttl"), u64::from(a.ttl));
+    }
     l.end(TARGET);
 }
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use http::Method;
 
-pub use event::{AccessSink, AuthError, ErrorClass, Event, EventKind, Failure, Party, Sinks, Why};
+pub use event::{AccessSink, AuthError, DnsAnswer, ErrorClass, Event, EventKind, Failure, Party, Sinks, Why};
 pub use line::{Record, TARGET};
 
 use crate::policy::{Candidate, Decision, Policy, Resolved, Via};
@@ -81,6 +81,15 @@ impl Access {
         self.event.flags = d.flags;
     }
 
+    /// A DNS question in a `--dns-forward-zone` zone: answered from the
+    /// DNS servers, without the policy.
+    pub fn forwarded(&mut self, policy: &Policy, zone: &str) {
+        self.event.verdict = crate::policy::Verdict::Allow;
+        self.event.why = Some(Why::Policy(crate::policy::Reason::Allowed));
+        self.event.rule = Some(Arc::from(format!("dns-forward-zone:{zone}")));
+        self.event.policy_version = policy.version_shared();
+    }
+
     /// A redirected connection (transparent mode) and where it was going.
     pub fn transparent(&mut self, original: SocketAddr) {
         self.event.kind = EventKind::Transparent;
@@ -122,6 +131,16 @@ impl Access {
     /// Where the name's addresses came from, when they were looked up.
     pub fn dns(&mut self, source: Option<crate::dns::Source>) {
         self.event.dns = source;
+    }
+
+    /// Text beside the outcome, for an event that did not fail.
+    pub fn note(&mut self, detail: String) {
+        self.event.detail = Some(detail);
+    }
+
+    /// What the DNS listener answered.
+    pub fn answered(&mut self, answer: DnsAnswer) {
+        self.event.answer = Some(Box::new(answer));
     }
 
     /// The server name a tunnel's ClientHello asked for.

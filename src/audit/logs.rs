@@ -139,6 +139,10 @@ fn open_counted(path: &str, progress: &indicatif::ProgressBar) -> std::io::Resul
 /// The schema is [`crate::access`]'s.
 pub fn parse_line(line: &str) -> Option<Observation> {
     let r = Record::parse(line)?;
+    // A DNS question has no port or kind of request to judge again.
+    if r.kind == EventKind::Dns {
+        return None;
+    }
     let target = event_target(r.kind, &r.host, r.port, r.path.as_deref());
     let mut o = Observation::parse(&target)?;
     if let Some(m) = r.method.as_deref() {
@@ -189,7 +193,7 @@ pub fn target_kind(kind: EventKind, has_path: bool) -> Kind {
         EventKind::Inspected => Kind::Https,
         // A redirected HTTP request carries its path; a connection does not.
         EventKind::Transparent if has_path => Kind::Http,
-        EventKind::Transparent => Kind::Connect,
+        EventKind::Transparent | EventKind::Dns => Kind::Connect,
     }
 }
 

@@ -28,6 +28,17 @@ pub struct DnsArgs {
     /// Names the cache keeps at most (the least recently used go first).
     #[arg(long, env = "EGRESSD_DNS_CACHE_SIZE", default_value_t = DEFAULT_CAPACITY)]
     pub dns_cache_size: usize,
+    /// Answer DNS here, UDP and TCP (repeatable): names the policy allows
+    /// get their A/AAAA records from egressd's resolver, other names
+    /// NXDOMAIN without a question sent upstream, other record types
+    /// REFUSED. `transparent-rules` sends the pod's DNS here.
+    #[arg(long = "dns-listen", env = "EGRESSD_DNS_LISTEN", value_delimiter = ',')]
+    pub dns_listen: Vec<SocketAddr>,
+    /// A zone answered from the DNS servers as asked, without the policy
+    /// (e.g. cluster.local, for the cluster's services); repeatable. A hole
+    /// the operator chooses: logged at start.
+    #[arg(long = "dns-forward-zone", env = "EGRESSD_DNS_FORWARD_ZONE", value_delimiter = ',', value_parser = zone)]
+    pub dns_forward_zone: Vec<String>,
 }
 
 impl DnsArgs {
@@ -46,8 +57,63 @@ impl DnsArgs {
             },
             capacity: self.dns_cache_size.max(1),
             timeout,
+            mark: None,
         }
     }
+}
+
+/// The DNS listener's settings, when `--dns-listen` was given.
+#[derive(Debug, Clone, Default)]
+pub struct ListenConfig {
+    pub addrs: Vec<SocketAddr>,
+    /// Zones forwarded without the policy, lower case, no final dot.
+    pub forward_zones: Vec<String>,
+    /// Where forwarded questions go.
+    pub forward_to: Vec<SocketAddr>,
+    /// The stub resolver's search domains: a name the policy refuses that
+    /// is an allowed name with one appended is a search expansion,
+    /// answered NXDOMAIN without a refusal logged.
+    pub search: Vec<String>,
+}
+
+impl DnsArgs {
+    /// The DNS listener's settings; a forward zone needs servers to ask.
+    pub fn listener(&self, servers: &Servers) -> Result<ListenConfig, String> {
+        if self.dns_listen.is_empty() {
+            if !self.dns_forward_zone.is_empty() {
+                return Err("--dns-forward-zone needs --dns-listen".into());
+            }
+            return Ok(ListenConfig::default());
+        }
+        // Forward zones need servers to ask; report mode relays other
+        // record types to them too.
+        let forward_to = match servers.addresses() {
+            Ok(a) => a,
+            Err(e) if !self.dns_forward_zone.is_empty() => return Err(format!("--dns-forward-zone: {e}")),
+            Err(_) => Vec::new(),
+        };
+        Ok(ListenConfig {
+            addrs: self.dns_listen.clone(),
+            forward_zones: self.dns_forward_zone.clone(),
+            forward_to,
+            search: super::upstream::system_search(std::path::Path::new("/etc/resolv.conf")),
+        })
+    }
+}
+
+/// A zone name: lower case, no final dot.
+fn zone(s: &str) -> Result<String, String> {
+    let z = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() < 64
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if z.is_empty() || !z.split('.').all(label_ok) {
+        return Err(format!("{s:?}: not a DNS zone name"));
+    }
+    Ok(z)
 }
 
 /// `IP` (port 53) or `IP:PORT`.

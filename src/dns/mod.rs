@@ -8,9 +8,12 @@
 //! - [`resolver`]: the cache and one question per name, from one DNS thread;
 //! - [`stats`]: its counters for `/metrics`; [`args`]: its options.
 
+pub mod answered;
 pub mod args;
 pub mod cache;
+pub mod message;
 pub mod resolver;
+pub mod socket;
 pub mod stats;
 pub mod upstream;
 

@@ -25,6 +25,9 @@ pub struct Config {
     pub capacity: usize,
     /// How long an asker waits for the upstream.
     pub timeout: Duration,
+    /// `SO_MARK` on the resolver's sockets (`run --mark`), so that redirect
+    /// rules let egressd's own questions out.
+    pub mark: Option<u32>,
 }
 
 /// Where an answer came from.
@@ -91,7 +94,7 @@ impl Dns {
         let cache = Arc::new(Mutex::new(Cache::new(config.capacity, config.bounds)));
         let (asks, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (thread_cache, servers) = (cache.clone(), config.servers.clone());
+        let (thread_cache, servers, mark) = (cache.clone(), config.servers.clone(), config.mark);
         std::thread::Builder::new()
             .name("egressd-dns".into())
             .spawn(move || {
@@ -100,7 +103,7 @@ impl Dns {
                     Err(e) => return drop(ready_tx.send(Err(e.to_string()))),
                 };
                 rt.block_on(async move {
-                    let upstream = match Upstream::new(&servers) {
+                    let upstream = match Upstream::new(&servers, mark) {
                         Ok(u) => Arc::new(u),
                         Err(e) => return drop(ready_tx.send(Err(e))),
                     };

@@ -7,13 +7,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::Resolver;
 
 use super::cache::Answer;
+use super::socket::Marked;
 
 /// Where the upstream servers come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,47 @@ pub enum Servers {
     System(std::path::PathBuf),
     /// These servers, and `/etc/hosts`.
     Given(Vec<SocketAddr>),
+}
+
+impl Servers {
+    /// The servers' addresses, for relaying a question as it came.
+    pub fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
+        match self {
+            Servers::Given(a) => Ok(a.clone()),
+            Servers::System(path) => {
+                let (config, _) = system(path)?;
+                let mut out: Vec<SocketAddr> = Vec::new();
+                for ns in config.name_servers() {
+                    let port = ns.connections.first().map_or(53, |c| c.port);
+                    let a = SocketAddr::new(ns.ip, port);
+                    if !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The search domains of `path` (a resolv.conf): the suffixes the
+/// system's stub resolver appends to a name with fewer dots than `ndots`.
+pub fn system_search(path: &std::path::Path) -> Vec<String> {
+    let Ok((config, _)) = system(path) else {
+        return Vec::new();
+    };
+    config
+        .search()
+        .iter()
+        .map(|n| n.to_ascii().trim_end_matches('.').to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// `/etc/resolv.conf` (or the file named), read as the system would.
+fn system(path: &std::path::Path) -> Result<(ResolverConfig, ResolverOpts), String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    hickory_resolver::system_conf::parse_resolv_conf(text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// An upstream's answer: addresses or none, and for how long it holds.
@@ -42,17 +83,14 @@ pub enum UpstreamError {
 
 /// The stub resolver, built once, on the DNS thread's runtime.
 pub struct Upstream {
-    resolver: Resolver<TokioRuntimeProvider>,
+    resolver: Resolver<Marked>,
 }
 
 impl Upstream {
-    pub fn new(servers: &Servers) -> Result<Upstream, String> {
+    /// The stub resolver for `servers`, its sockets marked with `mark`.
+    pub fn new(servers: &Servers, mark: Option<u32>) -> Result<Upstream, String> {
         let (config, mut opts) = match servers {
-            Servers::System(path) => {
-                let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                hickory_resolver::system_conf::parse_resolv_conf(text)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-            }
+            Servers::System(path) => system(path)?,
             Servers::Given(addrs) => {
                 let mut config = ResolverConfig::default();
                 for a in addrs {
@@ -76,7 +114,7 @@ impl Upstream {
         opts.use_hosts_file = ResolveHosts::Always;
         // The order of addresses to try is the dialler's.
         opts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
-        let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
+        let mut builder = Resolver::builder_with_config(config, Marked::new(mark));
         *builder.options_mut() = opts;
         let resolver = builder.build().map_err(|e| e.to_string())?;
         Ok(Upstream { resolver })

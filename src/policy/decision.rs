@@ -102,6 +102,9 @@ pub enum Reason {
     NoMatch,
     /// The address is special-purpose and no CIDR rule allows it.
     SpecialAddress(SpecialRange),
+    /// A DNS question of a type egressd does not answer (TXT, MX, ...):
+    /// only addresses are answered, so no other record can carry data.
+    QueryType,
 }
 
 impl Reason {
@@ -117,6 +120,7 @@ impl Reason {
             Reason::RuleExpired => "rule_expired",
             Reason::NoMatch => "no_matching_rule",
             Reason::SpecialAddress(_) => "special_address",
+            Reason::QueryType => "dns_type_not_answered",
         }
     }
 
@@ -140,6 +144,7 @@ impl Reason {
             Reason::SpecialAddress(r) => {
                 format!("{} address refused (allow it with a cidr rule)", r.as_str()).into()
             }
+            Reason::QueryType => "only address questions (A, AAAA) are answered".into(),
         }
     }
 }
@@ -518,7 +523,7 @@ impl Policy {
 
     /// Cloud metadata services answer under well-known names; they are
     /// refused unless an exact host rule names them (a wildcard is not enough).
-    fn guard_name(&self, name: &str, d: Decision) -> Decision {
+    pub(super) fn guard_name(&self, name: &str, d: Decision) -> Decision {
         if !METADATA_NAMES.contains(&name) || d.verdict != Verdict::Allow {
             return d;
         }

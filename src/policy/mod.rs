@@ -36,6 +36,7 @@ mod compiled;
 mod decision;
 pub mod file;
 mod guard;
+mod names;
 pub mod net;
 pub mod normalize;
 pub mod pattern;

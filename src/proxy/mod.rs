@@ -32,6 +32,7 @@ pub mod hop;
 // calls the one tunnel path.
 pub mod client;
 pub mod connect;
+pub mod dns_listen;
 pub mod transparent;
 pub mod tunnel;
 // Step 6.
@@ -107,6 +108,8 @@ pub struct ProxyConfig {
     pub ca_dir: Option<std::path::PathBuf>,
     /// Extra roots for verifying origins inside inspected tunnels.
     pub upstream_ca: Vec<std::path::PathBuf>,
+    /// The DNS listener (`--dns-listen`), when there is one.
+    pub dns_listen: crate::dns::args::ListenConfig,
 }
 
 impl ProxyConfig {
@@ -133,6 +136,7 @@ impl ProxyConfig {
             resolver: Resolver::new(Vec::new(), DnsMode::System, DEFAULT_DNS_TIMEOUT),
             ca_dir: None,
             upstream_ca: Vec::new(),
+            dns_listen: Default::default(),
         }
     }
 
@@ -176,6 +180,8 @@ pub struct Shared {
     own: Vec<SocketAddr>,
     /// Open tunnels per client address.
     tunnels_by_client: Mutex<HashMap<IpAddr, usize>>,
+    /// The names the DNS listener answered, per client and address.
+    answered: Mutex<crate::dns::answered::Answered>,
 }
 
 /// An open tunnel's claim: counted in `egressd_tunnels_active` and, for a
@@ -235,6 +241,9 @@ impl Shared {
             shutdown: CancellationToken::new(),
             cut: CancellationToken::new(),
             tunnels_by_client: Mutex::new(HashMap::new()),
+            answered: Mutex::new(crate::dns::answered::Answered::new(
+                crate::dns::answered::DEFAULT_CAPACITY,
+            )),
             inspector: arc_swap::ArcSwapOption::empty(),
             listener_tls: arc_swap::ArcSwapOption::empty(),
             own,
@@ -305,6 +314,11 @@ impl Shared {
     /// the request is admitted under its user's).
     pub fn access(&self, client: SocketAddr, kind: EventKind, method: &http::Method) -> Access {
         Access::start(client, kind, method, &self.policy.load(), self.sinks.clone())
+    }
+
+    /// The names the DNS listener answered, per client and address.
+    pub fn answered(&self) -> std::sync::MutexGuard<'_, crate::dns::answered::Answered> {
+        self.answered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Claims a tunnel for `ip`, unless it has `max_tunnels_per_client` open.

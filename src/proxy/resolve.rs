@@ -48,6 +48,8 @@ impl std::fmt::Debug for Resolver {
 pub struct Resolution {
     pub targets: Vec<Resolved>,
     pub dns: Option<Source>,
+    /// How long the answer holds (none for an IP literal or a pin).
+    pub ttl: Option<Duration>,
 }
 
 impl Resolver {
@@ -58,6 +60,7 @@ impl Resolver {
             bounds: dns::Bounds::default(),
             capacity: dns::cache::DEFAULT_CAPACITY,
             timeout,
+            mark: None,
         };
         Resolver::with_config(pins, mode, config)
     }
@@ -107,10 +110,21 @@ impl Resolver {
                         pinned: false,
                     }],
                     dns: None,
+                    ttl: None,
                 })
             }
             Host::Name(n) => n,
         };
+        self.lookup(name, port, extra_pins).await.map_err(|e| match e {
+            LookupError::Timeout(_) => ProxyError::DnsTimeout,
+            e => ProxyError::Dns(e.to_string()),
+        })
+    }
+
+    /// A name's addresses for `port` (0: any port's pin does not apply):
+    /// its pin, else the resolver's answer, duplicates dropped. The error
+    /// says whether the name does not exist (the DNS listener's NXDOMAIN).
+    pub async fn lookup(&self, name: &str, port: u16, extra_pins: &[Pin]) -> Result<Resolution, LookupError> {
         if let Some(pin) = self.pin(name, port).or_else(|| find_pin(extra_pins, name, port)) {
             return Ok(Resolution {
                 targets: vec![Resolved {
@@ -118,22 +132,20 @@ impl Resolver {
                     pinned: true,
                 }],
                 dns: None,
+                ttl: None,
             });
         }
         if self.mode == DnsMode::Static {
-            return Err(ProxyError::Dns(format!(
-                "{name} has no static address (--dns static)"
-            )));
+            return Err(LookupError::Failed(
+                name.into(),
+                "no static address (--dns static)".into(),
+            ));
         }
         let found = self
             .dns()
-            .map_err(ProxyError::Dns)?
+            .map_err(|e| LookupError::Failed(name.into(), e))?
             .lookup(name)
-            .await
-            .map_err(|e| match e {
-                LookupError::Timeout(_) => ProxyError::DnsTimeout,
-                e => ProxyError::Dns(e.to_string()),
-            })?;
+            .await?;
         let mut targets: Vec<Resolved> = found
             .addrs
             .iter()
@@ -146,6 +158,7 @@ impl Resolver {
         Ok(Resolution {
             targets,
             dns: Some(found.source),
+            ttl: Some(found.ttl),
         })
     }
 }

@@ -8,12 +8,22 @@
 //!   SNI:port` (inspected when the policy says so);
 //! - plain HTTP: each request's `Host` and path, decided like an
 //!   absolute-form request;
-//! - anything else (SSH, TLS without SNI): the original destination address
-//!   and port, against CIDR rules only.
+//! - anything else (SSH, databases, SMTP, TLS without SNI): the original
+//!   destination, by a name egressd's DNS listener told this client lives
+//!   there ([`crate::dns::answered`]), else by CIDR rules.
+//!
+//! Server-first protocols (SSH, SMTP, MySQL) send nothing until the server
+//! speaks, so a connection whose original destination the policy allows
+//! on its own (a CIDR rule, or an answered name whose rule needs no SNI,
+//! `Host` or path) is dialled at once, without waiting for first bytes;
+//! except on ports 80 and 443, where the first bytes name the host. Any
+//! other connection waits for its first bytes only briefly
+//! ([`FIRST_BYTES_WAIT`]) before it is decided by address.
 //!
 //! The original destination is never trusted for a name: egressd resolves
-//! the name itself, checks the addresses and dials one of its own; a
-//! different original destination is logged (`dst_mismatch`), not dialled.
+//! the name itself, checks the addresses and dials one of its own (the
+//! original first, when it is among them); a different original
+//! destination is logged (`dst_mismatch`), not dialled.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,10 +44,14 @@ use super::respond::ProxyError;
 use super::tunnel::{self, TunnelRequest};
 use super::{forward, Shared};
 use crate::access::{Access, EventKind};
-use crate::policy::{Candidate, Kind};
+use crate::policy::normalize::canonical_ip;
+use crate::policy::{Candidate, Decision, Flags, Host, Kind, Policy, Verdict};
 
 /// The most first bytes read to tell what a connection is.
 const MAX_FIRST: usize = 16 * 1024;
+/// How long a connection that nothing allows by its destination alone
+/// waits for first bytes that could name its host.
+pub const FIRST_BYTES_WAIT: Duration = Duration::from_secs(1);
 /// A fatal `handshake_failure` alert: how a refused TLS client is told.
 const TLS_REFUSAL: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28];
 
@@ -96,21 +110,82 @@ pub async fn serve(shared: Arc<Shared>, pool: Arc<Pool>, mut client: TcpStream, 
         ev.raw_target(&original.ip().to_string(), None);
         ev
     };
-    let first = match sniff(&mut client, shared.config.header_timeout).await {
+    let names_host = [Kind::Http, Kind::Connect]
+        .iter()
+        .any(|k| k.default_port() == original.port());
+    if !names_host {
+        if let Some(cand) = allowed_as_is(&shared, peer, original) {
+            return by_destination(&shared, pool, client, Vec::new(), cand, event()).await;
+        }
+    }
+    let wait = if names_host {
+        shared.config.header_timeout
+    } else {
+        FIRST_BYTES_WAIT.min(shared.config.header_timeout)
+    };
+    let first = match sniff(&mut client, wait).await {
         Ok(f) => f,
         Err(e) => return event().finish(Err(&e)),
     };
     match classify(&first) {
         First::Http => serve_http(shared, pool, Rewind::new(first, client), peer, original).await,
-        First::Tls { sni } => {
-            let ev = event();
-            tunnel(&shared, pool, client, first, sni, original, ev).await
-        }
-        First::Other | First::Incomplete => {
-            let ev = event();
-            tunnel(&shared, pool, client, first, None, original, ev).await
+        First::Tls { sni: Some(sni) } => tunnel(&shared, pool, client, first, sni, original, event()).await,
+        First::Tls { sni: None } | First::Other | First::Incomplete => {
+            let cand = destination(&shared, &shared.policy.load(), peer, original).0;
+            by_destination(&shared, pool, client, first, cand, event()).await
         }
     }
+}
+
+/// The candidate a connection with no name of its own stands for, and its
+/// decision: the latest name egressd's DNS listener answered this client
+/// with at this address that the policy allows on this port; else the
+/// address itself (CIDR rules); else, when names were answered, the first
+/// one's refusal, which says more than the address's.
+fn destination(
+    shared: &Shared,
+    policy: &Policy,
+    peer: SocketAddr,
+    original: SocketAddr,
+) -> (Candidate, Decision) {
+    let can_inspect = shared.inspector.load().is_some();
+    let decide = |host: Host| {
+        let c = Candidate {
+            kind: Kind::Connect,
+            host,
+            port: original.port(),
+            path: None,
+            method: Method::CONNECT,
+        };
+        let (d, _) = policy.decide_tunnel(&c, can_inspect);
+        (c, d)
+    };
+    let names = shared
+        .answered()
+        .names(peer.ip(), original.ip(), std::time::Instant::now());
+    let mut first_refused = None;
+    for name in names {
+        let (c, d) = decide(Host::Name(name.to_string()));
+        if d.verdict.proceeds() {
+            return (c, d);
+        }
+        first_refused.get_or_insert((c, d));
+    }
+    let by_address = decide(Host::Ip(canonical_ip(original.ip())));
+    match first_refused {
+        Some(named) if !by_address.1.verdict.proceeds() => named,
+        _ => by_address,
+    }
+}
+
+/// The candidate of a connection the policy allows by its original
+/// destination alone, so it may be dialled before the client speaks: an
+/// allow (not report mode's would-deny) that needs no SNI, `Host` or path.
+fn allowed_as_is(shared: &Shared, peer: SocketAddr, original: SocketAddr) -> Option<Candidate> {
+    let policy = shared.policy.load();
+    let (cand, d) = destination(shared, &policy, peer, original);
+    let needs_more = d.flags.contains(Flags::PATH_NOT_ENFORCED) || d.flags.contains(Flags::INSPECTED);
+    (d.verdict == Verdict::Allow && !needs_more).then_some(cand)
 }
 
 /// The first bytes, enough to classify them, within the header timeout.
@@ -141,28 +216,68 @@ async fn sniff(client: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, Pro
     }
 }
 
-/// A TLS connection by its SNI (like `CONNECT sni:port`), or anything else
-/// by its original destination (CIDR rules only), on the one tunnel path.
+/// A TLS connection by its SNI, like `CONNECT sni:port`, on the one
+/// tunnel path (inspected when the policy says so).
 async fn tunnel(
+    shared: &Arc<Shared>,
+    pool: Arc<Pool>,
+    client: TcpStream,
+    first: Vec<u8>,
+    sni: String,
+    original: SocketAddr,
+    mut ev: Access,
+) {
+    if shared.own_addresses().contains(&original) {
+        return ev.finish(Err(&ProxyError::Loop));
+    }
+    let authority = format!("{sni}:{}", original.port());
+    ev.sni(Some(sni));
+    let cand = match crate::target::candidate(Kind::Connect, &authority, None) {
+        Ok(c) => c.with_method(Method::CONNECT),
+        Err(e) => return ev.finish(Err(&ProxyError::BadRequest(e.to_string()))),
+    };
+    open_and_run(shared, pool, client, first, cand, true, ev).await
+}
+
+/// A connection decided by its original destination ([`destination`]).
+async fn by_destination(
+    shared: &Arc<Shared>,
+    pool: Arc<Pool>,
+    client: TcpStream,
+    first: Vec<u8>,
+    cand: Candidate,
+    ev: Access,
+) {
+    let original = ev.original_dst();
+    if original.is_some_and(|o| shared.own_addresses().contains(&o)) {
+        return ev.finish(Err(&ProxyError::Loop));
+    }
+    let tls = classify(&first) == (First::Tls { sni: None });
+    open_and_run(shared, pool, client, first, cand, tls, ev).await
+}
+
+/// Opens and runs the tunnel for `cand`. It carries no credentials: its
+/// network position admitted it, under the proxy's policy. A TLS client
+/// that is refused hears a TLS alert: it asked no proxy.
+async fn open_and_run(
     shared: &Arc<Shared>,
     pool: Arc<Pool>,
     mut client: TcpStream,
     first: Vec<u8>,
-    sni: Option<String>,
-    original: SocketAddr,
+    cand: Candidate,
+    tls: bool,
     mut ev: Access,
 ) {
-    let tls = sni.is_some();
-    let host = sni.clone().unwrap_or_else(|| original.ip().to_string());
-    ev.sni(sni);
-    let opened = match ask(shared, ev.client(), &host, original, tls, &mut ev) {
-        Ok(t) => tunnel::open(shared, t, &mut ev).await,
-        Err(e) => Err(e),
+    ev.target(&cand);
+    let req = TunnelRequest {
+        client: ev.client(),
+        admitted: Admitted::redirected(shared),
+        inspectable: cand.host.as_name().is_some() && tls,
+        cand,
     };
-    let opened = match opened {
+    let opened = match tunnel::open(shared, req, &mut ev).await {
         Ok(t) => t,
         Err(e) => {
-            // The app asked no proxy: a TLS client hears a TLS alert.
             if tls {
                 let _ = client.write_all(&TLS_REFUSAL).await;
             }
@@ -176,36 +291,6 @@ async fn tunnel(
     };
     let end = tunnel::run(shared, pool, opened, client, &mut ev).await;
     ev.finish(end.as_ref().map(|_| ()));
-}
-
-/// What a redirected connection to `host` (an SNI, or the original address)
-/// on the original port asks for. It carries no credentials: its network
-/// position admitted it, under the proxy's policy.
-fn ask(
-    shared: &Shared,
-    peer: SocketAddr,
-    host: &str,
-    original: SocketAddr,
-    by_name: bool,
-    ev: &mut Access,
-) -> Result<TunnelRequest, ProxyError> {
-    if shared.own_addresses().contains(&original) {
-        return Err(ProxyError::Loop);
-    }
-    let authority = match original.ip() {
-        std::net::IpAddr::V6(ip) if !by_name => format!("[{ip}]:{}", original.port()),
-        _ => format!("{host}:{}", original.port()),
-    };
-    let cand: Candidate = crate::target::candidate(Kind::Connect, &authority, None)
-        .map_err(|e| ProxyError::BadRequest(e.to_string()))?
-        .with_method(Method::CONNECT);
-    ev.target(&cand);
-    Ok(TunnelRequest {
-        client: peer,
-        admitted: Admitted::redirected(shared),
-        cand,
-        inspectable: by_name,
-    })
 }
 
 /// Plain HTTP on a redirected connection: each request's `Host` (on the

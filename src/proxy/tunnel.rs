@@ -86,7 +86,14 @@ pub async fn open(shared: &Arc<Shared>, req: TunnelRequest, ev: &mut Access) -> 
         .ok_or(ProxyError::TooManyTunnels)?;
     let policy = &admitted.policy;
     let outcome = pipeline::authorize_tunnel(shared, policy, &cand).await;
-    let (checked, inspect) = pipeline::authorized(ev, policy, outcome, |(a, _)| a)?;
+    let (mut checked, inspect) = pipeline::authorized(ev, policy, outcome, |(a, _)| a)?;
+    // A redirected connection goes where the app chose, when egressd
+    // checked that address too.
+    if let (Some(orig), Route::Direct(targets)) = (ev.original_dst(), &mut checked.route) {
+        if let Some(i) = targets.iter().position(|t| t.addr == orig) {
+            targets[..=i].rotate_right(1);
+        }
+    }
     let check = FirstCheck {
         target: cand.host.as_name().map(str::to_string),
         sni: policy.tunnel_sni(),

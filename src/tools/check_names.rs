@@ -45,6 +45,7 @@ impl Names {
             bounds: dns::Bounds::default(),
             capacity: dns::cache::DEFAULT_CAPACITY,
             timeout,
+            mark: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
