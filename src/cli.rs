@@ -51,8 +51,8 @@ pub enum Command {
     Lint(LintArgs),
     /// Hash a password (read from stdin) for the --auth credentials file.
     HashPassword,
-    /// Print the nftables (or iptables) rules that redirect a host's or pod's outbound TCP to a transparent listener, and the rules that remove them.
-    TransparentRules(TransparentRulesArgs),
+    /// Print the nftables (or iptables) rules that seal a host's or pod's outbound traffic behind egressd (every TCP port, DNS, UDP refused), and the rules that remove them.
+    TransparentRules(crate::tools::transparent_rules::RulesOptions),
     /// The local certificate authority for TLS inspection.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -163,24 +163,6 @@ pub struct ReportArgs {
     /// Exit 0 even when something would be denied (default: 1, as `check`).
     #[arg(long)]
     pub exit_zero: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct TransparentRulesArgs {
-    /// The transparent listener's port (egressd run --transparent 127.0.0.1:PORT and [::1]:PORT).
-    #[arg(long, default_value_t = 15001)]
-    pub port: u16,
-    /// egressd's upstream sockets carry this mark (run --mark): excluded from the redirect.
-    #[arg(long, value_parser = parse_mark, conflicts_with = "uid")]
-    pub mark: Option<u32>,
-    /// egressd runs as this uid: its sockets are excluded from the redirect.
-    #[arg(long)]
-    pub uid: Option<u32>,
-    /// Destination ports to redirect.
-    #[arg(long, value_delimiter = ',', default_value = "80,443")]
-    pub ports: Vec<u16>,
-    #[arg(long, value_enum, default_value = "nft")]
-    pub format: crate::tools::transparent_rules::RulesFormat,
 }
 
 #[derive(Debug, Args)]
@@ -424,15 +406,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             with_parent: a.upstream_proxy.is_some(),
         }),
         Command::HashPassword => hash_password(),
-        Command::TransparentRules(a) => {
-            crate::tools::transparent_rules::print(&crate::tools::transparent_rules::RulesOptions {
-                port: a.port,
-                mark: a.mark,
-                uid: a.uid,
-                ports: a.ports,
-                format: a.format,
-            })
-        }
+        Command::TransparentRules(a) => crate::tools::transparent_rules::print(&a),
         Command::Ca(c) => ca(c),
     }
 }

@@ -7,125 +7,14 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use egressd::dns;
 use egressd::proxy::resolve::{DnsMode, Resolver};
 use http::StatusCode;
+use support::dnsmasq::Dnsmasq;
 use support::*;
-
-/// A dnsmasq answering from `hosts` (TTL `ttl` seconds) and only that:
-/// other names under `.test` are NXDOMAIN; nothing is forwarded.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    hosts: PathBuf,
-}
-
-impl Dnsmasq {
-    fn start(dir: &Path, hosts: &str, ttl: u32) -> Dnsmasq {
-        let hosts_file = dir.join("hosts");
-        std::fs::write(&hosts_file, hosts).unwrap();
-        let log = dir.join("dnsmasq.log");
-        // A port free for UDP and TCP (dnsmasq binds both), given to it; a
-        // start that lost the port to another socket meanwhile is retried.
-        for _ in 0..5 {
-            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = tcp.local_addr().unwrap().port();
-            let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) else {
-                continue;
-            };
-            drop((tcp, udp));
-            let _ = std::fs::remove_file(&log);
-            let mut child = Command::new("dnsmasq")
-                .args([
-                    "--keep-in-foreground",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--conf-file=/dev/null",
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--pid-file=",
-                    "--user=root",
-                    "--group=root",
-                    "--local=/test/",
-                    "--log-queries",
-                ])
-                .arg(format!("--port={port}"))
-                .arg(format!("--addn-hosts={}", hosts_file.display()))
-                .arg(format!("--local-ttl={ttl}"))
-                .arg(format!("--log-facility={}", log.display()))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("dnsmasq.err")).unwrap())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run dnsmasq ({e}): install dnsmasq-base (the test command does)")
-                });
-            let deadline = std::time::Instant::now() + WAIT;
-            loop {
-                if std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains("read ")
-                {
-                    return Dnsmasq {
-                        child,
-                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                        log,
-                        hosts: hosts_file,
-                    };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "dnsmasq did not start: {}",
-                    std::fs::read_to_string(dir.join("dnsmasq.err")).unwrap_or_default()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!(
-            "dnsmasq did not start on a free port in 5 tries: {}",
-            std::fs::read_to_string(dir.join("dnsmasq.err")).unwrap_or_default()
-        )
-    }
-
-    /// Questions for `name` of type `kind` (`A`, `AAAA`) it got so far.
-    fn questions(&self, kind: &str, name: &str) -> usize {
-        let needle = format!("query[{kind}] {name} from");
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .count()
-    }
-
-    /// New answers: the hosts file rewritten and reread.
-    fn answer(&self, hosts: &str) {
-        std::fs::write(&self.hosts, hosts).unwrap();
-        self.signal("HUP");
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.signal("CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A resolver asking only `server`.
 fn resolver(server: SocketAddr, timeout: Duration, stale: Duration) -> Resolver {

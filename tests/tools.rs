@@ -475,6 +475,10 @@ fn the_transparent_sidecar_manifest_carries_the_printed_rules() {
         "1337",
         "--port",
         "15001",
+        "--exclude",
+        "10.96.0.0/12",
+        "--exclude",
+        "10.244.0.0/16",
         "--format",
         "iptables",
     ]);

@@ -11,7 +11,6 @@ mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::process::Command;
 
 use bytes::Bytes;
@@ -20,75 +19,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use support::netns::{run, Netns};
 use support::*;
 
 const MARK: &str = "1337";
 const PORT: u16 = 15001;
-
-/// A network namespace, deleted when dropped.
-struct Netns {
-    name: String,
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} cannot run ({e}); CI installs iproute2, nftables and curl"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Netns {
-    fn create(tag: &str) -> Netns {
-        let name = format!("egressd-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip").args(["netns", "add", &name]).output();
-        match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => panic!(
-                "cannot create a network namespace (ip netns add: {}); this test needs root and iproute2",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => panic!("cannot run ip ({e}): install iproute2 (CI does)"),
-        }
-        let ns = Netns { name };
-        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
-        for a in ["198.51.100.10/32", "198.51.100.20/32", "2001:db8::10/128"] {
-            run(Command::new("ip").args(["-n", &ns.name, "addr", "add", a, "dev", "lo"]));
-        }
-        ns
-    }
-
-    fn exec(&self) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]);
-        c
-    }
-
-    /// Runs `f` on a thread inside the namespace: sockets it makes live there.
-    fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
-        let file = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
-        std::thread::spawn(move || {
-            rustix::thread::move_into_link_name_space(
-                file.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .expect("setns into the test namespace");
-            f()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-    }
-}
 
 /// An origin that names itself: `origin ADDR saw METHOD PATH host=HOST`.
 async fn origin_service(req: Request<Incoming>, me: SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod dnsmasq;
+pub mod netns;
+
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
