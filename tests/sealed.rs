@@ -445,6 +445,17 @@ fn nothing_leaves_the_pod_but_what_the_policy_allows() {
     assert_eq!(ev["reason"], "dns_type_not_answered");
     let ev = find(&|v| v["kind"] == "dns" && v["host"] == "web.allowed.test" && v["method"] == "A").unwrap();
     assert_eq!(ev["answers"], WEB);
+    // `report` lists the name looked up and refused: a destination the app
+    // never reached, since its lookup failed.
+    let report = run(Command::new(env!("CARGO_BIN_EXE_egressd")).args([
+        "report",
+        "--exit-zero",
+        "--policy",
+        dir.join("policy.toml").to_str().unwrap(),
+        e.log.to_str().unwrap(),
+    ]));
+    assert!(report.contains(&format!("e.g. DNS A {secret}")), "{report}");
+    assert!(report.contains("refused: listed below as port 0"), "{report}");
     drop(e);
 
     // Report mode lets it all through, and says what it would deny.

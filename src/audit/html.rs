@@ -104,6 +104,8 @@ fn summary_table(o: &mut String, s: &Summary) {
     row("would allow (staged rules)", s.would_allow);
     row("path not enforced", s.path_not_enforced);
     row("unreadable inputs", s.unreadable);
+    row("DNS lookups", s.lookups);
+    row("DNS lookups refused (port 0 below)", s.lookups_refused);
     o.push_str("</table>\n");
 }
 

@@ -184,6 +184,40 @@ pub fn write_event_target(out: &mut String, kind: EventKind, host: &str, port: u
     }
 }
 
+/// How a refused DNS lookup is shown beside refused targets: `DNS A name`.
+pub fn write_lookup(out: &mut String, qtype: &str, name: &str) {
+    out.push_str("DNS ");
+    out.push_str(qtype);
+    out.push(' ');
+    out.push_str(name);
+}
+
+/// A DNS question from an access-log line (kind `dns`).
+pub struct Lookup {
+    pub name: String,
+    pub qtype: String,
+    pub client: Option<String>,
+    /// Hours since the epoch, when the line has a timestamp.
+    pub time: Option<i64>,
+}
+
+/// Reads one access-log line as a DNS question; `None` for other lines.
+pub fn parse_lookup(line: &str) -> Option<Lookup> {
+    let r = Record::parse(line)?;
+    if r.kind != EventKind::Dns || r.host.is_empty() {
+        return None;
+    }
+    Some(Lookup {
+        name: r.host.into_owned(),
+        qtype: r.method.map_or_else(|| "A".to_string(), |m| m.into_owned()),
+        client: r
+            .client
+            .as_deref()
+            .map(|c| c.rsplit_once(':').map_or(c, |(ip, _)| ip).to_string()),
+        time: r.timestamp.as_deref().and_then(hour_of),
+    })
+}
+
 /// The kind of request [`event_target`] writes for an event: what parsing
 /// that target gives back.
 pub fn target_kind(kind: EventKind, has_path: bool) -> Kind {

@@ -109,6 +109,10 @@ pub struct Summary {
     pub path_not_enforced: u64,
     /// Inputs that could not be read as a request.
     pub unreadable: u64,
+    /// DNS questions (egressd's DNS listener), and those whose name the
+    /// policy refuses.
+    pub lookups: u64,
+    pub lookups_refused: u64,
     pub denied_hosts: Vec<DeniedHost>,
     pub suggestions: Vec<Suggestion>,
     /// Decisions per rule (by index in the policy), for unused-rule reports.
@@ -256,6 +260,8 @@ impl Summary {
         self.would_allow += later.would_allow;
         self.path_not_enforced += later.path_not_enforced;
         self.unreadable += later.unreadable;
+        self.lookups += later.lookups;
+        self.lookups_refused += later.lookups_refused;
         for (r, n) in later.rule_hits {
             *self.rule_hits.entry(r).or_default() += n;
         }
@@ -275,6 +281,26 @@ impl Summary {
                 }
             }
         }
+    }
+
+    /// Adds one DNS question and the policy's decision on its name: a
+    /// refused name is listed with the denied hosts on port 0 (a lookup),
+    /// since the app never reached it and no request shows it.
+    pub fn add_lookup(&mut self, l: &logs::Lookup, d: &Decision) {
+        self.lookups += 1;
+        if !matches!(d.verdict, Verdict::Deny | Verdict::WouldDeny) {
+            return;
+        }
+        self.lookups_refused += 1;
+        if let Some(h) = l.time {
+            *self.denied_by_hour.entry(h).or_default() += 1;
+        }
+        let mut example = String::new();
+        logs::write_lookup(&mut example, &l.qtype, &l.name);
+        self.by_host
+            .entry(l.name.clone())
+            .or_insert_with(|| DeniedHost::new(l.name.clone()))
+            .count(0, Kind::Connect, d.reason, &example);
     }
 
     /// Sorts denied hosts by impact and computes the suggested rules.
@@ -367,7 +393,8 @@ pub fn suggest(hosts: &[DeniedHost]) -> Vec<Suggestion> {
 /// `:port` when the host was used on one non-default port only.
 fn port_suffix_for(h: &DeniedHost) -> String {
     let default = |p: u16| p == 443 || (p == 80 && !h.kinds.contains("connect"));
-    match h.ports.iter().collect::<Vec<_>>().as_slice() {
+    // Port 0 is a DNS lookup: it names no port.
+    match h.ports.iter().filter(|p| **p != 0).collect::<Vec<_>>().as_slice() {
         [p] if !default(**p) => format!(":{p}"),
         _ => String::new(),
     }

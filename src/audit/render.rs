@@ -63,6 +63,13 @@ fn text(s: &Summary, extras: Option<&Extras>) -> String {
     if s.unreadable > 0 {
         let _ = writeln!(o, "unreadable inputs:  {}", s.unreadable);
     }
+    if s.lookups > 0 {
+        let _ = writeln!(
+            o,
+            "DNS lookups:        {} ({} refused: listed below as port 0)",
+            s.lookups, s.lookups_refused
+        );
+    }
     if !s.denied_hosts.is_empty() {
         let _ = writeln!(o, "\nDenied destinations, by requests:");
         for h in s.denied_hosts.iter().take(MAX_HOSTS) {
@@ -132,6 +139,13 @@ fn markdown(s: &Summary, extras: Option<&Extras>) -> String {
         "| {} | {} | {} | {} | {} | {} |",
         s.requests, s.destinations, s.allowed, s.denied, s.would_deny, s.path_not_enforced
     );
+    if s.lookups > 0 {
+        let _ = writeln!(
+            o,
+            "\nDNS lookups: {}, of names the policy refuses: {} (listed as port 0).",
+            s.lookups, s.lookups_refused
+        );
+    }
     if !s.denied_hosts.is_empty() {
         let _ = writeln!(o, "\n## Denied destinations\n");
         let _ = writeln!(o, "| requests | host | ports | reasons | example |");

@@ -17,7 +17,8 @@
   function when(ms) {
     return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
   }
-  function dest(host, port) { return host + ":" + port; }
+  // Port 0: a DNS lookup, refused before any connection.
+  function dest(host, port) { return port ? host + ":" + port : host + " (DNS lookup)"; }
 
   function renderDenied(rows) {
     var body = document.querySelector("#denied tbody");
@@ -75,7 +76,8 @@
       tr.appendChild(el("td", when(e.time_ms)));
       tr.appendChild(el("td", e.user ? e.client + " (" + e.user + ")" : e.client));
       tr.appendChild(el("td", e.decision, "decision"));
-      tr.appendChild(el("td", e.method + " " + dest(e.host, e.port) + (e.path || ""), "mono"));
+      var what = e.kind === "dns" ? "DNS " + e.method + " " + e.host : e.method + " " + dest(e.host, e.port) + (e.path || "");
+      tr.appendChild(el("td", what, "mono"));
       tr.appendChild(el("td", e.reason));
       tr.appendChild(el("td", e.rule || ""));
       tr.appendChild(el("td", e.status || "", "num"));

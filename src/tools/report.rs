@@ -64,8 +64,11 @@ pub fn report(args: ReportOptions) -> ExitCode {
         || Tally::new(candidate.is_some()),
         |t, l| match logs::parse_line(l) {
             Some(o) => t.observe(&o, &policy, candidate.as_ref()),
-            None if l.contains(crate::access::TARGET) => t.unreadable += 1,
-            None => {}
+            None => match logs::parse_lookup(l) {
+                Some(q) => t.lookup(&q, &policy),
+                None if l.contains(crate::access::TARGET) => t.unreadable += 1,
+                None => {}
+            },
         },
         |t| tally.merge(t),
     );
@@ -171,6 +174,15 @@ impl Tally {
         }
         if let (Some(ch), Some(cand)) = (self.changes.as_mut(), candidate) {
             ch.add(o, d.verdict == Verdict::Allow, cand);
+        }
+    }
+
+    /// A DNS question: its name judged as the DNS listener would.
+    fn lookup(&mut self, q: &logs::Lookup, policy: &Policy) {
+        let d = policy.decide_name(&q.name);
+        self.summary.add_lookup(q, &d);
+        if let (false, Some(c)) = (d.verdict == Verdict::Allow, &q.client) {
+            *self.by_client.entry(c.clone()).or_default() += 1;
         }
     }
 
