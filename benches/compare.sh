@@ -11,6 +11,7 @@
 #   SCENARIOS="chain chain-tunnel" bash benches/compare.sh   # via a parent proxy, and TLS to the proxy
 #   SCENARIOS="transparent transparent-tunnel" bash benches/compare.sh   # nft-redirected, beside explicit
 #   SCENARIOS=dns bash benches/compare.sh   # names resolved for real (benches/dns.sh)
+#   SCENARIOS=dns-listen bash benches/compare.sh   # DNS answered by egressd, beside dnsmasq (benches/dns_listen.sh)
 #   EGRESSD_BASELINE=/path/to/old/egressd bash benches/compare.sh
 #       # also runs an earlier build ("egressd-base") in the same rounds, for
 #       # before/after figures measured side by side
@@ -34,12 +35,14 @@ SCENARIOS=${SCENARIOS:-"keepalive newconn denied tunnel-https tunnel-https-page 
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 # The DNS scenarios (names resolved for real by a dnsmasq, no pins: dns-1,
 # dns-200, dns-new-200, dns-slow, dns-outage) have their own setup in
-# benches/dns.sh; `SCENARIOS=dns` runs them all.
-dns_scenarios="" other=""
+# benches/dns.sh; `SCENARIOS=dns` runs them all. `dns-listen` (DNS answered
+# by egressd's DNS listener) is benches/dns_listen.sh.
+dns_scenarios="" other="" dns_listen=""
 for s in $SCENARIOS; do
-  case $s in dns) dns_scenarios+=" dns-1 dns-200 dns-new-200 dns-slow dns-outage";; dns-*) dns_scenarios+=" $s";; *) other+=" $s";; esac
+  case $s in dns) dns_scenarios+=" dns-1 dns-200 dns-new-200 dns-slow dns-outage";; dns-listen) dns_listen=1;; dns-*) dns_scenarios+=" $s";; *) other+=" $s";; esac
 done
 if [ -n "$dns_scenarios" ]; then SCENARIOS="$dns_scenarios" bash benches/dns.sh; fi
+if [ -n "$dns_listen" ]; then bash benches/dns_listen.sh; fi
 [ -n "$other" ] || exit 0
 SCENARIOS=$other
 

@@ -43,17 +43,24 @@ impl Answered {
     /// Notes that `client` was told `name` lives at `addrs` for `ttl`.
     pub fn record(&mut self, client: IpAddr, name: &str, addrs: &[IpAddr], ttl: Duration, now: Instant) {
         let until = now + ttl.max(HOLD_MIN);
-        let name: Arc<str> = Arc::from(name);
+        let mut shared: Option<Arc<str>> = None;
         for &addr in addrs {
             if !self.entries.contains_key(&(client, addr)) && self.entries.len() >= self.capacity {
                 self.make_room(now);
             }
             let names = self.entries.entry((client, addr)).or_default();
-            names.retain(|(n, u)| *u > now && **n != *name);
+            // Answered again (the common case): the same entry, moved last.
+            if let Some(i) = names.iter().position(|(n, _)| **n == *name) {
+                let (n, _) = names.remove(i);
+                names.push((n, until));
+                continue;
+            }
+            names.retain(|(_, u)| *u > now);
             if names.len() >= NAMES_PER_ADDR {
                 names.remove(0);
             }
-            names.push((name.clone(), until));
+            let n = shared.get_or_insert_with(|| Arc::from(name)).clone();
+            names.push((n, until));
         }
     }
 

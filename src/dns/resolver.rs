@@ -122,6 +122,16 @@ impl Dns {
         })
     }
 
+    /// `name`'s answer when the cache holds it within its TTL, without
+    /// waiting: the DNS listener's fast path. `None` otherwise (ask
+    /// [`Dns::lookup`]).
+    pub fn cached(&self, name: &str) -> Option<Result<Found, LookupError>> {
+        match self.cache().get(name, Instant::now()) {
+            Cached::Fresh(answer, left) => Some(found(name, answer, Source::Cache, left)),
+            _ => None,
+        }
+    }
+
     /// The addresses of `name` (lower case, no trailing dot): from the cache
     /// within its TTL; else from the upstream within the timeout; else,
     /// when the upstream fails or is late, an expired answer within the

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
+use super::resolve::Resolution;
 use super::respond::ProxyError;
 use super::Shared;
 use crate::access::{Access, DnsAnswer, EventKind};
@@ -35,8 +36,8 @@ use crate::dns::message::{Ask, Question, NEGATIVE_TTL};
 use crate::dns::LookupError;
 use crate::policy::Policy;
 
-/// Questions answered at once over UDP; more are dropped (the client
-/// asks again).
+/// Questions waiting for the DNS servers at once over UDP; more are
+/// dropped (the client asks again).
 const MAX_IN_FLIGHT: usize = 4096;
 /// TCP connections served at once.
 const MAX_TCP: usize = 256;
@@ -115,12 +116,20 @@ async fn serve_udp(shared: Arc<Shared>, sock: Arc<UdpSocket>, in_flight: Arc<Sem
         if !local_only && !shared.config.client_allowed(peer.ip()) {
             continue;
         }
+        let then = match begin(&shared, peer, &buf[..n], true) {
+            Ok(Some(reply)) => {
+                let _ = sock.send_to(&reply, peer).await;
+                continue;
+            }
+            Ok(None) => continue,
+            Err(then) => then,
+        };
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             continue;
         };
         let (shared, sock, query) = (shared.clone(), sock.clone(), buf[..n].to_vec());
         tokio::spawn(async move {
-            if let Some(reply) = answer(&shared, peer, &query, true).await {
+            if let Some(reply) = then.run(&shared, &query, true).await {
                 let _ = sock.send_to(&reply, peer).await;
             }
             drop(permit);
@@ -179,22 +188,64 @@ async fn serve_tcp_conn(shared: &Shared, mut s: TcpStream, peer: SocketAddr) -> 
 
 /// One question's answer (none for a message not worth one), and its event.
 pub async fn answer(shared: &Shared, client: SocketAddr, query: &[u8], udp: bool) -> Option<Vec<u8>> {
+    match begin(shared, client, query, udp) {
+        Ok(reply) => reply,
+        Err(then) => then.run(shared, query, udp).await,
+    }
+}
+
+/// What a question still needs once everything that could be answered at
+/// once was: the resolver's answer, or the DNS servers' (relayed).
+pub enum Then {
+    Lookup {
+        q: Question,
+        ev: Access,
+        policy: Arc<Policy>,
+        v6: bool,
+    },
+    Relay {
+        q: Question,
+        ev: Access,
+    },
+}
+
+impl Then {
+    pub async fn run(self: Box<Self>, shared: &Shared, query: &[u8], udp: bool) -> Option<Vec<u8>> {
+        match *self {
+            Then::Lookup { q, ev, policy, v6 } => {
+                let found = shared.config.resolver.lookup(&q.name, 0, policy.pins()).await;
+                Some(addresses(shared, &policy, &q, v6, udp, ev, found))
+            }
+            Then::Relay { q, ev } => relay(shared, &q, query, udp, ev).await,
+        }
+    }
+}
+
+/// Everything a question's answer needs that does not wait: parsing, the
+/// policy, and a cached (or pinned) name's addresses. Most questions are
+/// answered here, on the listener's own task, without a task of their own.
+pub fn begin(
+    shared: &Shared,
+    client: SocketAddr,
+    query: &[u8],
+    udp: bool,
+) -> Result<Option<Vec<u8>>, Box<Then>> {
     let q = match Question::read(query) {
         Ok(q) => q,
         Err(u) => {
             let ev = shared.access(client, EventKind::Dns, &Method::GET);
             ev.finish(Err(&ProxyError::BadRequest(u.why.into())));
-            return u.reply;
+            return Ok(u.reply);
         }
     };
-    let method = Method::from_bytes(q.qtype.to_string().as_bytes()).unwrap_or(Method::GET);
+    let method = Method::from_bytes(<&'static str>::from(q.qtype).as_bytes()).unwrap_or(Method::GET);
     let mut ev = shared.access(client, EventKind::Dns, &method);
     ev.raw_target(&q.name, None);
     let policy = shared.policy.load_full();
     let cfg = &shared.config.dns_listen;
     if let Some(zone) = cfg.forward_zones.iter().find(|z| in_zone(&q.name, z)) {
         ev.forwarded(&policy, zone);
-        return relay(shared, &q, query, udp, ev).await;
+        return Err(Box::new(Then::Relay { q, ev }));
     }
     let by_name = policy.decide_name(&q.name);
     if !by_name.verdict.proceeds() {
@@ -202,7 +253,7 @@ pub async fn answer(shared: &Shared, client: SocketAddr, query: &[u8], udp: bool
         // The stub resolver's own suffixes on a longer name: its last try,
         // the name as written, is the one logged.
         if is_search_expansion(&q.name, &cfg.search) {
-            return Some(reply);
+            return Ok(Some(reply));
         }
         ev.decided(&policy, &by_name);
         ev.answered(DnsAnswer {
@@ -211,40 +262,44 @@ pub async fn answer(shared: &Shared, client: SocketAddr, query: &[u8], udp: bool
             ttl: NEGATIVE_TTL,
         });
         ev.finish(Ok::<(), &ProxyError>(()));
-        return Some(reply);
+        return Ok(Some(reply));
     }
     match q.ask() {
         Ask::Other => {
             let d = policy.decide_query_type();
             ev.decided(&policy, &d);
             if d.verdict.proceeds() {
-                return relay(shared, &q, query, udp, ev).await;
+                return Err(Box::new(Then::Relay { q, ev }));
             }
             finish(ev, "REFUSED", &[], 0);
-            Some(q.reply(ResponseCode::Refused, &[], Duration::ZERO, udp))
+            Ok(Some(q.reply(ResponseCode::Refused, &[], Duration::ZERO, udp)))
         }
         Ask::Empty => {
             ev.decided(&policy, &by_name);
             finish(ev, "NOERROR", &[], NEGATIVE_TTL);
-            Some(q.reply(ResponseCode::NoError, &[], Duration::ZERO, udp))
+            Ok(Some(q.reply(ResponseCode::NoError, &[], Duration::ZERO, udp)))
         }
         Ask::Addresses { v6 } => {
             ev.decided(&policy, &by_name);
-            Some(addresses(shared, &policy, &q, v6, udp, ev).await)
+            match shared.config.resolver.lookup_now(&q.name, 0, policy.pins()) {
+                Some(found) => Ok(Some(addresses(shared, &policy, &q, v6, udp, ev, found))),
+                None => Err(Box::new(Then::Lookup { q, ev, policy, v6 })),
+            }
         }
     }
 }
 
-/// An address question for an answerable name, from egressd's resolver.
-async fn addresses(
+/// An address question for an answerable name, answered with what
+/// egressd's resolver found.
+fn addresses(
     shared: &Shared,
     policy: &Policy,
     q: &Question,
     v6: bool,
     udp: bool,
     mut ev: Access,
+    found: Result<Resolution, LookupError>,
 ) -> Vec<u8> {
-    let found = shared.config.resolver.lookup(&q.name, 0, policy.pins()).await;
     let (res, code) = match found {
         Ok(r) => (r, ResponseCode::NoError),
         Err(LookupError::NoSuchName(_)) => {

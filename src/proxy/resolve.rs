@@ -121,19 +121,30 @@ impl Resolver {
         })
     }
 
+    /// [`Resolver::lookup`] when it can answer without waiting (a pin, or
+    /// a fresh cached answer); `None` when it would wait.
+    pub fn lookup_now(
+        &self,
+        name: &str,
+        port: u16,
+        extra_pins: &[Pin],
+    ) -> Option<Result<Resolution, LookupError>> {
+        if let Some(pin) = self.pin(name, port).or_else(|| find_pin(extra_pins, name, port)) {
+            return Some(Ok(pinned(pin, port)));
+        }
+        if self.mode == DnsMode::Static {
+            return None;
+        }
+        let found = self.dns.get()?.as_ref().ok()?.cached(name)?;
+        Some(found.map(|f| resolution(f, port)))
+    }
+
     /// A name's addresses for `port` (0: any port's pin does not apply):
     /// its pin, else the resolver's answer, duplicates dropped. The error
     /// says whether the name does not exist (the DNS listener's NXDOMAIN).
     pub async fn lookup(&self, name: &str, port: u16, extra_pins: &[Pin]) -> Result<Resolution, LookupError> {
         if let Some(pin) = self.pin(name, port).or_else(|| find_pin(extra_pins, name, port)) {
-            return Ok(Resolution {
-                targets: vec![Resolved {
-                    addr: SocketAddr::new(pin.addr, pin.to_port.unwrap_or(port)),
-                    pinned: true,
-                }],
-                dns: None,
-                ttl: None,
-            });
+            return Ok(pinned(pin, port));
         }
         if self.mode == DnsMode::Static {
             return Err(LookupError::Failed(
@@ -146,20 +157,36 @@ impl Resolver {
             .map_err(|e| LookupError::Failed(name.into(), e))?
             .lookup(name)
             .await?;
-        let mut targets: Vec<Resolved> = found
-            .addrs
-            .iter()
-            .map(|ip| Resolved {
-                addr: SocketAddr::new(*ip, port),
-                pinned: false,
-            })
-            .collect();
-        targets.dedup();
-        Ok(Resolution {
-            targets,
-            dns: Some(found.source),
-            ttl: Some(found.ttl),
+        Ok(resolution(found, port))
+    }
+}
+
+fn pinned(pin: &Pin, port: u16) -> Resolution {
+    Resolution {
+        targets: vec![Resolved {
+            addr: SocketAddr::new(pin.addr, pin.to_port.unwrap_or(port)),
+            pinned: true,
+        }],
+        dns: None,
+        ttl: None,
+    }
+}
+
+/// A resolver's answer as the addresses to dial on `port`, in order.
+fn resolution(found: dns::Found, port: u16) -> Resolution {
+    let mut targets: Vec<Resolved> = found
+        .addrs
+        .iter()
+        .map(|ip| Resolved {
+            addr: SocketAddr::new(*ip, port),
+            pinned: false,
         })
+        .collect();
+    targets.dedup();
+    Resolution {
+        targets,
+        dns: Some(found.source),
+        ttl: Some(found.ttl),
     }
 }
 
