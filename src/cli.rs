@@ -194,7 +194,7 @@ pub struct RunArgs {
     #[arg(long, env = "EGRESSD_TRANSPARENT", value_delimiter = ',')]
     pub transparent: Vec<SocketAddr>,
     /// SO_MARK on every upstream socket (decimal or 0x hex), so that redirect rules can let egressd's own connections pass.
-    #[arg(long, env = "EGRESSD_MARK", value_parser = parse_mark)]
+    #[arg(long, env = "EGRESSD_MARK", value_parser = crate::units::mark)]
     pub mark: Option<u32>,
     /// The TLS listener's certificate chain (PEM); SIGHUP rereads it.
     #[arg(long, env = "EGRESSD_TLS_CERT")]
@@ -310,15 +310,6 @@ pub struct TestPolicyArgs {
     /// Case file to use instead of the one beside the policy.
     #[arg(long)]
     pub cases: Option<PathBuf>,
-}
-
-/// `--mark 1337` or `--mark 0x539`.
-pub fn parse_mark(s: &str) -> Result<u32, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("{s:?}: a mark is a 32-bit number (1337 or 0x539)"))
 }
 
 /// Parses the command line and runs the subcommand.

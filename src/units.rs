@@ -14,6 +14,15 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// `--mark 1337` or `--mark 0x539`.
+pub fn mark(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?}: a mark is a 32-bit number (1337 or 0x539)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -330,34 +330,18 @@ fn nothing_leaves_the_pod_but_what_the_policy_allows() {
     );
 
     // Allowed HTTP and TLS, by Host and SNI.
-    let (rc, body) = app(
-        &pod,
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "10",
-            "--resolve",
-            &format!("web.allowed.test:80:{WEB}"),
-            "http://web.allowed.test/hello",
-        ],
-    );
+    let curl = |port: u16, more: &[&str], url: &str| {
+        let resolve = format!("web.allowed.test:{port}:{WEB}");
+        let mut cmd = vec!["curl", "-s", "--max-time", "10", "--resolve", &resolve];
+        cmd.extend_from_slice(more);
+        cmd.push(url);
+        app(&pod, &cmd)
+    };
+    let (rc, body) = curl(80, &[], "http://web.allowed.test/hello");
     assert_eq!(rc, 0, "{body}");
     assert!(body.starts_with("web saw GET /hello from 10.200.0.2"), "{body}");
-    let (rc, body) = app(
-        &pod,
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "10",
-            "--cacert",
-            cert_pem.to_str().unwrap(),
-            "--resolve",
-            &format!("web.allowed.test:443:{WEB}"),
-            "https://web.allowed.test/tls",
-        ],
-    );
+    let ca = cert_pem.to_str().unwrap();
+    let (rc, body) = curl(443, &["--cacert", ca], "https://web.allowed.test/tls");
     assert_eq!(rc, 0, "{body}");
     assert!(body.starts_with("web saw GET /tls"), "{body}");
 

@@ -39,7 +39,7 @@ pub struct RulesOptions {
     #[arg(long, default_value_t = 15053)]
     pub dns_port: u16,
     /// egressd's sockets carry this mark (run --mark): excluded from the rules.
-    #[arg(long, value_parser = crate::cli::parse_mark, conflicts_with = "uid")]
+    #[arg(long, value_parser = crate::units::mark, conflicts_with = "uid")]
     pub mark: Option<u32>,
     /// egressd runs as this uid: its sockets are excluded from the rules.
     #[arg(long)]
