@@ -728,3 +728,36 @@ fn check_judges_localhost_names_as_the_proxy_does() {
     let o = run(&["check", "--policy", p.to_str().unwrap(), "http://localhost/"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
+
+/// Names `check` allows by the policy alone are judged again by their
+/// addresses in the proxy: it says so, and hints at `.internal` names,
+/// whose addresses are private.
+#[test]
+fn check_says_allowed_names_are_judged_again_after_resolution() {
+    let dir = tmpdir("check-internal");
+    let p = write(&dir, "p.toml", r#"allow = ["*.internal", "www.qualtrics.com"]"#);
+    let o = run(&[
+        "check",
+        "--policy",
+        p.to_str().unwrap(),
+        "db.internal:443",
+        "www.qualtrics.com:443",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    let db = out.lines().find(|l| l.contains("db.internal")).unwrap();
+    assert!(db.contains("hint=.internal names are private-use"), "{out}");
+    let q = out.lines().find(|l| l.contains("www.qualtrics.com")).unwrap();
+    assert!(!q.contains("hint="), "{out}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resolve-names"));
+    let o = run(&[
+        "check",
+        "--format",
+        "json",
+        "--policy",
+        p.to_str().unwrap(),
+        "db.internal:443",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["hint"].as_str().unwrap().contains("private-use"), "{v}");
+}

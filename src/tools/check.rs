@@ -67,7 +67,7 @@ pub fn check(args: CheckOptions) -> ExitCode {
     };
     // Every target gets its own result: a malformed one does not hide the
     // others' answers. Exit 2 if any was malformed, else 1 if any was denied.
-    let (mut any_denied, mut any_bad) = (false, false);
+    let (mut any_denied, mut any_bad, mut names_unresolved) = (false, false, false);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for t in &targets {
@@ -94,8 +94,15 @@ pub fn check(args: CheckOptions) -> ExitCode {
             d = r.decision;
         }
         any_denied |= d.verdict != Verdict::Allow;
+        let hint = (resolved.is_none() && d.verdict.proceeds())
+            .then(|| private_use_hint(&c))
+            .flatten();
+        names_unresolved |= resolved.is_none() && d.verdict.proceeds() && c.host.as_name().is_some();
         let _ = if args.json {
             let mut v = check_json(&policy, t, &c, &d, args.explain);
+            if let Some(h) = hint {
+                v["hint"] = json!(h);
+            }
             if let (Some(r), Some(obj)) = (&resolved, v.as_object_mut()) {
                 if let serde_json::Value::Object(extra) = r.json() {
                     obj.extend(extra);
@@ -104,13 +111,22 @@ pub fn check(args: CheckOptions) -> ExitCode {
             writeln!(out, "{v}")
         } else {
             let mut text = check_text(&policy, t, &c, &d, args.explain);
+            // On the verdict's line, before any --explain lines.
+            let at = text.find('\n').unwrap_or(text.len());
             if let Some(r) = &resolved {
-                // On the verdict's line, before any --explain lines.
-                let at = text.find('\n').unwrap_or(text.len());
                 text.insert_str(at, &r.text());
+            } else if let Some(h) = hint {
+                text.insert_str(at, &format!("  hint={h}"));
             }
             write!(out, "{text}")
         };
+    }
+    if names_unresolved && !args.json {
+        eprintln!(
+            "note: names are judged here by the policy alone; the proxy also judges the addresses \
+             they resolve to (loopback, private and metadata addresses are refused unless a cidr \
+             rule allows them). --resolve-names judges them here too."
+        );
     }
     if any_bad {
         ExitCode::from(EXIT_BAD_INPUT)
@@ -119,6 +135,16 @@ pub fn check(args: CheckOptions) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// A hint for an allowed name that is special without resolving it:
+/// `.internal` is for private use (ICANN, 2024), so its addresses are
+/// private ones, which the proxy refuses unless a cidr rule allows them.
+fn private_use_hint(c: &Candidate) -> Option<&'static str> {
+    let name = c.host.as_name()?;
+    (name == "internal" || name.ends_with(".internal")).then_some(
+        ".internal names are private-use: their addresses are private, refused unless a cidr rule allows them",
+    )
 }
 
 fn rule_label(policy: &Policy, d: &Decision) -> Option<String> {
