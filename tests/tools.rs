@@ -554,6 +554,66 @@ fn report_memory_does_not_grow_with_lines() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A log where every line is a refusal (report mode over a week, or a pod
+/// retrying a blocked host), 4,000 destinations, client ports varying as
+/// they do in real logs: `report`'s memory is the same for 100,000 lines
+/// as for 1,000,000.
+#[test]
+fn report_memory_is_flat_on_a_refusal_only_log() {
+    let dir = tmpdir("refusals");
+    let policy = write(&dir, "p.toml", "allow = [\"*.example.com\"]\n");
+    let mut peaks = Vec::new();
+    for lines in [100_000u64, 1_000_000] {
+        let path = dir.join("refused.log");
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+            for i in 0..lines {
+                // A cheap spread of clients, ports and destinations.
+                let x = i.wrapping_mul(2_654_435_761) % 1_000_003;
+                writeln!(
+                    f,
+                    r#"{{"timestamp":"2026-11-2{}T{:02}:00:00.1Z","target":"egressd::access","client":"10.{}.{}.{}:{}","kind":"connect","method":"CONNECT","host":"svc{}.example.net","port":443,"decision":"deny"}}"#,
+                    i % 7,
+                    i % 24,
+                    x % 4,
+                    x % 10,
+                    x % 20 + 1,
+                    1024 + x % 64_000,
+                    x % 4_000
+                )
+                .unwrap();
+            }
+        }
+        // The answer is larger than a pipe holds: to a file, so that the
+        // child never waits for this thread to read it.
+        let answer = dir.join("report.json");
+        let child = egressd()
+            .args(["report", "--exit-zero", "--format", "json", "--policy"])
+            .args([policy.to_str().unwrap(), path.to_str().unwrap()])
+            .stdout(std::fs::File::create(&answer).unwrap())
+            .spawn()
+            .unwrap();
+        let (peak_kib, o) = peak_rss(child);
+        assert_eq!(o.status.code(), Some(0));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&answer).unwrap()).unwrap();
+        assert_eq!(v["denied"], lines);
+        assert_eq!(v["denied_hosts"].as_array().unwrap().len(), 4_000);
+        peaks.push(peak_kib);
+        std::fs::remove_file(&path).unwrap();
+    }
+    assert!(
+        peaks[1] < 64 * 1024,
+        "peak RSS {} KiB on 1,000,000 refused lines",
+        peaks[1]
+    );
+    assert!(
+        peaks[1] < peaks[0] + 8 * 1024,
+        "peak RSS grew with lines: {} KiB at 100,000, {} KiB at 1,000,000",
+        peaks[0],
+        peaks[1]
+    );
+}
+
 #[test]
 fn lint_warns_and_strict_fails() {
     let dir = tmpdir("lint");
