@@ -424,7 +424,7 @@ mod tests {
     /// (rustls/webpki, trusting only the CA): the name constraints hold.
     async fn handshake(ca: &Authority, leaf_for: &str, client_asks: &str) -> Result<(), String> {
         use std::sync::Arc;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let leaf = ca.sign_leaf(leaf_for, &leaf_key, 7).unwrap();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());

@@ -443,3 +443,55 @@ async fn origins_are_verified_against_the_system_trust_store() {
     let without = Egressd::start_wrapped(&dir, &["env", &empty_env], &args);
     assert_eq!(status(without.proxy).await, StatusCode::BAD_GATEWAY);
 }
+
+/// Current browsers and curl offer the hybrid post-quantum key exchange
+/// (X25519MLKEM768) first; an inspecting proxy that answers them with a
+/// classical one downgrades every client, and is noticed. A client that
+/// offers nothing else completes its handshake with the inspecting side,
+/// and egressd reaches an origin that accepts nothing else.
+#[tokio::test]
+async fn post_quantum_key_exchange_on_both_sides_of_an_inspected_tunnel() {
+    let origin_cert = test_cert(&["pq.test"]);
+    let acceptor = tls_acceptor_with(
+        post_quantum_only(),
+        vec![origin_cert.der.clone()],
+        origin_cert.key.clone_key(),
+        &[],
+    );
+    let origin = start_tls_origin_on(acceptor).await;
+    let dir = fresh_dir("inspect-pq");
+    let ca = test_ca(&dir);
+    let roots = roots_pem(dir.join("origin-root.pem"), &[&origin_cert]);
+    let ca_dir = dir.join("ca");
+    let opts = ProxyOpts::new(policy(r#"allow = ["pq.test/ok"]"#))
+        .config(move |c| {
+            c.ca_dir = Some(ca_dir);
+            c.upstream_ca = vec![roots];
+        })
+        .pin(&format!("pq.test:443={origin}"));
+    let proxy = start_proxy(opts).await;
+    proxy.shared.load_inspector().unwrap();
+
+    let tunnel = connect(proxy.addr, "pq.test:443").await.expect("tunnel");
+    let config = client_config_with(post_quantum_only(), &[&ca.cert_der], &[]);
+    let name = rustls::pki_types::ServerName::try_from("pq.test").unwrap();
+    let tls = tokio::time::timeout(
+        WAIT,
+        tokio_rustls::TlsConnector::from(config).connect(name, tunnel),
+    )
+    .await
+    .unwrap()
+    .expect("the inspecting side accepts X25519MLKEM768 alone");
+    let group = tls.get_ref().1.negotiated_key_exchange_group().unwrap().name();
+    assert_eq!(group, rustls::NamedGroup::X25519MLKEM768);
+    let req = Request::get("/ok/pq")
+        .header("host", "pq.test")
+        .body(full(""))
+        .unwrap();
+    let resp = request_over(tls, req).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the origin accepts X25519MLKEM768 alone"
+    );
+}

@@ -172,3 +172,39 @@ fn tls_only_proxies_are_named_https_in_the_pac_file() {
     let pac = e.admin_get("/proxy.pac");
     assert!(pac.contains(&format!("var PROXY = \"HTTPS {tls}\";")), "{pac}");
 }
+
+/// A client that offers only the hybrid post-quantum key exchange
+/// (X25519MLKEM768, what current browsers and curl offer first) completes
+/// its handshake with the TLS listener, with that group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_listener_speaks_post_quantum_key_exchange() {
+    let dir = tmpdir("pq");
+    let proxy_cert = test_cert(&["localhost", "127.0.0.1"]);
+    let (cert, key) = proxy_cert.write_pem(&dir, "proxy");
+    let policy = dir.join("p.toml");
+    std::fs::write(&policy, "allow = [\"a.test\"]\n").unwrap();
+    let e = Egressd::start(
+        &dir,
+        &policy,
+        &[],
+        &[
+            "--listen-tls",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let tcp = tokio::net::TcpStream::connect(e.proxy_tls.unwrap())
+        .await
+        .unwrap();
+    let config = client_config_with(post_quantum_only(), &[&proxy_cert.der], &[]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio::time::timeout(WAIT, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
+        .await
+        .unwrap()
+        .expect("the TLS listener accepts X25519MLKEM768 alone");
+    let group = tls.get_ref().1.negotiated_key_exchange_group().unwrap().name();
+    assert_eq!(group, rustls::NamedGroup::X25519MLKEM768);
+}

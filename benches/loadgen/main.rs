@@ -186,7 +186,7 @@ fn tls_connector(o: &Opts) -> tokio_rustls::TlsConnector {
         }
     }
     let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
             .with_root_certificates(roots)

@@ -78,7 +78,7 @@ pub fn upstream_client_config(upstream_ca: &[PathBuf]) -> Result<Arc<rustls::Cli
         upstream_ca = extra,
         "roots for verifying origins and the parent proxy"
     );
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -112,7 +112,7 @@ pub fn listener_config(
         .join(":");
     let key_der =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -128,7 +128,7 @@ impl Inspector {
     /// (PEM files), beside the system roots (webpki-roots).
     pub fn load(dir: &std::path::Path, upstream_ca: &[PathBuf]) -> Result<Inspector, String> {
         let ca = crate::ca::load(dir).map_err(|e| e.to_string())?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let upstream = upstream_client_config(upstream_ca)?;
         let mut h2 = (*upstream).clone();
         h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -350,7 +350,7 @@ pub fn test_cert(names: &[&str]) -> TestCert {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A TLS server presenting `chain` (with `key`), offering `alpn`.
@@ -359,7 +359,25 @@ pub fn tls_acceptor(
     key: rustls::pki_types::PrivateKeyDer<'static>,
     alpn: &[&[u8]],
 ) -> tokio_rustls::TlsAcceptor {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    tls_acceptor_with(provider(), chain, key, alpn)
+}
+
+/// The crypto provider with one key exchange only: the hybrid
+/// post-quantum X25519MLKEM768 that current browsers and curl offer first.
+pub fn post_quantum_only() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768];
+    Arc::new(p)
+}
+
+/// [`tls_acceptor`] with another crypto provider.
+pub fn tls_acceptor_with(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsAcceptor {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
@@ -378,7 +396,11 @@ impl TestCert {
 
 /// An HTTPS origin on 127.0.0.1 serving the same routes with `cert`.
 pub async fn start_tls_origin(cert: &TestCert) -> SocketAddr {
-    let acceptor = cert.acceptor(&[]);
+    start_tls_origin_on(cert.acceptor(&[])).await
+}
+
+/// [`start_tls_origin`] with its own TLS configuration.
+pub async fn start_tls_origin_on(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -521,11 +543,20 @@ pub fn client_config(
     roots: &[&rustls::pki_types::CertificateDer<'static>],
     alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
+    client_config_with(provider(), roots, alpn)
+}
+
+/// [`client_config`] with another crypto provider.
+pub fn client_config_with(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    roots: &[&rustls::pki_types::CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
         store.add((*r).clone()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(store)
