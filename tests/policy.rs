@@ -698,3 +698,31 @@ fn methods_on_tls_rules_are_seen_by_inspection() {
     assert_eq!(verdict(&p, "https://api.example.com/x"), "allow");
     assert_eq!(reason(&p, "POST https://api.example.com/x"), "method_not_allowed");
 }
+
+/// Every policy the documentation shows loads: the first one a newcomer
+/// copies once mixed `allow = [...]` and `[[allow]]` (a TOML error).
+#[test]
+fn the_policies_in_the_documentation_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for doc in ["README.md", "policy/README.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("```toml\n") {
+            let body = &rest[start + "```toml\n".len()..];
+            let end = body.find("```").unwrap();
+            let block = &body[..end];
+            rest = &body[end..];
+            // Case files and users files are other formats.
+            if block.contains("cases = [") || block.contains("[[user]]") {
+                continue;
+            }
+            seen += 1;
+            let lines: Vec<&str> = block.lines().map(|l| l.strip_prefix("  ").unwrap_or(l)).collect();
+            if let Err(e) = Policy::from_toml(&lines.join("\n"), doc) {
+                panic!("{doc}: a policy example does not load: {e}\n{block}");
+            }
+        }
+    }
+    assert!(seen >= 2, "found {seen} policy examples");
+}
