@@ -383,6 +383,45 @@ fn report_on_access_logs_plain_gzipped_and_with_a_candidate() {
     assert_eq!(v["requests"], 4);
 }
 
+/// A report of nothing must not pass for a report of no refusals: input
+/// with no readable access event (journalctl's default format, any other
+/// file) exits 2, saying what it read and how to feed it; so does one with
+/// more than 1% of its access lines unreadable.
+#[test]
+fn report_fails_loudly_when_it_could_read_nothing() {
+    let dir = tmpdir("report-nothing");
+    let journal: String = LOG
+        .lines()
+        .map(|l| format!("Nov 25 09:15:00 host egressd[811]: {l}\n"))
+        .collect();
+    let journal = write(&dir, "journal.txt", &journal);
+    let o = run(&["report", "--exit-zero", journal.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no access event could be read (4 unreadable"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the first: Nov 25 09:15:00 host egressd[811]:"),
+        "{err}"
+    );
+    assert!(err.contains("journalctl -u egressd -o cat"), "{err}");
+    let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let o = run(&["report", "--exit-zero", other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(0 unreadable)"));
+    // One bad line among four: too many to sum up the rest.
+    let mixed = write(
+        &dir,
+        "mixed.log",
+        &format!("{LOG}{{\"target\":\"egressd::access\",\"kind\":\n"),
+    );
+    let o = run(&["report", "--exit-zero", mixed.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 of 5 access event lines could not be read"));
+}
+
 /// `--format html`: one file that needs nothing from elsewhere, with the
 /// summary, refused destinations, suggested change, unused rules, a
 /// candidate's diff and charts as inline SVG; input text is escaped.
@@ -820,4 +859,16 @@ fn check_says_allowed_names_are_judged_again_after_resolution() {
     ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["hint"].as_str().unwrap().contains("private-use"), "{v}");
+}
+
+/// An empty (or emptied) policy file is valid and denies everything: lint
+/// says so, and `--strict` fails on it.
+#[test]
+fn lint_warns_on_a_policy_without_rules() {
+    let dir = tmpdir("lint-empty");
+    let p = write(&dir, "empty.toml", "# the team's allowlist\n");
+    let o = run(&["lint", "--strict", p.to_str().unwrap()]);
+    assert_ne!(o.status.code(), Some(0));
+    let out = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("no rules") && out.contains("allow = []"), "{out}");
 }

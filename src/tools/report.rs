@@ -49,6 +49,13 @@ pub fn report(args: ReportOptions) -> ExitCode {
     } else {
         args.logs.clone()
     };
+    // Standard input on a terminal: nobody is piping a log in.
+    if sources.iter().any(|s| s == "-") && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return bad_input(
+            "report reads egressd's JSON access logs: give files (egressd report /var/log/egressd/access.log*) \
+             or pipe them in (journalctl -u egressd -o cat | egressd report -)",
+        );
+    }
     let total: u64 = sources
         .iter()
         .filter_map(|s| std::fs::metadata(s).ok())
@@ -66,7 +73,12 @@ pub fn report(args: ReportOptions) -> ExitCode {
             Some(o) => t.observe(&o, &policy, candidate.as_ref()),
             None => match logs::parse_lookup(l) {
                 Some(q) => t.lookup(&q, &policy),
-                None if l.contains(crate::access::TARGET) => t.unreadable += 1,
+                // An access event with no target to judge (a malformed
+                // request egressd refused) is read, not unreadable.
+                None if l.contains(crate::access::TARGET) => match crate::access::Record::parse(l) {
+                    Some(_) => t.undecided += 1,
+                    None => t.unreadable(l),
+                },
                 None => {}
             },
         },
@@ -95,8 +107,14 @@ pub fn report(args: ReportOptions) -> ExitCode {
         by_client,
         changes,
         unreadable,
+        first_unreadable,
+        undecided,
     } = tally;
     summary.unreadable = unreadable;
+    let read = summary.requests + summary.lookups + undecided;
+    if let Err(e) = enough_read(read, unreadable, first_unreadable) {
+        return bad_input(e);
+    }
     let mut extras = Extras {
         denied_by_client: by_client.into_iter().collect(),
         denied_by_hour: summary
@@ -141,12 +159,41 @@ pub fn report(args: ReportOptions) -> ExitCode {
     super::denied_exit(&summary, args.exit_zero)
 }
 
+/// The most of an input's access-event lines that may be unreadable
+/// before `report` refuses to sum up the rest (in percent).
+const MAX_UNREADABLE_PERCENT: u64 = 1;
+
+/// Whether enough of the input was read to sum it up: some access event,
+/// and at most [`MAX_UNREADABLE_PERCENT`] of them unreadable. A report of
+/// nothing must not pass for a report of no refusals.
+fn enough_read(read: u64, unreadable: u64, first: Option<String>) -> Result<(), String> {
+    let example = first.map_or(String::new(), |l| format!("; the first: {l}"));
+    if read == 0 {
+        return Err(format!(
+            "no access event could be read ({unreadable} unreadable{example}); report reads egressd's JSON \
+             access log lines as written (from journald: journalctl -u egressd -o cat)"
+        ));
+    }
+    if unreadable * 100 > (read + unreadable) * MAX_UNREADABLE_PERCENT {
+        return Err(format!(
+            "{unreadable} of {} access event lines could not be read (more than {MAX_UNREADABLE_PERCENT}%){example}",
+            read + unreadable
+        ));
+    }
+    Ok(())
+}
+
 /// What a stretch of input adds up to; stretches merge in input order.
 struct Tally {
     summary: Summary,
     by_client: HashMap<String, u64>,
     changes: Option<Changes>,
     unreadable: u64,
+    /// The first unreadable line (its start), for the error.
+    first_unreadable: Option<String>,
+    /// Access events with no target to judge: requests egressd refused as
+    /// malformed.
+    undecided: u64,
 }
 
 impl Tally {
@@ -156,6 +203,19 @@ impl Tally {
             by_client: HashMap::new(),
             changes: candidate.then(Changes::default),
             unreadable: 0,
+            first_unreadable: None,
+            undecided: 0,
+        }
+    }
+
+    fn unreadable(&mut self, line: &str) {
+        self.unreadable += 1;
+        if self.first_unreadable.is_none() {
+            let mut end = line.len().min(160);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.first_unreadable = Some(line[..end].to_string());
         }
     }
 
@@ -196,6 +256,10 @@ impl Tally {
             ch.merge(l);
         }
         self.unreadable += later.unreadable;
+        self.undecided += later.undecided;
+        if self.first_unreadable.is_none() {
+            self.first_unreadable = later.first_unreadable;
+        }
     }
 }
 
