@@ -68,6 +68,18 @@ impl Reloader {
         match compiled {
             Ok(p) => {
                 let old = self.shared.policy.load();
+                // An emptied or truncated file is valid and denies
+                // everything: one editor save would be an outage.
+                if p.rules().is_empty() && !old.rules().is_empty() && !says_empty(&src) {
+                    return self.failed(
+                        trigger,
+                        format!(
+                            "{} has no rules (emptied or cut short?): it would deny everything; \
+                             write `allow = []` in it if that is meant",
+                            self.path.display()
+                        ),
+                    );
+                }
                 if old.version() == p.version() && old.mode() == p.mode() {
                     tracing::debug!(trigger, version = p.version(), "policy unchanged");
                     return Ok(false);
@@ -106,6 +118,20 @@ impl Reloader {
         Err(e)
     }
 }
+
+/// Whether a policy source names its rule lists, empty as they may be
+/// (`allow = []`): a policy meant to deny everything, not a cut-off file.
+fn says_empty(src: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(src) else {
+        return false;
+    };
+    toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key("allow") || t.contains_key("deny"))
+}
+
+/// How long the policy's directory must be quiet before a change is read,
+/// and the longest a reload waits for that.
+const SETTLE: Duration = Duration::from_millis(200);
+const SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// On every SIGHUP until the proxy is cut, reloads the policy file (when
 /// there is one), the credentials file (with `--auth`), the CA and the TLS
@@ -205,9 +231,16 @@ pub fn watch(reloader: Arc<Reloader>) -> notify::Result<notify::RecommendedWatch
                 _ = reloader.shared.cut.cancelled() => return,
                 ev = rx.recv() => if ev.is_none() { return },
             }
-            // Editors and ConfigMap updates write in several steps: settle first.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while rx.try_recv().is_ok() {}
+            // Editors and ConfigMap updates write in several steps: read
+            // once the directory has been quiet for SETTLE (at most SETTLE_MAX).
+            let started = std::time::Instant::now();
+            loop {
+                match tokio::time::timeout(SETTLE, rx.recv()).await {
+                    Ok(Some(())) if started.elapsed() < SETTLE_MAX => continue,
+                    Ok(None) => return,
+                    _ => break,
+                }
+            }
             let _ = reloader.reload("file-change").await;
         }
     });

@@ -107,12 +107,24 @@ impl Egressd {
     }
 
     fn wait_log(&self, needle: &str) -> String {
+        self.wait_log_nth(needle, 1)
+    }
+
+    /// The `n`th log line containing `needle`, once written.
+    fn wait_log_nth(&self, needle: &str, n: usize) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .nth(n - 1)
+            {
                 return l.clone();
             }
-            assert!(Instant::now() < deadline, "no log line with {needle:?}");
+            assert!(Instant::now() < deadline, "no log line {n} with {needle:?}");
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -120,7 +132,7 @@ impl Egressd {
     fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(
             self.admin,
-            &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
         )
     }
 
@@ -410,6 +422,38 @@ fn reload_by_file_change_sighup_and_broken_policy_under_load() {
         e.signal("-HUP");
         wait_status(&e, "b.test", 403);
     });
+}
+
+/// One editor save that empties the policy file must not be an outage: a
+/// file with no rules is refused over a policy with rules (logged, counted,
+/// the old policy serving) unless it says `allow = []`, which is obeyed.
+#[test]
+fn an_emptied_policy_file_is_refused_unless_it_says_so() {
+    let dir = tmpdir("emptied");
+    let policy = dir.join("p.toml");
+    std::fs::write(&policy, "allow = [\"a.test\"]\n").unwrap();
+    let o = origin();
+    let pins = pins(o);
+    let e = Egressd::start(&policy, &pins.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(e.proxy_get("a.test"), 200);
+    for (n, truncated) in ["", "# the team's allowlist\n"].into_iter().enumerate() {
+        std::fs::write(&policy, truncated).unwrap();
+        e.signal("-HUP");
+        let line = e.wait_log_nth("has no rules", n + 1);
+        assert!(
+            line.contains("\"level\":\"ERROR\"") && line.contains("allow = []"),
+            "{line}"
+        );
+        assert_eq!(e.proxy_get("a.test"), 200, "the old policy keeps serving");
+    }
+    let (_, m) = e.admin_get("/metrics");
+    assert!(
+        m.contains("egressd_policy_reloads_total{result=\"error\"} 2"),
+        "{m}"
+    );
+    std::fs::write(&policy, "allow = []   # nothing leaves\n").unwrap();
+    e.signal("-HUP");
+    wait_status(&e, "a.test", 403);
 }
 
 /// SIGHUP rereads the credentials file: a changed password or a removed

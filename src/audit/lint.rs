@@ -199,6 +199,19 @@ pub fn through_parent(policy: &Policy) -> Vec<Finding> {
 pub fn lint(policy: &Policy) -> Vec<Finding> {
     let rules = policy.rules();
     let mut out = Vec::new();
+    // Valid, and denies everything: what an emptied or truncated file
+    // leaves. The running proxy refuses to reload one over a policy with
+    // rules unless it says `allow = []`.
+    if rules.is_empty() {
+        out.push(Finding {
+            line: 1,
+            rule: String::new(),
+            pattern: String::new(),
+            kind: "no-rules",
+            message: "the policy has no rules: every request is denied (write `allow = []` if that is meant)"
+                .into(),
+        });
+    }
     let index = Index::new(rules);
     for (i, r) in rules.iter().enumerate() {
         // Duplicates of an earlier rule, or rules a broader one already covers.
