@@ -102,18 +102,21 @@ fn route(shared: &Shared, config: &AdminConfig, peer: SocketAddr, req: Request<I
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             shared.metrics.encode(),
         ),
-        "/policy" => {
-            let p = shared.policy.load();
-            let body = serde_json::json!({
-                "origin": p.origin(),
-                "version": p.version(),
-                "mode": p.mode().to_string(),
-                "rules": p.rules().len(),
-                "loaded_at_unix_ms": shared.loaded_at.load(Ordering::Relaxed),
-                "source": p.source(),
-            });
-            text(StatusCode::OK, "application/json", format!("{body:#}\n"))
-        }
+        "/policy" => match guard_live(shared, peer, &req) {
+            Some(refusal) => refusal,
+            None => {
+                let p = shared.policy.load();
+                let body = serde_json::json!({
+                    "origin": p.origin(),
+                    "version": p.version(),
+                    "mode": p.mode().to_string(),
+                    "rules": p.rules().len(),
+                    "loaded_at_unix_ms": shared.loaded_at.load(Ordering::Relaxed),
+                    "source": p.source(),
+                });
+                text(StatusCode::OK, "application/json", format!("{body:#}\n"))
+            }
+        },
         "/ca.pem" => match shared.inspector.load_full() {
             // The certificate only: the key never leaves the process.
             Some(i) => text(StatusCode::OK, "application/x-pem-file", i.ca_pem().to_string()),
@@ -141,9 +144,10 @@ fn route(shared: &Shared, config: &AdminConfig, peer: SocketAddr, req: Request<I
     }
 }
 
-/// The live view's pages show what clients asked for and who they are:
-/// with `--auth` they need the same credentials (as `Authorization`, which
-/// a browser sends to a server), and they answer only to an IP address or
+/// The live view's pages and `/policy` show what clients asked for, who
+/// they are, and the whole policy: with `--auth` they need the same
+/// credentials (as `Authorization`, which a browser sends to a server),
+/// without it a loopback client; and they answer only to an IP address or
 /// `localhost` as `Host`, so that a web page whose name was rebound to the
 /// admin address cannot read them.
 fn guard_live(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Option<Response<Body>> {
@@ -158,7 +162,16 @@ fn guard_live(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Opt
         }
     }
     let Some(auth) = &shared.config.auth else {
-        return None;
+        // Without the proxy's users to ask for, only this host's own
+        // clients see who asked for what (and the policy's source).
+        if peer.ip().is_loopback() || crate::policy::normalize::canonical_ip(peer.ip()).is_loopback() {
+            return None;
+        }
+        return Some(text(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "the live view and the policy answer loopback clients, or the proxy's users with --auth\n".into(),
+        ));
     };
     match auth.check_field(req.headers(), header::AUTHORIZATION, peer.ip()) {
         Ok(_) => None,
@@ -350,10 +363,10 @@ function FindProxyForURL(url, host) {{
 pub async fn bind(addr: Option<SocketAddr>) -> std::io::Result<Option<TcpListener>> {
     match addr {
         None => Ok(None),
-        Some(a) => TcpListener::bind(a)
-            .await
-            .map(Some)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a} (admin): {e}"))),
+        Some(a) => TcpListener::bind(a).await.map(Some).map_err(|e| {
+            let hint = "give another --admin ADDR, or --admin off";
+            std::io::Error::new(e.kind(), format!("cannot listen on {a} (admin): {e}; {hint}"))
+        }),
     }
 }
 

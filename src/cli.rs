@@ -333,12 +333,6 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
                         return ExitCode::from(2);
                     }
                 };
-            // A default admin port that is taken only warns; one that was
-            // asked for (flag or environment) is an error.
-            let admin_explicit = matches
-                .subcommand_matches("run")
-                .and_then(|m| m.value_source("admin"))
-                .is_some_and(|s| s != ValueSource::DefaultValue);
             let mut args = args;
             let listen_explicit = matches
                 .subcommand_matches("run")
@@ -348,7 +342,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             if !listen_explicit && !args.listen_tls.is_empty() {
                 args.listen.clear();
             }
-            match run(args, admin_explicit) {
+            match run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -457,7 +451,7 @@ fn hash_password() -> ExitCode {
 }
 
 /// `egressd run`: the arguments as a [`RunConfig`], then the lifecycle.
-fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
+fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut policy = Policy::load(args.policy.as_deref())?;
     if let Some(m) = args.mode {
         policy = policy.with_mode(m);
@@ -514,7 +508,6 @@ fn run(args: RunArgs, admin_explicit: bool) -> anyhow::Result<()> {
         mode: args.mode,
         proxy: config,
         admin_addr: args.admin.0,
-        admin_explicit,
         pac_proxy: args.pac_proxy,
         pac_default: args.pac_default,
         drain: args.drain,

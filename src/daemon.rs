@@ -25,9 +25,6 @@ pub struct RunConfig {
     pub proxy: ProxyConfig,
     /// The admin listener's address; `None` for `--admin off`.
     pub admin_addr: Option<SocketAddr>,
-    /// Whether the admin address was asked for (else a taken default port
-    /// only warns).
-    pub admin_explicit: bool,
     /// The PAC file's proxy address; default: the first listener.
     pub pac_proxy: Option<String>,
     pub pac_default: crate::admin::PacDefault,
@@ -56,16 +53,9 @@ pub async fn bind(config: &RunConfig) -> anyhow::Result<Listeners> {
     let transparent_by_worker =
         proxy::server::bind_workers_as(&config.proxy.transparent, config.workers, true)?;
     let dns = proxy::dns_listen::bind(&config.proxy.dns_listen.addrs)?;
-    let admin = match crate::admin::bind(config.admin_addr).await {
-        Ok(l) => l,
-        // Optional on a developer's machine: a default port that is taken
-        // is reported, and the proxy runs without it.
-        Err(e) if !config.admin_explicit => {
-            tracing::warn!(error = %e, "admin listener unavailable; running without it (set --admin)");
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
+    // A taken admin port is a start error, default or not: the README's
+    // live view, PAC and metrics URLs would reach whatever holds it.
+    let admin = crate::admin::bind(config.admin_addr).await?;
     Ok(Listeners {
         by_worker,
         tls_by_worker,

@@ -695,9 +695,14 @@ impl Egressd {
     }
 
     /// [`Egressd::start_with`] under `wrapper` (e.g. `ip netns exec NS`).
+    pub fn start_wrapped(dir: &std::path::Path, wrapper: &[&str], args: &[String]) -> Egressd {
+        Egressd::start_admin(dir, wrapper, args, "127.0.0.1:0")
+    }
+
+    /// [`Egressd::start_wrapped`] with the admin listener on `admin`.
     // The child is waited for in `Drop`.
     #[allow(clippy::zombie_processes)]
-    pub fn start_wrapped(dir: &std::path::Path, wrapper: &[&str], args: &[String]) -> Egressd {
+    pub fn start_admin(dir: &std::path::Path, wrapper: &[&str], args: &[String], admin: &str) -> Egressd {
         let log = dir.join("access.log");
         let bin = env!("CARGO_BIN_EXE_egressd");
         let mut cmd = match wrapper.split_first() {
@@ -711,7 +716,7 @@ impl Egressd {
         let child = cmd
             .arg("run")
             .args(args)
-            .args(["--admin", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--admin", admin, "--log-format", "json"])
             .stdout(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
