@@ -81,7 +81,9 @@ done
 # ssl_bump needs Squid built with OpenSSL (Debian's squid-openssl, which
 # replaces the GnuTLS squid and serves the plain scenarios as well).
 if { want inspect || want inspect-new; } && [ ! -x /usr/lib/squid/security_file_certgen ]; then
-  need+=(squid-openssl)
+  # It conflicts with the squid package, whose binary it carries.
+  kept=(); for n in "${need[@]}"; do [ "$n" = squid ] || kept+=("$n"); done
+  need=("${kept[@]}" squid-openssl)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
