@@ -19,7 +19,11 @@ pub enum TargetError {
     Host(String, HostError),
     #[error("{0:?}: a backslash in the authority (browsers read the host before it)")]
     Backslash(String),
-    #[error("{0:?}: credentials (userinfo) in the request target")]
+    /// Holds the target with its credentials cut out: they never reach an
+    /// answer, a log line or an event.
+    #[error(
+        "{0:?}: credentials (userinfo) in the request target; a proxy request must not carry them (400)"
+    )]
     Userinfo(String),
     #[error("{0:?}: CONNECT takes host:port only (no scheme, path or credentials)")]
     ConnectForm(String),
@@ -72,9 +76,9 @@ pub fn candidate(kind: Kind, authority: &str, path: Option<&str>) -> Result<Cand
     // One pass for the common case, where neither is present.
     if authority.bytes().any(|b| b == b'\\' || b == b'@') {
         return Err(if authority.contains('\\') {
-            TargetError::Backslash(authority.to_string())
+            TargetError::Backslash(without_userinfo(authority).into_owned())
         } else {
-            TargetError::Userinfo(authority.to_string())
+            TargetError::Userinfo(without_userinfo(authority).into_owned())
         });
     }
     let (host, port) = split_host_port(authority).map_err(|_| TargetError::Port(authority.to_string()))?;
@@ -89,7 +93,7 @@ pub fn candidate(kind: Kind, authority: &str, path: Option<&str>) -> Result<Cand
 /// A CONNECT request target, which must be in authority-form (RFC 9110
 /// 9.3.6): `host:port`, nothing else.
 pub fn connect_candidate(uri: &http::Uri) -> Result<Candidate, TargetError> {
-    let shown = || uri.to_string();
+    let shown = || without_userinfo(&uri.to_string()).into_owned();
     let authority = match (uri.scheme(), uri.path_and_query(), uri.authority()) {
         (None, None, Some(a)) => a.as_str(),
         _ => return Err(TargetError::ConnectForm(shown())),
@@ -100,9 +104,26 @@ pub fn connect_candidate(uri: &http::Uri) -> Result<Candidate, TargetError> {
     candidate(Kind::Connect, authority, None)
 }
 
+/// `s` with any userinfo (`user:password@`) in its authority replaced by
+/// `…@`: what is shown of a target that carried credentials. `s` may be a
+/// URL, an authority, or either after a method (`CONNECT a:b@host:443`).
+pub fn without_userinfo(s: &str) -> std::borrow::Cow<'_, str> {
+    let start = s
+        .find("://")
+        .map(|i| i + 3)
+        .or_else(|| s.rfind(' ').map(|i| i + 1))
+        .unwrap_or(0);
+    let rest = &s[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        None => s.into(),
+        Some(at) => format!("{}…{}", &s[..start], &rest[at..]).into(),
+    }
+}
+
 /// Parses a target into a normalised [`Candidate`]. Credentials in a URL
-/// (`https://user:pw@host/`) are not part of the destination and are
-/// skipped; the request a client sends must not carry them.
+/// (`https://user:pw@host/`) are refused, as the proxy answers them 400;
+/// the error does not show them.
 pub fn parse_target(s: &str) -> Result<Candidate, TargetError> {
     let s = s.trim();
     // `POST https://host/path`: a method, then a URL.
@@ -133,7 +154,9 @@ pub fn parse_target(s: &str) -> Result<Candidate, TargetError> {
         if authority.contains('\\') {
             return Err(TargetError::Backslash(s.to_string()));
         }
-        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+        if authority.contains('@') {
+            return Err(TargetError::Userinfo(without_userinfo(s).into_owned()));
+        }
         let path = if path.starts_with('/') { path } else { "/" };
         return candidate(kind, authority, Some(path)).map_err(with);
     }
@@ -168,12 +191,22 @@ mod tests {
         ] {
             assert!(connect_candidate(&uri(bad)).is_err(), "{bad}");
         }
-        assert!(candidate(Kind::Http, "user@a.example.com", Some("/")).is_err());
+        let e = candidate(Kind::Http, "user:secret@a.example.com", Some("/")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            TargetError::Userinfo("…@a.example.com".into()).to_string()
+        );
+        let e = connect_candidate(&uri("user:secret@a.example.com:443")).unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 
     #[test]
     fn targets() {
-        let c = parse_target("https://user:pw@WWW.Google.com:8443/recaptcha/../x?q=1").unwrap();
+        let e = parse_target("https://user:pw@WWW.Google.com:8443/x").unwrap_err();
+        assert!(matches!(e, TargetError::Userinfo(_)));
+        assert!(!e.to_string().contains("pw"), "{e}");
+        assert!(e.to_string().contains("https://…@WWW.Google.com:8443/x"), "{e}");
+        let c = parse_target("https://WWW.Google.com:8443/recaptcha/../x?q=1").unwrap();
         assert_eq!(c.kind, Kind::Https);
         assert_eq!(c.host, Host::Name("www.google.com".into()));
         assert_eq!(c.port, 8443);

@@ -80,6 +80,33 @@ async fn host_spellings_cannot_sneak_past() {
     }
 }
 
+/// Credentials in a request target are refused (400), and never copied
+/// into the answer or the access event.
+#[tokio::test]
+async fn credentials_in_a_target_are_refused_and_never_shown() {
+    let proxy = allowed_proxy().await;
+    for req in [
+        &b"GET http://alice:s3cret-pw@allowed.test/x HTTP/1.1\r\nHost: allowed.test\r\n\r\n"[..],
+        b"CONNECT alice:s3cret-pw@allowed.test:443 HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+    ] {
+        let r = raw(proxy.addr, req).await;
+        assert_eq!(status_of(&r), 400, "{r}");
+        assert!(!r.contains("s3cret"), "the answer shows the password: {r}");
+    }
+    let ev = wait_access(|v| {
+        v["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("credentials (userinfo)"))
+    })
+    .await;
+    assert_eq!(ev["host"], "…@allowed.test", "{ev}");
+    let events = access_events();
+    assert!(
+        events.iter().all(|e| !e.to_string().contains("s3cret")),
+        "an access event shows the password"
+    );
+}
+
 #[tokio::test]
 async fn host_header_and_target_must_agree() {
     let proxy = allowed_proxy().await;

@@ -872,3 +872,18 @@ fn lint_warns_on_a_policy_without_rules() {
     let out = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("no rules") && out.contains("allow = []"), "{out}");
 }
+
+/// An https URL goes through a tunnel that hides its path: of the path
+/// rules that let the tunnel through, `check` credits the one the URL's
+/// path matches, and `--explain` says why the verdict is allow.
+#[test]
+fn check_credits_the_path_rule_the_url_matches() {
+    let o = run(&["check", "--explain", "https://www.google.com/recaptcha/api.js"]);
+    let out = stdout(&o);
+    let first = out.lines().next().unwrap();
+    assert!(first.contains("(www.google.com/recaptcha, line 36)"), "{out}");
+    let o = run(&["check", "--explain", "https://www.google.com/search"]);
+    let out = stdout(&o);
+    assert!(out.contains("flags=path_not_enforced"), "{out}");
+    assert!(out.contains("the CONNECT tunnel hides the path"), "{out}");
+}

@@ -58,10 +58,11 @@ impl Access {
         self.event.policy_version = policy.version_shared();
     }
 
-    /// The target as the client wrote it, before it could be read.
+    /// The target as the client wrote it, before it could be read (any
+    /// credentials in it cut out).
     pub fn raw_target(&mut self, host: &str, path: Option<&str>) {
         self.event.host.clear();
-        self.event.host.push_str(host);
+        self.event.host.push_str(&crate::target::without_userinfo(host));
         self.event.path = path.map(str::to_string);
     }
 

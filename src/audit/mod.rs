@@ -424,8 +424,17 @@ pub fn decide_like_proxy(policy: &Policy, c: &Candidate, inspect: bool) -> (Deci
         method: http::Method::CONNECT,
         ..c.clone()
     };
-    let (d, inspected) = policy.decide_tunnel(&connect, inspect);
+    let (mut d, inspected) = policy.decide_tunnel(&connect, inspect);
     if !inspected {
+        // The tunnel goes through on its host alone; of the path rules that
+        // let it, credit the one this request's path matches (the tunnel's
+        // own pick is by specificity, blind to the path).
+        if d.verdict.proceeds() && d.flags.contains(Flags::PATH_NOT_ENFORCED) {
+            let by_path = policy.decide(c);
+            if by_path.verdict == Verdict::Allow && by_path.rule.is_some() {
+                d.rule = by_path.rule;
+            }
+        }
         return (d, false);
     }
     let mut inner = policy.decide(c);

@@ -287,7 +287,8 @@ impl ProxyError {
         let mut body = String::with_capacity(target.len() + 96);
         body.push_str("egressd: ");
         if !target.is_empty() {
-            body.push_str(target);
+            // Credentials in the target are never repeated.
+            body.push_str(&crate::target::without_userinfo(target));
             body.push_str(": ");
         }
         let start = body.len();

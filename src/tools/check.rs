@@ -168,6 +168,11 @@ fn check_text(policy: &Policy, target: &str, c: &Candidate, d: &Decision, explai
         for line in explain_lines(policy, c) {
             s += &format!("    {line}\n");
         }
+        if d.flags.contains(crate::policy::Flags::PATH_NOT_ENFORCED) {
+            s += "    the CONNECT tunnel hides the path: the host's path rules let the tunnel through \
+                  whatever the path (path_rules_on_connect = \"allow\"); inspecting it (run --ca, \
+                  check --inspect) enforces the path\n";
+        }
     }
     s
 }
