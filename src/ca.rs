@@ -95,13 +95,22 @@ pub fn init(opts: &InitOptions) -> Result<Authority, CaError> {
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // TLS server certificates only: a stolen key signs nothing that
+    // verifies as code signing or client authentication where verifiers
+    // chain the extended key usage.
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(opts.days.max(1) as i64);
     if !permitted.is_empty() {
+        // Permitted DNS names leave IP addresses unconstrained (RFC 5280
+        // 4.2.1.10): excluded outright, or a stolen key signs any address.
         params.name_constraints = Some(NameConstraints {
             permitted_subtrees: permitted,
-            excluded_subtrees: Vec::new(),
+            excluded_subtrees: vec![
+                GeneralSubtree::IpAddress(rcgen::CidrSubnet::V4([0; 4], [0; 4])),
+                GeneralSubtree::IpAddress(rcgen::CidrSubnet::V6([0; 16], [0; 16])),
+            ],
         });
     }
     let cert = params.self_signed(&key)?;
@@ -316,7 +325,7 @@ impl Authority {
             "none: it may sign for any name (recreate with --permit to limit it)".to_string()
         } else {
             format!(
-                "may sign only for {} and the names under them",
+                "may sign only for {} and the names under them, no IP address",
                 self.permitted.join(", ")
             )
         };
@@ -329,13 +338,21 @@ constraints:  {constraints}
 Trust it where clients check certificates (the key stays with egressd):
   Debian/Ubuntu system store:
     cp {pem} /usr/local/share/ca-certificates/egressd.crt && update-ca-certificates
-  Chromium and Firefox (NSS database of the user):
+  Chromium on Linux (the user's NSS database):
     certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n egressd -i {pem}
+  Firefox (its own store, per profile; or Settings > Certificates > Import,
+  or the enterprise policy Certificates.Install):
+    certutil -d sql:$HOME/.mozilla/firefox/PROFILE -A -t C,, -n egressd -i {pem}
   Node.js:       NODE_EXTRA_CA_CERTS={pem}
   Python requests: REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt (after update-ca-certificates)
   OpenSSL-based tools (curl, git, Ruby, Go on Linux): SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
   Java:
     keytool -importcert -noprompt -alias egressd -file {pem} -cacerts -storepass changeit
+
+Remove the trust: rm /usr/local/share/ca-certificates/egressd.crt && update-ca-certificates --fresh;
+  certutil -d sql:DB -D -n egressd; keytool -delete -alias egressd -cacerts -storepass changeit.
+Rotate it: egressd ca init --dir NEW_DIR, trust the new CA beside the old, point run --ca at
+  NEW_DIR and send SIGHUP (the CA is reloaded without a restart), then remove the old trust.
 ",
             subject = self.subject,
             fp = self.fingerprint(),
@@ -465,6 +482,9 @@ mod tests {
         // A stolen key signing outside the constraints: clients refuse it.
         let outside = handshake(&ca, "bank.example.net", "bank.example.net").await;
         assert!(outside.is_err(), "{outside:?}");
+        // Nor for an IP address, which DNS name constraints leave open.
+        let address = handshake(&ca, "192.0.2.10", "192.0.2.10").await;
+        assert!(address.is_err(), "{address:?}");
         let _ = fs::remove_dir_all(&d);
     }
 
