@@ -329,6 +329,24 @@ impl Metrics {
             "Log lines dropped because their destination could not keep up or failed",
             crate::logsink::dropped().clone(),
         );
+        // Label sets known up front exist from the start, at 0, so that an
+        // alert on one (policy_reloads_total{result="error"}) has a series
+        // to watch before the first such event.
+        for result in ["ok", "error"] {
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
+        for result in ["signed", "cached"] {
+            let _ = inspection_leaves.get_or_create(&ResultLabels { result });
+        }
+        for direction in ["up", "down"] {
+            let _ = bytes.get_or_create(&DirectionLabels { direction });
+        }
+        for via in ["direct", "parent"] {
+            let _ = routed.get_or_create(&ViaLabels { via });
+        }
+        for c in ErrorClass::ALL.iter().filter(|c| c.party() == Party::Upstream) {
+            let _ = upstream_errors.get_or_create(&ClassLabels { class: c.as_str() });
+        }
         Metrics {
             routed,
             registry,
@@ -478,6 +496,19 @@ mod tests {
             bytes_up: 3,
             bytes_down: 5,
             via: None,
+        }
+    }
+
+    #[test]
+    fn known_label_sets_exist_before_their_first_event() {
+        let text = Metrics::new().encode();
+        for line in [
+            r#"egressd_policy_reloads_total{result="error"} 0"#,
+            r#"egressd_policy_reloads_total{result="ok"} 0"#,
+            r#"egressd_upstream_errors_total{class="connection_refused"} 0"#,
+            r#"egressd_bytes_total{direction="up"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
         }
     }
 

@@ -45,7 +45,8 @@ pub fn init(format: LogFormat, access: &logsink::Dest) -> std::io::Result<logsin
     if json {
         builder.json().flatten_event(true).with_current_span(false).init();
     } else {
-        builder.init();
+        // Colours for a person at a terminal only: not in a file or a pipe.
+        builder.with_ansi(std::io::stdout().is_terminal()).init();
     }
     Ok(guard)
 }

@@ -645,8 +645,10 @@ fn report_memory_is_flat_on_a_refusal_only_log() {
         "peak RSS {} KiB on 1,000,000 refused lines",
         peaks[1]
     );
+    // Flat, with room for how far parsing runs ahead of merging on a busy
+    // machine (bounded); keeping lines would take ten times as much.
     assert!(
-        peaks[1] < peaks[0] + 8 * 1024,
+        peaks[1] < peaks[0] + peaks[0] / 2,
         "peak RSS grew with lines: {} KiB at 100,000, {} KiB at 1,000,000",
         peaks[0],
         peaks[1]

@@ -27,13 +27,15 @@ pub fn fold_lines<A: Send>(
     mut merge: impl FnMut(A),
 ) -> Result<(), String> {
     use std::collections::BTreeMap;
-    use std::sync::mpsc::{channel, sync_channel};
+    use std::sync::mpsc::sync_channel;
     use std::sync::Mutex;
 
     let workers = workers.max(1);
     let (chunk_tx, chunk_rx) = sync_channel::<(u64, Vec<u8>)>(workers * 2);
     let chunk_rx = Mutex::new(chunk_rx);
-    let (done_tx, done_rx) = channel::<(u64, A)>();
+    // Bounded too: when merging is slower than parsing, the parsers wait
+    // rather than pile up tallies (memory would grow with the input).
+    let (done_tx, done_rx) = sync_channel::<(u64, A)>(workers * 2);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || -> Result<(), String> {
             let mut seq = 0u64;
