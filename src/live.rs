@@ -340,6 +340,7 @@ impl Live {
                 rule: s.rule,
                 requests: s.requests,
                 hosts: s.hosts,
+                background: s.background,
             })
             .collect();
         Snapshot {
@@ -421,6 +422,8 @@ pub struct Denied {
 
 #[derive(Debug, Serialize)]
 pub struct Suggested {
+    /// The browser's own background hosts only: not pre-selected.
+    pub background: bool,
     pub rule: String,
     /// The rule as an entry of a TOML `allow` list.
     pub toml: String,

@@ -224,6 +224,31 @@ fn audit_of_a_chrome_har() {
     let o = run(&["audit", "--har", har.to_str().unwrap(), "--with-paths"]);
     assert!(stdout(&o).contains("path not enforced:  0"), "{}", stdout(&o));
 
+    // Query strings (tokens, user ids) are never shown; the browser's own
+    // fetch of its PAC file is no destination.
+    let o = run(&[
+        "audit",
+        "--har",
+        har.to_str().unwrap(),
+        "--with-paths",
+        "--format",
+        "json",
+    ]);
+    let text = stdout(&o);
+    assert!(text.contains("https://fonts.googleapis.com/css"), "{text}");
+    assert!(
+        !text.contains("family=Roboto") && !text.contains("render=explicit"),
+        "{text}"
+    );
+    let pac = sample_har().replace(
+        "https://unpkg.com/react@18/umd/react.production.min.js",
+        "http://127.0.0.1:9090/proxy.pac",
+    );
+    let pac = write(&dir, "pac.har", &pac);
+    let out = stdout(&run(&["audit", "--har", pac.to_str().unwrap()]));
+    assert!(out.contains("requests:           11"), "{out}");
+    assert!(!out.contains("127.0.0.1"), "{out}");
+
     let bad = write(&dir, "bad.har", "{\"log\": {\"entries\": [1]}}");
     let o = run(&["audit", "--har", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));

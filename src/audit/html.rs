@@ -152,9 +152,14 @@ fn suggestions(o: &mut String, s: &Summary) {
          traffic above (never a public-suffix wildcard); review each before adding it to <code>allow</code>.</p>\n<pre>"
     );
     for g in &s.suggestions {
+        // The browser's own background hosts are shown, not proposed.
+        let (class, mark, note) = match g.background {
+            true => ("muted", " ", " (the browser's own; rarely the app's)"),
+            false => ("add", "+", ""),
+        };
         let _ = writeln!(
             o,
-            "<span class=\"add\">+  {},</span>  # {} requests: {}",
+            "<span class=\"{class}\">{mark}  {},</span>  # {} requests: {}{note}",
             esc(&g.toml()),
             g.requests,
             esc(&g.hosts.join(", "))

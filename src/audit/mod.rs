@@ -3,6 +3,7 @@
 //! files, access logs) into [`Observation`]s; [`Summary`] aggregates their
 //! decisions and suggests the rules that would let denied traffic through.
 
+pub mod background;
 pub mod har;
 pub mod html;
 pub mod lint;
@@ -30,11 +31,23 @@ pub struct Observation {
     pub inspected: bool,
 }
 
+/// Whether a URL is a proxy auto-config fetch (`/proxy.pac`, any `.pac`,
+/// WPAD's `/wpad.dat`): the browser fetches it itself, never through the
+/// proxy it configures, so it is no destination to allow.
+pub fn is_proxy_config(url: &str) -> bool {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.ends_with(".pac") || path.ends_with("/wpad.dat")
+}
+
 impl Observation {
+    /// A target as seen. Its query string and fragment are not kept for
+    /// showing: they carry tokens and user ids (the live view drops them
+    /// too), and decisions never read them.
     pub fn parse(target: &str) -> Option<Observation> {
         let candidate = parse_target(target).ok()?;
+        let shown = target.split(['?', '#']).next().unwrap_or(target);
         Some(Observation {
-            target: target.to_string(),
+            target: shown.to_string(),
             candidate,
             client: None,
             time: None,
@@ -133,6 +146,9 @@ pub struct Suggestion {
     pub rule: String,
     pub requests: u64,
     pub hosts: Vec<String>,
+    /// Every host is one a browser reaches on its own account
+    /// ([`background`]): listed last, marked, not pre-selected.
+    pub background: bool,
 }
 
 impl Suggestion {
@@ -341,6 +357,7 @@ pub fn suggest(hosts: &[DeniedHost]) -> Vec<Suggestion> {
                 rule: format!("{{ cidr = \"{ip}/{len}\", ports = [{}] }}", ports.join(", ")),
                 requests: h.requests,
                 hosts: vec![h.host.clone()],
+                background: false,
             });
             continue;
         }
@@ -350,6 +367,7 @@ pub fn suggest(hosts: &[DeniedHost]) -> Vec<Suggestion> {
                     rule: format!("{}{port_suffix}/{seg}", h.host),
                     requests: *n,
                     hosts: vec![h.host.clone()],
+                    background: false,
                 });
             }
             continue;
@@ -375,6 +393,7 @@ pub fn suggest(hosts: &[DeniedHost]) -> Vec<Suggestion> {
                 rule: format!("{prefix}{domain}{port_suffix}"),
                 requests,
                 hosts: names,
+                background: false,
             });
         } else {
             for h in members {
@@ -382,11 +401,21 @@ pub fn suggest(hosts: &[DeniedHost]) -> Vec<Suggestion> {
                     rule: format!("{}{}", h.host, port_suffix_for(h)),
                     requests: h.requests,
                     hosts: vec![h.host.clone()],
+                    background: false,
                 });
             }
         }
     }
-    out.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.rule.cmp(&b.rule)));
+    for s in &mut out {
+        s.background = s.hosts.iter().all(|h| background::is_browser_background(h));
+    }
+    out.sort_by(|a, b| {
+        (a.background, std::cmp::Reverse(a.requests), &a.rule).cmp(&(
+            b.background,
+            std::cmp::Reverse(b.requests),
+            &b.rule,
+        ))
+    });
     out
 }
 

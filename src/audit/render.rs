@@ -96,10 +96,15 @@ fn text(s: &Summary, extras: Option<&Extras>) -> String {
         for g in &s.suggestions {
             let _ = writeln!(
                 o,
-                "  {:<50} # {} requests: {}",
+                "  {:<50} # {} requests: {}{}",
                 format!("{},", g.toml()),
                 g.requests,
-                g.hosts.join(", ")
+                g.hosts.join(", "),
+                if g.background {
+                    " (the browser's own: updates, safe browsing; rarely the app's)"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -167,7 +172,10 @@ fn markdown(s: &Summary, extras: Option<&Extras>) -> String {
     if !s.suggestions.is_empty() {
         let _ = writeln!(o, "\n## Suggested rules\n\n```toml\nallow = [");
         for g in &s.suggestions {
-            let _ = writeln!(o, "  {},  # {} requests", g.toml(), g.requests);
+            // In a ticket, the browser's own hosts are shown commented out.
+            let lead = if g.background { "# " } else { "" };
+            let note = if g.background { ", the browser's own" } else { "" };
+            let _ = writeln!(o, "  {lead}{},  # {} requests{note}", g.toml(), g.requests);
         }
         let _ = writeln!(o, "]\n```");
     }

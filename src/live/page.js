@@ -5,7 +5,7 @@
   var cursor = 0;
   var latest = [];
   var KEEP = 200;
-  var selected = {};   // rule -> false when the user unticked it
+  var selected = {};   // rule -> whether the user ticked it (when they touched it)
   var suggestions = [];
 
   function el(tag, text, cls) {
@@ -38,9 +38,13 @@
     document.getElementById("denied-count").textContent = "(" + rows.length + ")";
   }
 
+  // Ticked unless the user unticked it; the browser's own background
+  // hosts start unticked.
+  function ticked(s) { return s.rule in selected ? selected[s.rule] : !s.background; }
+
   function renderToml() {
     var lines = suggestions
-      .filter(function (s) { return selected[s.rule] !== false; })
+      .filter(ticked)
       .map(function (s) { return "  " + s.toml + ",  # " + s.requests + " requests: " + s.hosts.join(", "); });
     document.getElementById("toml").value = lines.length ? "allow = [\n" + lines.join("\n") + "\n]\n" : "";
   }
@@ -54,12 +58,13 @@
       li.dataset.rule = s.rule;
       var box = el("input");
       box.type = "checkbox";
-      box.checked = selected[s.rule] !== false;
+      box.checked = ticked(s);
       box.addEventListener("change", function () { selected[s.rule] = box.checked; renderToml(); });
       var label = el("label");
       label.appendChild(box);
       label.appendChild(el("code", " " + s.toml));
-      label.appendChild(el("span", "  " + s.requests + " requests: " + s.hosts.join(", "), "hint"));
+      var note = s.background ? " (the browser's own: updates, safe browsing)" : "";
+      label.appendChild(el("span", "  " + s.requests + " requests: " + s.hosts.join(", ") + note, "hint"));
       li.appendChild(label);
       ul.appendChild(li);
     });

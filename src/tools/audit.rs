@@ -83,8 +83,9 @@ fn replay_one(
     connect: audit::HttpsAs,
     summary: &mut Summary,
 ) -> bool {
-    // data:, blob:, chrome-extension: and the like never reach a proxy.
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    // data:, blob:, chrome-extension: and the like never reach a proxy;
+    // nor does the browser's own fetch of its proxy configuration.
+    if !(url.starts_with("http://") || url.starts_with("https://")) || audit::is_proxy_config(url) {
         return true;
     }
     match Observation::parse(url).map(|o| o.with_method(method)) {
