@@ -30,23 +30,22 @@ fn status(from: &str, to: SocketAddr, path: &str) -> u16 {
     out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
+/// `run`'s arguments but the admin listener's, with a policy in `dir`.
+fn run_args(dir: &std::path::Path) -> Vec<String> {
+    let policy = dir.join("p.toml");
+    std::fs::write(&policy, "allow = [\"a.test\"]\n").unwrap();
+    let policy = policy.to_str().unwrap();
+    ["--policy", policy, "--listen", "127.0.0.1:0", "--dns", "static"]
+        .map(String::from)
+        .to_vec()
+}
+
 #[test]
 fn the_live_view_and_policy_answer_loopback_clients_only() {
     let dir = fresh_dir("admin-closed");
     let ns = Netns::bare("adm");
     ns.ip(&["addr", "add", "198.51.100.10/32", "dev", "lo"]);
-    let policy = dir.join("p.toml");
-    std::fs::write(&policy, "allow = [\"a.test\"]\n").unwrap();
-    let args: Vec<String> = [
-        "--policy",
-        policy.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--dns",
-        "static",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = run_args(&dir);
     let e = Egressd::start_admin(&dir, &["ip", "netns", "exec", &ns.name], &args, "0.0.0.0:0");
     let port = e.admin.port();
     let answers = ns
@@ -88,18 +87,9 @@ fn an_admin_port_that_cannot_be_bound_stops_the_start() {
     let dir = fresh_dir("admin-taken");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let policy = dir.join("p.toml");
-    std::fs::write(&policy, "allow = [\"a.test\"]\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_egressd"))
-        .args([
-            "run",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--dns",
-            "static",
-        ])
+        .arg("run")
+        .args(run_args(&dir))
         .args(["--admin", &addr])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
