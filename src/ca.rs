@@ -343,6 +343,11 @@ Trust it where clients check certificates (the key stays with egressd):
   Firefox (its own store, per profile; or Settings > Certificates > Import,
   or the enterprise policy Certificates.Install):
     certutil -d sql:$HOME/.mozilla/firefox/PROFILE -A -t C,, -n egressd -i {pem}
+  Firefox on Windows and macOS may read the system store instead:
+    the enterprise policy Certificates.ImportEnterpriseRoots (security.enterprise_roots.enabled)
+  RHEL, Fedora:  cp {pem} /etc/pki/ca-trust/source/anchors/egressd.pem && update-ca-trust
+  macOS:         sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {pem}
+  curl alone:    curl --cacert {pem} ...
   Node.js:       NODE_EXTRA_CA_CERTS={pem}
   Python requests: REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt (after update-ca-certificates)
   OpenSSL-based tools (curl, git, Ruby, Go on Linux): SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
@@ -350,7 +355,9 @@ Trust it where clients check certificates (the key stays with egressd):
     keytool -importcert -noprompt -alias egressd -file {pem} -cacerts -storepass changeit
 
 Remove the trust: rm /usr/local/share/ca-certificates/egressd.crt && update-ca-certificates --fresh;
-  certutil -d sql:DB -D -n egressd; keytool -delete -alias egressd -cacerts -storepass changeit.
+  rm /etc/pki/ca-trust/source/anchors/egressd.pem && update-ca-trust; certutil -d sql:DB -D -n egressd;
+  sudo security delete-certificate -c \"{subject}\" /Library/Keychains/System.keychain;
+  keytool -delete -alias egressd -cacerts -storepass changeit.
 Rotate it: egressd ca init --dir NEW_DIR, trust the new CA beside the old, point run --ca at
   NEW_DIR and send SIGHUP (the CA is reloaded without a restart), then remove the old trust.
 ",
@@ -504,22 +511,34 @@ mod tests {
         fs::write(&leaf_path, pem_certificate(&leaf)).unwrap();
         // The helper writes what the loader reads.
         assert_eq!(pem_der(&pem_certificate(&ca.cert_der)).unwrap(), ca.cert_der);
-        let out = std::process::Command::new("openssl")
-            .args([
-                "verify",
-                "-x509_strict",
-                "-purpose",
-                "sslserver",
-                "-verify_hostname",
-                "www.example.com",
-                "-CAfile",
-            ])
-            .arg(d.join(CERT_FILE))
-            .arg(&leaf_path)
-            .output()
-            .expect("openssl (the CI installs it)");
-        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{text}");
+        let verify = |leaf: &Path, host: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(["verify", "-x509_strict", "-purpose", "sslserver"])
+                .args(host)
+                .arg("-CAfile")
+                .arg(d.join(CERT_FILE))
+                .arg(leaf)
+                .output()
+                .expect("openssl (the CI installs it)");
+            let text =
+                String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            (out.status.success(), text)
+        };
+        let (ok, text) = verify(&leaf_path, &["-verify_hostname", "www.example.com"]);
+        assert!(ok, "{text}");
+        // A stolen key signing for an IP address: the constraints refuse it.
+        let ip_leaf = ca
+            .sign_leaf(
+                "192.0.2.10",
+                &KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+                7,
+            )
+            .unwrap();
+        let ip_path = d.join("ip.pem");
+        fs::write(&ip_path, pem_certificate(&ip_leaf)).unwrap();
+        let (ok, text) = verify(&ip_path, &["-verify_ip", "192.0.2.10"]);
+        assert!(!ok, "a leaf for an IP address verified: {text}");
+        assert!(text.contains("subtree violation"), "{text}");
         let _ = fs::remove_dir_all(&d);
     }
 }

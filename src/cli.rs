@@ -143,6 +143,10 @@ pub struct AuditArgs {
     /// Exit 0 even when something would be denied (default: 1, as `check`).
     #[arg(long)]
     pub exit_zero: bool,
+    /// Show URLs with their query strings (tokens, user ids); by default
+    /// they stop at the path, so that the report can go into a ticket.
+    #[arg(long)]
+    pub keep_query: bool,
 }
 
 #[derive(Debug, Args)]
@@ -378,6 +382,7 @@ pub fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             inspect: inspection_assumed(a.inspect),
             format: a.format,
             exit_zero: a.exit_zero,
+            keep_query: a.keep_query,
         }),
         Command::Report(a) => tools::report::report(tools::report::ReportOptions {
             policy: a.policy,

@@ -104,8 +104,8 @@ pub fn connect_candidate(uri: &http::Uri) -> Result<Candidate, TargetError> {
     candidate(Kind::Connect, authority, None)
 }
 
-/// `s` with any userinfo (`user:password@`) in its authority replaced by
-/// `…@`: what is shown of a target that carried credentials. `s` may be a
+/// `s` with any userinfo in its authority redacted (`user:***@`, or
+/// `***@` without a password): what is shown of a target that carried credentials. `s` may be a
 /// URL, an authority, or either after a method (`CONNECT a:b@host:443`).
 pub fn without_userinfo(s: &str) -> std::borrow::Cow<'_, str> {
     let start = s
@@ -115,10 +115,16 @@ pub fn without_userinfo(s: &str) -> std::borrow::Cow<'_, str> {
         .unwrap_or(0);
     let rest = &s[start..];
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        None => s.into(),
-        Some(at) => format!("{}…{}", &s[..start], &rest[at..]).into(),
-    }
+    let Some(at) = rest[..end].rfind('@') else {
+        return s.into();
+    };
+    // `user:***@`: the user is shown, the password never; a userinfo with
+    // no password may be a token itself, and is not shown at all.
+    let shown = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{}{shown}{}", &s[..start], &rest[at..]).into()
 }
 
 /// Parses a target into a normalised [`Candidate`]. Credentials in a URL
@@ -194,7 +200,7 @@ mod tests {
         let e = candidate(Kind::Http, "user:secret@a.example.com", Some("/")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            TargetError::Userinfo("…@a.example.com".into()).to_string()
+            TargetError::Userinfo("user:***@a.example.com".into()).to_string()
         );
         let e = connect_candidate(&uri("user:secret@a.example.com:443")).unwrap_err();
         assert!(!e.to_string().contains("secret"), "{e}");
@@ -205,7 +211,16 @@ mod tests {
         let e = parse_target("https://user:pw@WWW.Google.com:8443/x").unwrap_err();
         assert!(matches!(e, TargetError::Userinfo(_)));
         assert!(!e.to_string().contains("pw"), "{e}");
-        assert!(e.to_string().contains("https://…@WWW.Google.com:8443/x"), "{e}");
+        assert!(
+            e.to_string().contains("https://user:***@WWW.Google.com:8443/x"),
+            "{e}"
+        );
+        assert_eq!(
+            without_userinfo("https://ghp_token@github.com/x"),
+            "https://***@github.com/x"
+        );
+        assert_eq!(without_userinfo("CONNECT a:b@h:443"), "CONNECT a:***@h:443");
+        assert_eq!(without_userinfo("https://h/x?u=a@b"), "https://h/x?u=a@b");
         let c = parse_target("https://WWW.Google.com:8443/recaptcha/../x?q=1").unwrap();
         assert_eq!(c.kind, Kind::Https);
         assert_eq!(c.host, Host::Name("www.google.com".into()));

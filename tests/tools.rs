@@ -240,6 +240,16 @@ fn audit_of_a_chrome_har() {
         !text.contains("family=Roboto") && !text.contains("render=explicit"),
         "{text}"
     );
+    let o = run(&[
+        "audit",
+        "--har",
+        har.to_str().unwrap(),
+        "--with-paths",
+        "--keep-query",
+        "--format",
+        "json",
+    ]);
+    assert!(stdout(&o).contains("family=Roboto"), "--keep-query keeps them");
     let pac = sample_har().replace(
         "https://unpkg.com/react@18/umd/react.production.min.js",
         "http://127.0.0.1:9090/proxy.pac",

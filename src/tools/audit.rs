@@ -26,6 +26,9 @@ pub struct AuditOptions {
     pub format: Format,
     /// Exit 0 even when something would be denied.
     pub exit_zero: bool,
+    /// Show URLs with their query strings (tokens, user ids): off by
+    /// default, so that a report can go into a ticket.
+    pub keep_query: bool,
 }
 
 pub fn audit(args: AuditOptions) -> ExitCode {
@@ -46,12 +49,12 @@ pub fn audit(args: AuditOptions) -> ExitCode {
         }
     };
     for path in &args.har {
-        if let Err(e) = replay_har(&policy, path, connect, &mut summary) {
+        if let Err(e) = replay_har(&policy, path, (connect, args.keep_query), &mut summary) {
             return bad_input(format!("{}: {e}", path.display()));
         }
     }
     for path in &args.netlog {
-        if let Err(e) = replay_netlog(&policy, path, connect, &mut summary) {
+        if let Err(e) = replay_netlog(&policy, path, (connect, args.keep_query), &mut summary) {
             return bad_input(format!("{}: {e}", path.display()));
         }
     }
@@ -60,7 +63,10 @@ pub fn audit(args: AuditOptions) -> ExitCode {
             Ok(lines) => {
                 for l in lines {
                     match Observation::parse(&l) {
-                        Some(o) => audit::audit(&policy, std::iter::once(o), connect, &mut summary),
+                        Some(o) => {
+                            let o = shown(o, &l, args.keep_query);
+                            audit::audit(&policy, std::iter::once(o), connect, &mut summary)
+                        }
                         None => summary.unreadable += 1,
                     }
                 }
@@ -74,13 +80,24 @@ pub fn audit(args: AuditOptions) -> ExitCode {
     super::denied_exit(&summary, args.exit_zero)
 }
 
+/// How https URLs are decided, and whether query strings are shown.
+type How = (audit::HttpsAs, bool);
+
+/// The observation shown with its whole URL when asked (`--keep-query`).
+fn shown(mut o: Observation, url: &str, keep_query: bool) -> Observation {
+    if keep_query {
+        o.target = url.to_string();
+    }
+    o
+}
+
 /// A request as a browser reported it, decided as the proxy would.
 fn replay_one(
     policy: &Policy,
     method: &str,
     url: &str,
     hour: Option<i64>,
-    connect: audit::HttpsAs,
+    (connect, keep_query): How,
     summary: &mut Summary,
 ) -> bool {
     // data:, blob:, chrome-extension: and the like never reach a proxy;
@@ -89,7 +106,8 @@ fn replay_one(
         return true;
     }
     match Observation::parse(url).map(|o| o.with_method(method)) {
-        Some(mut o) => {
+        Some(o) => {
+            let mut o = shown(o, url, keep_query);
             o.time = hour;
             audit::audit(policy, std::iter::once(o), connect, summary);
             true
@@ -108,17 +126,12 @@ fn open_with_progress(path: &Path) -> Result<(Progressed, indicatif::ProgressBar
     Ok((BufReader::with_capacity(1 << 16, pb.wrap_read(f)), pb))
 }
 
-fn replay_netlog(
-    policy: &Policy,
-    path: &Path,
-    connect: audit::HttpsAs,
-    summary: &mut Summary,
-) -> Result<(), String> {
+fn replay_netlog(policy: &Policy, path: &Path, how: How, summary: &mut Summary) -> Result<(), String> {
     let (reader, pb) = open_with_progress(path)?;
     let mut unreadable = 0u64;
     let end = netlog::for_each_request(reader, |req| {
         let hour = req.time_ms.map(|t| t.div_euclid(3_600_000));
-        if !replay_one(policy, &req.method, &req.url, hour, connect, summary) {
+        if !replay_one(policy, &req.method, &req.url, hour, how, summary) {
             unreadable += 1;
         }
     })
@@ -134,17 +147,12 @@ fn replay_netlog(
     Ok(())
 }
 
-fn replay_har(
-    policy: &Policy,
-    path: &Path,
-    connect: audit::HttpsAs,
-    summary: &mut Summary,
-) -> Result<(), String> {
+fn replay_har(policy: &Policy, path: &Path, how: How, summary: &mut Summary) -> Result<(), String> {
     let (reader, pb) = open_with_progress(path)?;
     let mut unreadable = 0u64;
     har::for_each_request(reader, |req| {
         let hour = req.started.as_deref().and_then(logs::hour_of);
-        if !replay_one(policy, &req.method, &req.url, hour, connect, summary) {
+        if !replay_one(policy, &req.method, &req.url, hour, how, summary) {
             unreadable += 1;
         }
     })
