@@ -83,11 +83,11 @@ impl Access {
     }
 
     /// A DNS question in a `--dns-forward-zone` zone: answered from the
-    /// DNS servers, without the policy.
-    pub fn forwarded(&mut self, policy: &Policy, zone: &str) {
+    /// DNS servers, without the policy; `rule` names the zone.
+    pub fn forwarded(&mut self, policy: &Policy, rule: &Arc<str>) {
         self.event.verdict = crate::policy::Verdict::Allow;
         self.event.why = Some(Why::Policy(crate::policy::Reason::Allowed));
-        self.event.rule = Some(Arc::from(format!("dns-forward-zone:{zone}")));
+        self.event.rule = Some(rule.clone());
         self.event.policy_version = policy.version_shared();
     }
 

@@ -66,14 +66,33 @@ impl DnsArgs {
 #[derive(Debug, Clone, Default)]
 pub struct ListenConfig {
     pub addrs: Vec<SocketAddr>,
-    /// Zones forwarded without the policy, lower case, no final dot.
-    pub forward_zones: Vec<String>,
+    /// Zones forwarded without the policy.
+    pub forward_zones: Vec<ForwardZone>,
     /// Where forwarded questions go.
     pub forward_to: Vec<SocketAddr>,
     /// The stub resolver's search domains: a name the policy refuses that
     /// is an allowed name with one appended is a search expansion,
     /// answered NXDOMAIN without a refusal logged.
     pub search: Vec<String>,
+}
+
+/// A zone answered from the DNS servers without the policy.
+#[derive(Debug, Clone)]
+pub struct ForwardZone {
+    /// Lower case, no final dot.
+    pub name: String,
+    /// What its questions' events name as their rule: made once, so that
+    /// every event shares it (the metrics count by it).
+    pub rule: std::sync::Arc<str>,
+}
+
+impl ForwardZone {
+    pub fn new(name: &str) -> ForwardZone {
+        ForwardZone {
+            name: name.to_string(),
+            rule: format!("dns-forward-zone:{name}").into(),
+        }
+    }
 }
 
 impl DnsArgs {
@@ -94,7 +113,11 @@ impl DnsArgs {
         };
         Ok(ListenConfig {
             addrs: self.dns_listen.clone(),
-            forward_zones: self.dns_forward_zone.clone(),
+            forward_zones: self
+                .dns_forward_zone
+                .iter()
+                .map(|z| ForwardZone::new(z))
+                .collect(),
             forward_to,
             search: super::upstream::system_search(std::path::Path::new("/etc/resolv.conf")),
         })

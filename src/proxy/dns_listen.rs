@@ -83,7 +83,7 @@ impl Sockets {
 pub fn serve(shared: Arc<Shared>, sockets: Sockets) -> std::io::Result<()> {
     let cfg = &shared.config.dns_listen;
     for zone in &cfg.forward_zones {
-        tracing::warn!(zone = %zone, servers = ?cfg.forward_to, "DNS: this zone is answered from the DNS servers without the policy (--dns-forward-zone)");
+        tracing::warn!(zone = %zone.name, servers = ?cfg.forward_to, "DNS: this zone is answered from the DNS servers without the policy (--dns-forward-zone)");
     }
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     for udp in sockets.udp {
@@ -243,8 +243,8 @@ pub fn begin(
     ev.raw_target(&q.name, None);
     let policy = shared.policy.load_full();
     let cfg = &shared.config.dns_listen;
-    if let Some(zone) = cfg.forward_zones.iter().find(|z| in_zone(&q.name, z)) {
-        ev.forwarded(&policy, zone);
+    if let Some(zone) = cfg.forward_zones.iter().find(|z| in_zone(&q.name, &z.name)) {
+        ev.forwarded(&policy, &zone.rule);
         return Err(Box::new(Then::Relay { q, ev }));
     }
     let by_name = policy.decide_name(&q.name);
@@ -271,12 +271,12 @@ pub fn begin(
             if d.verdict.proceeds() {
                 return Err(Box::new(Then::Relay { q, ev }));
             }
-            finish(ev, "REFUSED", &[], 0);
+            finish(ev, "REFUSED", Vec::new(), 0);
             Ok(Some(q.reply(ResponseCode::Refused, &[], Duration::ZERO, udp)))
         }
         Ask::Empty => {
             ev.decided(&policy, &by_name);
-            finish(ev, "NOERROR", &[], NEGATIVE_TTL);
+            finish(ev, "NOERROR", Vec::new(), NEGATIVE_TTL);
             Ok(Some(q.reply(ResponseCode::NoError, &[], Duration::ZERO, udp)))
         }
         Ask::Addresses { v6 } => {
@@ -303,11 +303,11 @@ fn addresses(
     let (res, code) = match found {
         Ok(r) => (r, ResponseCode::NoError),
         Err(LookupError::NoSuchName(_)) => {
-            finish(ev, "NXDOMAIN", &[], NEGATIVE_TTL);
+            finish(ev, "NXDOMAIN", Vec::new(), NEGATIVE_TTL);
             return q.reply(ResponseCode::NXDomain, &[], Duration::ZERO, udp);
         }
         Err(LookupError::NoAddrs(_)) => {
-            finish(ev, "NOERROR", &[], NEGATIVE_TTL);
+            finish(ev, "NOERROR", Vec::new(), NEGATIVE_TTL);
             return q.reply(ResponseCode::NoError, &[], Duration::ZERO, udp);
         }
         Err(e) => {
@@ -315,13 +315,7 @@ fn addresses(
                 LookupError::Timeout(_) => ProxyError::DnsTimeout,
                 e => ProxyError::Dns(e.to_string()),
             };
-            ev.answered(DnsAnswer {
-                rcode: "SERVFAIL",
-                addrs: Vec::new(),
-                ttl: 0,
-            });
-            ev.finish(Err(&err));
-            return q.reply(ResponseCode::ServFail, &[], Duration::ZERO, udp);
+            return servfail(ev, q, udp, err);
         }
     };
     ev.dns(res.dns);
@@ -345,8 +339,9 @@ fn addresses(
         .answered()
         .record(ev.client().ip(), &q.name, &addrs, ttl, Instant::now());
     let secs = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
-    finish(ev, code_name(code), &addrs, secs);
-    q.reply(code, &addrs, ttl, udp)
+    let reply = q.reply(code, &addrs, ttl, udp);
+    finish(ev, code_name(code), addrs, secs);
+    reply
 }
 
 /// A question relayed to the DNS servers as it came (a forward zone, or
@@ -358,29 +353,28 @@ async fn relay(shared: &Shared, q: &Question, query: &[u8], udp: bool, ev: Acces
     match forwarded {
         Ok(reply) => {
             let rcode = reply.get(3).map_or(0, |b| b & 0x0f);
-            finish(ev, code_name(ResponseCode::from_low(rcode)), &[], 0);
+            finish(ev, code_name(ResponseCode::from_low(rcode)), Vec::new(), 0);
             Some(reply)
         }
-        Err(e) => {
-            let mut ev = ev;
-            ev.answered(DnsAnswer {
-                rcode: "SERVFAIL",
-                addrs: Vec::new(),
-                ttl: 0,
-            });
-            ev.finish(Err(&ProxyError::Dns(e.to_string())));
-            Some(q.reply(ResponseCode::ServFail, &[], Duration::ZERO, udp))
-        }
+        Err(e) => Some(servfail(ev, q, udp, ProxyError::Dns(e.to_string()))),
     }
 }
 
-fn finish(mut ev: Access, rcode: &'static str, addrs: &[std::net::IpAddr], ttl: u32) {
-    ev.answered(DnsAnswer {
-        rcode,
-        addrs: addrs.to_vec(),
-        ttl,
-    });
+/// Ends the event of an answered question.
+fn finish(mut ev: Access, rcode: &'static str, addrs: Vec<std::net::IpAddr>, ttl: u32) {
+    ev.answered(DnsAnswer { rcode, addrs, ttl });
     ev.finish(Ok::<(), &ProxyError>(()));
+}
+
+/// SERVFAIL: the DNS servers failed; the event says how.
+fn servfail(mut ev: Access, q: &Question, udp: bool, err: ProxyError) -> Vec<u8> {
+    ev.answered(DnsAnswer {
+        rcode: "SERVFAIL",
+        addrs: Vec::new(),
+        ttl: 0,
+    });
+    ev.finish(Err(&err));
+    q.reply(ResponseCode::ServFail, &[], Duration::ZERO, udp)
 }
 
 fn code_name(c: ResponseCode) -> &'static str {
