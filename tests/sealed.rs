@@ -279,7 +279,9 @@ fn nothing_leaves_the_pod_but_what_the_policy_allows() {
     let (cert_pem, _) = cert.write_pem(&dir, "origin");
     let seen = Seen::default();
     start_world(&world, &cert, seen.clone());
-    let hosts = format!("{SFTP} sftp.allowed.test\n{WEB} web.allowed.test\n{REFUSED} evil.test\n");
+    let hosts = format!(
+        "{SFTP} sftp.allowed.test\n{WEB} web.allowed.test\n{REFUSED} evil.test\n{REFUSED} db.svc.test\n"
+    );
     let dns_dir = dir.join("dns");
     std::fs::create_dir_all(&dns_dir).unwrap();
     let dnsmasq = Dnsmasq::start_in(
@@ -290,7 +292,8 @@ fn nothing_leaves_the_pod_but_what_the_policy_allows() {
         SocketAddr::new(DNS.parse().unwrap(), 53),
     );
     seal(&pod, &dir);
-    let e = start_egressd(&pod, &dir, &[]);
+    // The cluster's own zone, answered without the policy (as cluster.local).
+    let e = start_egressd(&pod, &dir, &["--dns-forward-zone", "svc.test"]);
 
     // DNS, to whatever server the app asks, is egressd's answer.
     assert_eq!(
@@ -324,6 +327,12 @@ fn nothing_leaves_the_pod_but_what_the_policy_allows() {
         "a refused name is never asked upstream"
     );
     assert_eq!(dnsmasq.questions("TXT", "web.allowed.test"), 0);
+    // A forward zone is the DNS servers' answer, whatever the policy says.
+    assert_eq!(
+        dig(&pod, &["@11.0.5.53", "+short", "db.svc.test"]).trim(),
+        REFUSED
+    );
+    assert_eq!(dnsmasq.questions("A", "db.svc.test"), 1, "relayed as asked");
     assert!(
         dnsmasq.questions("A", "web.allowed.test") >= 1,
         "egressd asked for the allowed name"
@@ -424,6 +433,12 @@ fn nothing_leaves_the_pod_but_what_the_policy_allows() {
         ev["client"].as_str().map(|c| c.starts_with(POD)),
         Some(true),
         "{ev}"
+    );
+    let ev =
+        find(&|v| v["kind"] == "dns" && v["host"] == "db.svc.test").expect("the forwarded question's event");
+    assert_eq!(
+        (ev["decision"].as_str(), ev["rule"].as_str()),
+        (Some("allow"), Some("dns-forward-zone:svc.test"))
     );
     let ev = find(&|v| v["kind"] == "dns" && v["method"] == "TXT").expect("the TXT event");
     assert_eq!(ev["reason"], "dns_type_not_answered");
