@@ -6,6 +6,7 @@
 #   bash benches/compare.sh                 # ROUNDS=3 DURATION=5 by default
 #   ROUNDS=2 DURATION=3 bash benches/compare.sh
 #   SCENARIOS="keepalive idle" bash benches/compare.sh    # a subset
+#   SCENARIOS=garbage bash benches/compare.sh   # a flood of malformed requests (400s)
 #   SCENARIOS="tunnel-https-page" bash benches/compare.sh  # HTTPS in tunnels, 16 KiB answers
 #   SCENARIOS="inspect inspect-new" bash benches/compare.sh   # TLS inspection beside Squid ssl_bump
 #   SCENARIOS="chain chain-tunnel" bash benches/compare.sh   # via a parent proxy, and TLS to the proxy
@@ -485,6 +486,9 @@ scenario_latency() {
 want keepalive && { echo "== keep-alive HTTP, $CONC connections"; scenario_http keepalive 0; }
 want newconn && { echo "== new connection per request"; scenario_http newconn 1; }
 want denied && { echo "== denied requests"; scenario_http denied 0; }
+# Requests that never parse (400 and the close), each on a new connection:
+# what a scanner's flood costs, beside nginx's own 400.
+want garbage && { echo "== malformed requests, a connection each"; PORT=$O_HTTP scenario_loadgen garbage garbage / "egressd egressd-nolog ${BASELINE:+egressd-base} nginx-rp"; }
 want tunnel-https && { echo "== HTTPS inside CONNECT tunnels"; scenario_loadgen tunnel-https tunnel-https /; }
 want tunnel-https-page && { echo "== HTTPS inside CONNECT tunnels, 16 KiB answers"; scenario_loadgen tunnel-https-page tunnel-https /page; }
 want bulk && { echo "== CONNECT bulk transfer, ${BULK_MB} MiB"; CONC=1 scenario_loadgen bulk bulk /bulk; }

@@ -590,37 +590,94 @@ async fn idle_keep_alive_connections_are_closed() {
     );
 }
 
-/// A request hyper cannot even parse gets its 400 (431 for a head over the
-/// limit) and an access event: a scanner is seen like any refusal.
+/// A flood of requests that never parse, of every kind hyper refuses:
+/// each is one access event with what could be read of it (method and
+/// target, or its first bytes escaped), and each moves the counter.
 #[tokio::test]
-async fn malformed_requests_leave_an_access_event() {
+async fn a_flood_of_malformed_requests_leaves_one_event_each() {
     let proxy = allowed_proxy_with(|c| c.max_header_bytes = 1024).await;
-    let r = raw(
-        proxy.addr,
-        b"GET http://allowed.test/ HTTP/1.1\r\nBad Header\r\n\r\n",
-    )
-    .await;
-    assert_eq!(status_of(&r), 400, "{r}");
-    let big = format!(
-        "GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(4096)
-    );
-    let r = raw(proxy.addr, big.as_bytes()).await;
-    assert_eq!(status_of(&r), 431, "{r}");
-    let ev = wait_access(|v| {
-        v["status"] == 400
-            && v["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("malformed request:"))
-    })
-    .await;
-    assert_eq!(ev["error"], "http_request_error", "{ev}");
+    let denied = |m: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with("egressd_requests_total{") && l.contains(r#"decision="deny""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = denied(&proxy.shared.metrics.encode());
+    const EACH: usize = 10;
+    type Make = fn(usize) -> Vec<u8>;
+    let kinds: [(&str, Make); 5] = [
+        ("bad-header", |i| {
+            format!("GET http://allowed.test/flood/h{i} HTTP/1.1\r\nBad Header\r\n\r\n").into_bytes()
+        }),
+        ("too-large", |i| {
+            format!(
+                "GET http://allowed.test/flood/l{i} HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(2048)
+            )
+            .into_bytes()
+        }),
+        ("two-lengths", |i| {
+            format!("POST http://allowed.test/flood/c{i} HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+                .into_bytes()
+        }),
+        ("bad-target", |i| {
+            format!("GET http://allowed.test/flood/t{i}\x01 HTTP/1.1\r\n\r\n").into_bytes()
+        }),
+        ("garbage", |i| {
+            let mut b = b"\x16\x03\x01\x00\xa5\x01\\".to_vec();
+            b.extend_from_slice(format!(" flood-g{i}\r\n\r\n").as_bytes());
+            b
+        }),
+    ];
+    for (kind, make) in &kinds {
+        for i in 0..EACH {
+            let r = raw(proxy.addr, &make(i)).await;
+            let want = if *kind == "too-large" { 431 } else { 400 };
+            assert_eq!(status_of(&r), want, "{kind} {i}: {r}");
+        }
+    }
+    let events = |needle: &str| {
+        access_events()
+            .into_iter()
+            .filter(|v| v.to_string().contains(needle))
+            .collect::<Vec<_>>()
+    };
+    for i in 0..EACH {
+        for (marker, method) in [("/flood/h", "GET"), ("/flood/l", "GET"), ("/flood/c", "POST")] {
+            let path = format!("{marker}{i}");
+            let ev = wait_access(|v| v["path"] == path.as_str()).await;
+            assert_eq!(events(&format!("\"{path}\"")).len(), 1, "{path}");
+            assert_eq!(
+                (ev["method"].as_str(), ev["host"].as_str()),
+                (Some(method), Some("allowed.test")),
+                "{ev}"
+            );
+            assert_eq!(ev["error"], "http_request_error", "{ev}");
+        }
+        // A target hyper refuses is kept, its control bytes escaped.
+        let t = format!("/flood/t{i}\\x01");
+        let ev = wait_access(|v| v["path"] == t.as_str() && v["host"] == "allowed.test").await;
+        assert_eq!(
+            (ev["method"].as_str(), ev["status"].as_u64()),
+            (Some("GET"), Some(400)),
+            "{ev}"
+        );
+        // Garbage: no method, its first bytes escaped in the detail.
+        let g = format!(r#"\x16\x03\x01\x00\xa5\x01\x5c flood-g{i}\x0d\x0a"#);
+        let ev = wait_access(|v| v["detail"].as_str().is_some_and(|d| d.contains(g.as_str()))).await;
+        assert_eq!(
+            (ev["method"].as_str(), ev["host"].as_str()),
+            (Some("-"), Some("")),
+            "{ev}"
+        );
+        assert_eq!(events(&format!("flood-g{i}\\")).len(), 1);
+    }
+    let after = denied(&proxy.shared.metrics.encode());
     assert_eq!(
-        (ev["decision"].as_str(), ev["method"].as_str()),
-        (Some("deny"), Some("-")),
-        "{ev}"
+        after - before,
+        (kinds.len() * EACH) as u64,
+        "every refusal counted"
     );
-    wait_access(|v| v["status"] == 431 && v["error"] == "http_request_error").await;
 }
 
 /// `0.0.0.0` and `::` mean this host: dialled, they reach the proxy host's

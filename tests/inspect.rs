@@ -318,6 +318,30 @@ async fn a_tunnel_whose_client_never_speaks_is_closed() {
     assert!(ev["detail"].as_str().unwrap().contains("ClientHello"), "{ev}");
 }
 
+/// A request inside an inspected tunnel that does not parse is refused
+/// like one on the listener: 400 and an event of its own, named by the
+/// tunnel's host and the path as written.
+#[tokio::test]
+async fn a_malformed_request_inside_leaves_an_event() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(POLICY, "malformed").await;
+    let tunnel = connect(s.proxy.addr, "inspect.test:443").await.expect("tunnel");
+    let mut tls = tls_over(tunnel, "inspect.test", &s.ca).await;
+    tls.write_all(b"GET /allowed/bad HTTP/1.1\r\nBad Header\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let ev = wait_access(|v| v["kind"] == "inspected" && v["path"] == "/allowed/bad").await;
+    assert_eq!(
+        (ev["host"].as_str(), ev["method"].as_str(), ev["error"].as_str()),
+        (Some("inspect.test:443"), Some("GET"), Some("http_request_error")),
+        "{ev}"
+    );
+}
+
 /// An origin that speaks HTTP/2 (ALPN h2 only) gets inspected requests
 /// over HTTP/2, several of them on one connection, whatever the client
 /// spoke; it answers with the version and authority it saw.

@@ -85,7 +85,7 @@ fn parse() -> Opts {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: loadgen http|http-new|tunnel-https|bulk|idle --target HOST:PORT [--proxy ADDR] [--host NAME] [--path P] [--concurrency N] [--duration S] [--bytes N] [--ca PEM] [--rate R] [--proxy-tls NAME]");
+    eprintln!("usage: loadgen http|http-new|tunnel-https|tunnel-new|garbage|bulk|idle --target HOST:PORT [--proxy ADDR] [--host NAME] [--path P] [--concurrency N] [--duration S] [--bytes N] [--ca PEM] [--rate R] [--proxy-tls NAME]");
     std::process::exit(2)
 }
 
@@ -238,6 +238,19 @@ async fn worker(o: Arc<Opts>, stats: Arc<Stats>, stop: Arc<AtomicBool>, index: u
     let mut next =
         period.map(|p| tokio::time::Instant::now() + p.mul_f64(index as f64 / o.concurrency as f64));
     'outer: while !stop.load(Ordering::Relaxed) {
+        if o.mode == "garbage" {
+            let t = Instant::now();
+            match garbage(&o).await {
+                Ok(()) => {
+                    lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    stats.requests.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            continue;
+        }
         let conn: std::io::Result<Box<dyn Io>> = match o.mode.as_str() {
             "http" | "http-new" => dial(&o).await,
             _ => match tunnel(&o).await {
@@ -292,6 +305,28 @@ async fn worker(o: Arc<Opts>, stats: Arc<Stats>, stop: Arc<AtomicBool>, index: u
         }
     }
     stats.lat_us.lock().unwrap().extend(lat);
+}
+
+/// A request that does not parse (a header line with no colon), as a
+/// scanner sends it, on a connection of its own: one 400 and the close.
+async fn garbage(o: &Opts) -> std::io::Result<()> {
+    let mut io = dial(o).await?;
+    let req = format!(
+        "GET http://{}{} HTTP/1.1\r\nHost: {}\r\nBad Header\r\n\r\n",
+        host_port(o),
+        o.path,
+        host_port(o)
+    );
+    io.write_all(req.as_bytes()).await?;
+    let mut out = Vec::with_capacity(512);
+    io.read_to_end(&mut out).await?;
+    if out.starts_with(b"HTTP/1.1 400") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&out[..out.len().min(40)]).into_owned(),
+        ))
+    }
 }
 
 async fn bulk(o: &Opts) -> serde_json::Value {
@@ -355,7 +390,7 @@ fn main() {
         match o.mode.as_str() {
             "bulk" => bulk(&o).await,
             "idle" => idle(&o).await,
-            "http" | "http-new" | "tunnel-https" | "tunnel-new" => {
+            "http" | "http-new" | "tunnel-https" | "tunnel-new" | "garbage" => {
                 let stats = Arc::new(Stats {
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),

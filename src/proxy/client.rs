@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::heard::{self, Heard};
 use super::respond::{Body, ProxyError};
 use super::Shared;
 use crate::access::EventKind;
@@ -71,11 +72,18 @@ pub(super) const WRITEV: bool = false;
 /// HTTP/1.1 with upgrades on a client connection, with the proxy's header
 /// limits, closed gracefully at shutdown. A request hyper could not parse
 /// (it answers 400, or 431 for a head over the limit) never reaches the
-/// pipeline: it gets its own access event here, of `kind`, so that a
-/// scanner or a smuggling probe is seen in the log, the metrics and the
-/// live view like any refusal.
-pub(super) async fn serve_http1<IO, S>(shared: &Shared, stream: IO, svc: S, peer: SocketAddr, kind: EventKind)
-where
+/// pipeline: it gets its own access event here, of `kind`, with what could
+/// be read of it ([`heard`]), so that a scanner or a smuggling probe is
+/// seen in the log, the metrics and the live view like any refusal.
+/// `authority` is the tunnel's, for requests inside one ("" otherwise).
+pub(super) async fn serve_http1<IO, S>(
+    shared: &Shared,
+    stream: IO,
+    svc: S,
+    peer: SocketAddr,
+    kind: EventKind,
+    authority: &str,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = Body>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -89,6 +97,7 @@ where
         .max_header_size(shared.config.max_header_bytes)
         .keep_alive(true)
         .writev(WRITEV);
+    let (stream, head) = Heard::new(stream);
     let conn = builder
         .serve_connection(TokioIo::new(stream), svc)
         .with_upgrades();
@@ -102,13 +111,36 @@ where
     };
     if let Err(e) = result {
         if e.is_parse() || e.is_parse_too_large() || e.is_parse_version_h2() {
-            let mut ev = unparsed(shared, peer, kind);
+            let heard = heard::read(&head.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut ev = match &heard.method {
+                Some(m) => shared.access(peer, kind, m),
+                None => unparsed(shared, peer, kind),
+            };
+            name_target(&mut ev, authority, heard.target.as_deref().unwrap_or(""));
             ev.status(if e.is_parse_too_large() { 431 } else { 400 });
-            ev.finish(Err(&ProxyError::BadRequest(format!("malformed request: {e}"))));
+            let why = match heard.start {
+                Some(start) => format!("malformed request: {e}; first bytes \"{start}\""),
+                None => format!("malformed request: {e}"),
+            };
+            ev.finish(Err(&ProxyError::BadRequest(why)));
             return;
         }
         // Client resets and timeouts are routine: debug only.
         tracing::debug!(client = %peer, error = %e, "connection ended with error");
+    }
+}
+
+/// Names a request that did not parse by its target as written: as a
+/// forwarded request is named when it reads as a URI, else as it came.
+fn name_target(ev: &mut crate::access::Access, authority: &str, target: &str) {
+    if !authority.is_empty() || target.starts_with('/') {
+        return ev.raw_target(authority, Some(target));
+    }
+    match http::Uri::try_from(target) {
+        Ok(uri) if uri.authority().is_some() => {
+            ev.raw_target(uri.authority().map_or("", |a| a.as_str()), Some(uri.path()))
+        }
+        _ => ev.raw_target(target, None),
     }
 }
 
@@ -140,10 +172,10 @@ impl Client {
     /// again when it was one (no boxed I/O, no lock between the halves; the
     /// HTTP read buffer is freed unless it holds tunnel bytes).
     pub fn upgraded(upgraded: hyper::upgrade::Upgraded) -> Client {
-        match upgraded.downcast::<TokioIo<ClientTcp>>() {
+        match upgraded.downcast::<TokioIo<Heard<ClientTcp>>>() {
             Ok(parts) => Client::Tcp {
                 pre: parts.read_buf.to_vec(),
-                stream: parts.io.into_inner().0,
+                stream: parts.io.into_inner().io.0,
             },
             Err(upgraded) => Client::Io(Box::new(TokioIo::new(upgraded))),
         }

@@ -103,6 +103,7 @@ where
         config: inspector.upstream(),
         config_h2: Some(inspector.upstream_h2()),
     });
+    let (peer, authority) = (tunnel.client, tunnel.authority.clone());
     let ctx = Arc::new(Inner {
         tunnel,
         transport: Transport::Tls(origin),
@@ -119,8 +120,8 @@ where
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    let io = TokioIo::new(tls);
     let served = if h2 {
+        let io = TokioIo::new(tls);
         // HTTP/2 has no header timeout between requests: a connection with
         // nothing in flight for the tunnel idle time is asked to go away
         // (GOAWAY; streams still running finish).
@@ -143,13 +144,10 @@ where
             }
         }
     } else {
-        hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(shared.config.header_timeout)
-            .max_header_size(shared.config.max_header_bytes)
-            .serve_connection(io, svc)
-            .with_upgrades()
-            .await
+        // The same HTTP/1.1 server as the listeners', so a request that
+        // does not parse leaves its event here too.
+        super::client::serve_http1(&shared, tls, svc, peer, EventKind::Inspected, &authority).await;
+        return Ok(());
     };
     if let Err(e) = served {
         tracing::debug!(error = %e, "inspected connection ended with error");

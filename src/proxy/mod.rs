@@ -33,6 +33,7 @@ pub mod hop;
 pub mod client;
 pub mod connect;
 pub mod dns_listen;
+pub mod heard;
 pub mod transparent;
 pub mod tunnel;
 // Step 6.

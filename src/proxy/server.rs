@@ -324,7 +324,7 @@ where
 {
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| route(svc_shared.clone(), pool.clone(), req, peer));
-    serve_http1(&shared, stream, svc, peer, EventKind::Http).await
+    serve_http1(&shared, stream, svc, peer, EventKind::Http, "").await
 }
 
 /// Sends each request to the handler of its kind.

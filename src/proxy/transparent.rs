@@ -313,7 +313,7 @@ async fn serve_http(
             )
         }
     });
-    serve_http1(&shared, io, svc, peer, EventKind::Transparent).await
+    serve_http1(&shared, io, svc, peer, EventKind::Transparent, "").await
 }
 
 /// An origin-form request made absolute from its `Host` (which then names

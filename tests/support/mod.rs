@@ -743,6 +743,13 @@ impl Egressd {
         }
     }
 
+    /// The process's open file descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// `GET path` on the admin listener: the whole answer, head and body.
     pub fn admin_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
