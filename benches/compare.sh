@@ -7,6 +7,8 @@
 #   ROUNDS=2 DURATION=3 bash benches/compare.sh
 #   SCENARIOS="keepalive idle" bash benches/compare.sh    # a subset
 #   SCENARIOS=garbage bash benches/compare.sh   # a flood of malformed requests (400s)
+#   PERF="egressd-inspect" SCENARIOS=inspect bash benches/compare.sh
+#       # also profiles those targets (perf, first round); top frames to benches/results/
 #   SCENARIOS="tunnel-https-page" bash benches/compare.sh  # HTTPS in tunnels, 16 KiB answers
 #   SCENARIOS="inspect inspect-new" bash benches/compare.sh   # TLS inspection beside Squid ssl_bump
 #   SCENARIOS="chain chain-tunnel" bash benches/compare.sh   # via a parent proxy, and TLS to the proxy
@@ -63,6 +65,9 @@ for p in $O_HTTP $O_TLS $P_EGRESSD $P_SQUID $P_TINY $P_BASE $P_INSPECT $P_BUMP $
   fi
 done
 work=$(mktemp -d /tmp/egressd-compare.XXXXXX)
+# Names this run's files in benches/results/ (the CSV, any profiles).
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p benches/results
 chmod 777 "$work"
 pids=()
 cleanup() {
@@ -94,9 +99,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# A profiled run builds with line tables (for perf's DWARF call graphs)
+# into a target directory of its own, leaving the plain build as it is.
+target_dir=$PWD/target
+if [ -n "${PERF:-}" ]; then
+  target_dir=$PWD/target/perf
+  export CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_TARGET_DIR=$target_dir
+fi
 cargo build --release --quiet --bin egressd --example loadgen
-EGRESSD=$PWD/target/release/egressd
-LOADGEN=$PWD/target/release/examples/loadgen
+EGRESSD=$target_dir/release/egressd
+LOADGEN=$target_dir/release/examples/loadgen
 
 # === origin: nginx, plain and TLS, one worker ===
 # A throwaway CA and a leaf certificate for origin.test, both private to this run.
@@ -416,6 +428,20 @@ scenario_http() { # name close
   done
 }
 
+# The top frames of a profile (threads merged): by self time, and the
+# proxy's own functions by inclusive time. PERF_KEEP=DIR keeps perf.data.
+perf_report() { # data out
+  command -v perf >/dev/null || return 0
+  {
+    echo "# perf record -F 499 --call-graph dwarf, $(date -u +%FT%TZ); self time, all code"
+    perf report -i "$1" --no-children --sort dso,sym --percent-limit 0.6 --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -70 || true
+    echo "# inclusive time, user space"
+    perf report -i "$1" --children --sort sym --dsos egressd,libc.so.6 --percent-limit 2 --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -70 || true
+  } > "$2"
+  if [ -n "${PERF_KEEP:-}" ]; then mkdir -p "$PERF_KEEP" && cp "$1" "$PERF_KEEP/"; fi
+  echo "profile: $2"
+}
+
 scenario_loadgen() { # name mode path [targets]
   local name=$1 mode=$2 r t
   for r in $(seq 1 "$ROUNDS"); do
@@ -432,9 +458,18 @@ scenario_loadgen() { # name mode path [targets]
       [ "$t" = egressd-transparent ] && redirect_on
       trim_logs
       [ -n "$pid" ] && c0=$(cpu_of $pid)
-      local m0 m1; m0=$(machine_busy)
+      local m0 m1 perf_pid=""; m0=$(machine_busy)
+      # PERF="egressd-inspect ...": profile those targets in the first round.
+      if [ -n "${PERF:-}" ] && [ "$r" = 1 ] && [[ " $PERF " == *" $t "* ]] && [ -n "$pid" ]; then
+        perf record -q -F 499 --call-graph dwarf,16384 -p "${pid// /,}" -o "$work/perf-$name-$t.data" -- sleep "$DURATION" 2>/dev/null &
+        perf_pid=$!
+      fi
       out=$("$LOADGEN" "$mode" "${args[@]}" --ca "${TRUST:-$work/ca.pem}" --concurrency "$CONC" \
         --duration "$DURATION" --path "$3" | tail -1)
+      if [ -n "$perf_pid" ]; then
+        wait "$perf_pid" || true
+        perf_report "$work/perf-$name-$t.data" "benches/results/perf-$stamp-$name-$t.txt"
+      fi
       m1=$(machine_busy)
       [ "$t" = egressd-transparent ] && redirect_off
       if [ "$mode" = bulk ]; then
@@ -539,8 +574,6 @@ want start && for r in $(seq 1 "$ROUNDS"); do
 done
 
 # === report: medians and ratios ===
-mkdir -p benches/results
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
 cp "$csv" "benches/results/compare-$stamp.csv"
 python3 - "$csv" <<'PY'
 import csv, statistics, sys

@@ -302,7 +302,9 @@ async fn methods_are_enforced_inside_https() {
         .unwrap();
     let resp = request_over(tls, req).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    let ev = wait_access(|v| v["kind"] == "inspected" && v["method"] == "POST").await;
+    // Another test POSTs (allowed) inside its tunnels: this one's path.
+    let ev =
+        wait_access(|v| v["kind"] == "inspected" && v["method"] == "POST" && v["path"] == "/anything").await;
     assert_eq!(ev["reason"], "method_not_allowed");
 }
 
@@ -342,13 +344,19 @@ async fn a_malformed_request_inside_leaves_an_event() {
     );
 }
 
-/// An origin that speaks HTTP/2 (ALPN h2 only) gets inspected requests
-/// over HTTP/2, several of them on one connection, whatever the client
-/// spoke; it answers with the version and authority it saw.
-#[tokio::test]
-async fn origins_that_speak_http2_get_http2() {
-    let origin_cert = test_cert(&["h2.test"]);
-    let acceptor = origin_cert.acceptor(&[b"h2"]);
+/// A TLS origin speaking what `alpn` offers (HTTP/1.1 without ALPN),
+/// counting its connections; it answers with the version, authority (or
+/// `Host`) and path it saw. An HTTP/1.1 connection idle for `idle` is
+/// closed (close_notify, then FIN), as servers close kept connections.
+async fn counting_tls_origin(
+    cert: &TestCert,
+    alpn: &[&[u8]],
+    idle: std::time::Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let acceptor = cert.acceptor(alpn);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = l.local_addr().unwrap();
     let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -359,34 +367,55 @@ async fn origins_that_speak_http2_get_http2() {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(s).await else { return };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let svc =
                     hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                        let host = req.headers().get("host").and_then(|h| h.to_str().ok());
                         let text = format!(
                             "{:?} {} {}",
                             req.version(),
-                            req.uri().authority().map_or("-", |a| a.as_str()),
+                            req.uri().authority().map(|a| a.as_str()).or(host).unwrap_or("-"),
                             req.uri().path()
                         );
                         Ok::<_, std::convert::Infallible>(http::Response::new(full(text)))
                     });
-                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(idle)
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                }
             });
         }
     });
-    let dir = std::env::temp_dir().join(format!("egressd-inspect-h2-{}", std::process::id()));
+    (origin, connections)
+}
+
+/// egressd inspecting every tunnel to `name`, pinned to `origin` whose
+/// certificate is `origin_cert`; and the CA its clients trust.
+async fn inspecting_proxy(
+    tag: &str,
+    name: &str,
+    origin: std::net::SocketAddr,
+    origin_cert: &TestCert,
+) -> (Proxy, TestCert) {
+    let dir = std::env::temp_dir().join(format!("egressd-inspect-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let ca = test_ca(&dir);
-    let roots = roots_pem(dir.join("origin-root.pem"), &[&origin_cert]);
+    let roots = roots_pem(dir.join("origin-root.pem"), &[origin_cert]);
     let ca_dir = dir.join("ca");
     let proxy = start_proxy(
-        ProxyOpts::new(policy(r#"allow = ["h2.test/api"]"#))
+        ProxyOpts::new(policy(&format!(r#"allow = ["{name}/api"]"#)))
             .config(move |c| {
                 c.ca_dir = Some(ca_dir);
                 c.upstream_ca = vec![roots];
             })
-            .pin(&format!("h2.test:443={origin}")),
+            .pin(&format!("{name}:443={origin}")),
     )
     .await;
     proxy.shared.load_inspector().unwrap();
@@ -394,21 +423,66 @@ async fn origins_that_speak_http2_get_http2() {
         der: ca.cert_der.clone(),
         key: origin_cert.key.clone_key(),
     };
+    (proxy, trust)
+}
+
+/// `GET path` in a new inspected tunnel to `name`: the status and body.
+async fn get_in_new_tunnel(proxy: &Proxy, trust: &TestCert, name: &str, path: &str) -> (StatusCode, String) {
+    let tunnel = connect(proxy.addr, &format!("{name}:443")).await.unwrap();
+    let tls = tls_over(tunnel, name, trust).await;
+    let req = Request::get(path).header("host", name).body(full("")).unwrap();
+    let resp = request_over(tls, req).await;
+    (resp.status(), body_text(resp).await)
+}
+
+/// An origin that speaks HTTP/2 (ALPN h2 only) gets inspected requests
+/// over HTTP/2, several of them on one connection, whatever the client
+/// spoke; it answers with the version and authority it saw.
+#[tokio::test]
+async fn origins_that_speak_http2_get_http2() {
+    let origin_cert = test_cert(&["h2.test"]);
+    let (origin, connections) = counting_tls_origin(&origin_cert, &[b"h2"], WAIT).await;
+    let (proxy, trust) = inspecting_proxy("h2", "h2.test", origin, &origin_cert).await;
     for i in 0..3 {
-        let tunnel = connect(proxy.addr, "h2.test:443").await.unwrap();
-        let tls = tls_over(tunnel, "h2.test", &trust).await;
-        let req = Request::get(format!("/api/{i}"))
-            .header("host", "h2.test")
-            .body(full(""))
-            .unwrap();
-        let resp = request_over(tls, req).await;
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert_eq!(body_text(resp).await, format!("HTTP/2.0 h2.test /api/{i}"));
+        let (status, body) = get_in_new_tunnel(&proxy, &trust, "h2.test", &format!("/api/{i}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, format!("HTTP/2.0 h2.test /api/{i}"));
     }
     assert_eq!(
         connections.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "one HTTP/2 connection serves every request"
+    );
+}
+
+/// An HTTP/1.1 TLS origin: the requests of every tunnel reuse one kept
+/// TLS connection (the proxy's own client, in the tunnel's task); one the
+/// origin closed while it idled is not used again.
+#[tokio::test]
+async fn http1_origins_keep_their_tls_connection_across_tunnels() {
+    let origin_cert = test_cert(&["h1.test"]);
+    let idle = std::time::Duration::from_millis(300);
+    let (origin, connections) = counting_tls_origin(&origin_cert, &[b"http/1.1"], idle).await;
+    let (proxy, trust) = inspecting_proxy("h1", "h1.test", origin, &origin_cert).await;
+    let count = || connections.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..3 {
+        let (status, body) = get_in_new_tunnel(&proxy, &trust, "h1.test", &format!("/api/{i}")).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, format!("HTTP/1.1 h1.test /api/{i}"))
+        );
+    }
+    assert_eq!(count(), 1, "one kept TLS connection serves every tunnel");
+    // The origin closes it after 300 ms idle: the next request dials anew.
+    tokio::time::sleep(idle * 3).await;
+    let (status, _) = get_in_new_tunnel(&proxy, &trust, "h1.test", "/api/after-idle").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(count(), 2);
+    let ev = wait_access(|v| v["kind"] == "inspected" && v["path"] == "/api/after-idle").await;
+    assert_eq!(
+        (ev["status"].as_u64(), ev["error"].as_str()),
+        (Some(200), None),
+        "{ev}"
     );
 }
 

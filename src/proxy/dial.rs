@@ -3,7 +3,10 @@
 //! pools ([`super::pool`], [`super::h1`]) and the parent build on it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
 
 use tokio::net::TcpStream;
 
@@ -25,6 +28,37 @@ pub type Seeded = foldhash::fast::RandomState;
 pub struct DialError {
     pub error: ProxyError,
     pub last: Option<Resolved>,
+}
+
+/// A TLS origin: the name its certificate must carry, and how to verify it
+/// (HTTP/1.1 only, and, when the origin may be offered HTTP/2, with ALPN
+/// `h2` first).
+pub struct TlsOrigin {
+    pub name: ServerName<'static>,
+    pub config: Arc<rustls::ClientConfig>,
+    pub config_h2: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// TLS to an origin over `io`, verified for the origin's name; offering
+/// HTTP/2 when `h2`.
+pub async fn tls<IO>(
+    origin: &TlsOrigin,
+    io: IO,
+    timeout: Duration,
+    h2: bool,
+) -> Result<tokio_rustls::client::TlsStream<IO>, ProxyError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let config = match (&origin.config_h2, h2) {
+        (Some(c), true) => c.clone(),
+        _ => origin.config.clone(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
+    tokio::time::timeout(timeout, connector.connect(origin.name.clone(), io))
+        .await
+        .map_err(|_| ProxyError::ConnectTimeout)?
+        .map_err(|e| ProxyError::from_tls(&e))
 }
 
 /// A TCP connection to `addr`; with `mark`, its socket carries that

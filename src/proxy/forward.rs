@@ -161,18 +161,33 @@ pub(super) async fn exchange(
 ) -> Result<Sent, ProxyError> {
     let upgrade = wants_upgrade(req.headers());
     let timeouts = (shared.config.connect_timeout, shared.config.response_timeout);
-    // Nothing to stream up: the proxy's own client, in this task.
-    if let (Hop::Direct(targets), Transport::Plain, None) = (hop, transport, &upgrade) {
+    // Nothing to stream up: the proxy's own client, in this task (over TLS
+    // to an inspected tunnel's origin, unless that origin speaks HTTP/2).
+    if let (Hop::Direct(targets), None) = (hop, &upgrade) {
         if req.body().is_end_stream() && !req.headers().contains_key(header::TRANSFER_ENCODING) {
-            let (mut parts, _) = req.into_parts();
+            let tls = match transport {
+                Transport::Plain => None,
+                Transport::Tls(origin) => Some(&**origin),
+            };
+            let (mut parts, body) = req.into_parts();
             to_origin_form(&mut parts, authority, None);
-            return match h1::exchange(pool.h1(), pool.mark(), targets, parts, timeouts).await {
+            match h1::exchange(pool.h1(), pool.mark(), targets, tls, parts, timeouts).await {
                 Ok(exchanged) => {
                     ev.dialled(exchanged.reached);
-                    Ok(Sent::Own(exchanged))
+                    return Ok(Sent::Own(exchanged));
                 }
-                Err(f) => Err(pipeline::dial_failed(f, ev)),
-            };
+                Err(h1::NotOwn::Failed(f)) => return Err(pipeline::dial_failed(f, ev)),
+                Err(h1::NotOwn::H2(handoff)) => {
+                    let h1::Handoff { parts, new } = *handoff;
+                    if let Some((stream, t)) = new {
+                        if let Err(error) = pool.adopt_h2(&hop, transport, stream, t).await {
+                            let f = super::dial::DialError { error, last: Some(t) };
+                            return Err(pipeline::dial_failed(f, ev));
+                        }
+                    }
+                    req = Request::from_parts(parts, body);
+                }
+            }
         }
     }
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));

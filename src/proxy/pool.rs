@@ -16,7 +16,8 @@ use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 
-use super::dial::{dial, DialError, Seeded, POOL_IDLE, POOL_PER_ADDR};
+pub use super::dial::TlsOrigin;
+use super::dial::{dial, tls, DialError, Seeded, POOL_IDLE, POOL_PER_ADDR};
 use super::h1;
 use super::parent::Parent;
 use super::respond::ProxyError;
@@ -31,15 +32,6 @@ pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
 pub enum Transport {
     Plain,
     Tls(Arc<TlsOrigin>),
-}
-
-/// A TLS origin: the name its certificate must carry, and how to verify it
-/// (HTTP/1.1 only, and, when the origin may be offered HTTP/2, with ALPN
-/// `h2` first).
-pub struct TlsOrigin {
-    pub name: ServerName<'static>,
-    pub config: Arc<rustls::ClientConfig>,
-    pub config_h2: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Where a connection goes: to one of the checked addresses, or through
@@ -364,13 +356,7 @@ impl Pool {
         };
         let key = key(hop, t.addr, transport, h2);
         if let Sender::H2(s) = &sender {
-            // Shared from now on by every request to this origin.
-            let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            m.entry(key.clone()).or_default().push(Idle {
-                sender: Sender::H2(s.clone()),
-                since: Instant::now(),
-                reached: t,
-            });
+            self.share_h2(key.clone(), s.clone(), t);
         }
         let up = Upstream {
             sender,
@@ -382,26 +368,32 @@ impl Pool {
     }
 }
 
-/// TLS to an origin over `io`, verified for the origin's name; offering
-/// HTTP/2 when `h2`.
-async fn tls<IO>(
-    origin: &TlsOrigin,
-    io: IO,
-    timeout: Duration,
-    h2: bool,
-) -> Result<tokio_rustls::client::TlsStream<IO>, ProxyError>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let config = match (&origin.config_h2, h2) {
-        (Some(c), true) => c.clone(),
-        _ => origin.config.clone(),
-    };
-    let connector = tokio_rustls::TlsConnector::from(config);
-    tokio::time::timeout(timeout, connector.connect(origin.name.clone(), io))
-        .await
-        .map_err(|_| ProxyError::ConnectTimeout)?
-        .map_err(|e| ProxyError::from_tls(&e))
+impl Pool {
+    /// Takes a new TLS connection to an origin that chose HTTP/2 (the
+    /// proxy's own client found out, and cannot speak it): shared from now
+    /// on by every request to that origin.
+    pub async fn adopt_h2(
+        &self,
+        hop: &Hop<'_>,
+        transport: &Transport,
+        tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        t: Resolved,
+    ) -> Result<(), ProxyError> {
+        if let Sender::H2(s) = handshake_tls(tls).await? {
+            self.share_h2(key(hop, t.addr, transport, true), s, t);
+        }
+        Ok(())
+    }
+
+    /// An HTTP/2 connection every request to its origin shares.
+    fn share_h2(&self, key: Key, s: http2::SendRequest<UpstreamBody>, t: Resolved) {
+        let mut m = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(key).or_default().push(Idle {
+            sender: Sender::H2(s),
+            since: Instant::now(),
+            reached: t,
+        });
+    }
 }
 
 /// The client connection the origin chose in ALPN: HTTP/2 or HTTP/1.1.

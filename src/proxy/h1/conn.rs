@@ -1,27 +1,73 @@
 //! One upstream connection of the proxy's own HTTP/1.1 client: a request
 //! head written, a response head read straight from the socket.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use http::header::HeaderMap;
-use tokio::io::AsyncWriteExt;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::head::{parse_head, Parsed};
 use super::READ_SPACE;
 use crate::policy::Resolved;
 use crate::proxy::respond::ProxyError;
 
+/// An upstream connection's stream: plain, or TLS to an origin (an
+/// inspected tunnel's requests).
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One upstream connection and what it has read past the last message.
 pub struct Conn {
-    pub(super) io: TcpStream,
+    pub(super) io: Stream,
     pub(super) buf: BytesMut,
     /// The request head, encoded into the same allocation each time.
     out: Vec<u8>,
     /// Header spans of the head being parsed, reused.
     spans: Vec<[usize; 4]>,
     pub reached: Resolved,
+    /// The TLS origin's name (what the pool tells its connections apart by).
+    pub(super) name: Option<ServerName<'static>>,
     /// Idle since (when pooled).
     pub since: Instant,
     /// Has carried a response before: the server may have closed it since.
@@ -29,9 +75,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(io: TcpStream, reached: Resolved) -> Conn {
+    pub(super) fn new(io: Stream, reached: Resolved, name: Option<ServerName<'static>>) -> Conn {
         Conn {
             io,
+            name,
             buf: BytesMut::with_capacity(READ_SPACE),
             out: Vec::with_capacity(1024),
             spans: Vec::new(),
@@ -44,9 +91,22 @@ impl Conn {
     /// Whether the connection can carry another request: the server has
     /// neither closed it nor sent anything unasked. The check costs no
     /// system call unless the socket became readable.
-    pub fn is_open(&self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.io.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    pub fn is_open(&mut self) -> bool {
+        match &mut self.io {
+            Stream::Tcp(s) => {
+                let mut b = [0u8; 1];
+                matches!(s.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            // Records the server sent since (a session ticket) are read and
+            // kept by rustls; anything for the application, a close_notify
+            // or a close means the connection cannot carry a request.
+            Stream::Tls(s) => {
+                let mut b = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut b);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf).is_pending()
+            }
+        }
     }
 
     /// Writes a bodyless request head: `method target HTTP/1.1`, then the
@@ -66,7 +126,9 @@ impl Conn {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        self.io.write_all(out).await
+        self.io.write_all(out).await?;
+        // TLS may hold the last record until flushed; TCP's flush is free.
+        self.io.flush().await
     }
 
     /// Reads the response head (skipping interim `1xx` answers). Its

@@ -8,9 +8,10 @@
 //! of its own behind a dispatch channel, and on a keep-alive hop that task,
 //! its wake-ups and its body channel were the largest share of the proxy's
 //! CPU (see `benches/README.md`, "The own upstream client"). A request without a body needs none of it: no
-//! body streams up while the response streams down. Requests with bodies,
-//! upgrades, TLS origins (HTTP/2) and the parent proxy stay on hyper's
-//! client. The message syntax is httparse's; what is written here is the
+//! body streams up while the response streams down. It speaks TLS to the
+//! origins of inspected tunnels as well (HTTP/1.1; an origin that chooses
+//! HTTP/2 is handed to hyper's client). Requests with bodies, upgrades and
+//! the parent proxy stay on hyper's client. The message syntax is httparse's; what is written here is the
 //! framing of RFC 9112 §6, in the shape of hyper's `proto/h1`, one part
 //! per file:
 //!
@@ -27,63 +28,104 @@ mod conn;
 pub mod framing;
 pub mod head;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
 pub use body::{BodyEnd, ResponseBody};
 pub use chunked::{Chunked, Step};
-use conn::{Conn, Failed};
+use conn::{Conn, Failed, Stream};
 pub use framing::{framing, Framing};
 pub use head::{parse_head, Parsed};
 
-use super::dial::{dial, DialError, Seeded, POOL_IDLE, POOL_PER_ADDR};
+use super::dial::{dial, DialError, Seeded, TlsOrigin, POOL_IDLE, POOL_PER_ADDR};
 use super::respond::ProxyError;
 use crate::policy::Resolved;
 
 /// Reads go into at least this much free buffer.
 const READ_SPACE: usize = 16 * 1024;
 
-/// The proxy's own idle connections of one worker, by the address they
-/// reached.
+/// Where an idle connection leads: an address, and the TLS origin's name
+/// for a TLS connection.
+type Key = (SocketAddr, Option<ServerName<'static>>);
+
+/// How many TLS origins that chose HTTP/2 are remembered (then forgotten
+/// all at once, and learnt again).
+const H2_ORIGINS: usize = 4096;
+
+/// The proxy's own idle connections of one worker, by where they lead,
+/// and the TLS origins that chose HTTP/2 (their requests go to hyper's
+/// client, which multiplexes them on one connection).
 #[derive(Default)]
 pub struct IdleConns {
-    by_addr: Mutex<HashMap<SocketAddr, Vec<Conn>, Seeded>>,
+    inner: Mutex<Idle>,
 }
+
+#[derive(Default)]
+struct Idle {
+    by_key: HashMap<Key, Vec<Conn>, Seeded>,
+    h2: HashSet<Key, Seeded>,
+}
+
+/// A TLS origin known to have chosen HTTP/2.
+struct SpeaksH2;
 
 impl IdleConns {
     /// An idle connection to the first of `targets` that has one, still
-    /// open and not idle too long.
-    fn checkout(&self, targets: &[Resolved]) -> Option<Conn> {
-        let mut m = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+    /// open and not idle too long; or that the origin speaks HTTP/2.
+    fn checkout(
+        &self,
+        targets: &[Resolved],
+        name: Option<&ServerName<'static>>,
+    ) -> Result<Option<Conn>, SpeaksH2> {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for t in targets {
-            let Some(idle) = m.get_mut(&t.addr) else { continue };
+            let key = (t.addr, name.cloned());
+            if name.is_some() && m.h2.contains(&key) {
+                return Err(SpeaksH2);
+            }
+            let Some(idle) = m.by_key.get_mut(&key) else {
+                continue;
+            };
             while let Some(mut c) = idle.pop() {
                 if c.since.elapsed() <= POOL_IDLE && c.is_open() {
                     // This request's check of the address, not the last one's.
                     c.reached = *t;
-                    return Some(c);
+                    return Ok(Some(c));
                 }
             }
         }
-        None
+        Ok(None)
     }
 
     /// Keeps a connection whose response ended.
     fn checkin(&self, mut c: Conn) {
-        let mut m = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
-        let v = m.entry(c.reached.addr).or_default();
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let v = m.by_key.entry((c.reached.addr, c.name.clone())).or_default();
         if v.len() < POOL_PER_ADDR {
             c.since = std::time::Instant::now();
             v.push(c);
         }
     }
 
+    /// Remembers that the TLS origin at `addr` chose HTTP/2.
+    fn speaks_h2(&self, addr: SocketAddr, name: &ServerName<'static>) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if m.h2.len() >= H2_ORIGINS {
+            m.h2.clear();
+        }
+        m.h2.insert((addr, Some(name.clone())));
+    }
+
     /// Closes the connections that servers closed or that idled too long.
     pub fn sweep(&self) {
-        let mut m = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, v| {
-            v.retain(|c| c.since.elapsed() <= POOL_IDLE && c.is_open());
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.by_key.retain(|_, v| {
+            v.retain_mut(|c| c.since.elapsed() <= POOL_IDLE && c.is_open());
             !v.is_empty()
         });
     }
@@ -100,24 +142,64 @@ pub struct Exchanged {
     keep_alive: bool,
 }
 
+/// Why a request did not go over the proxy's own client.
+pub enum NotOwn {
+    /// No response: the dial or the exchange failed.
+    Failed(DialError),
+    /// The TLS origin speaks HTTP/2: the request goes to hyper's client.
+    H2(Box<Handoff>),
+}
+
+/// A request for hyper's client, with the new connection that found out
+/// its origin speaks HTTP/2, if one did.
+pub struct Handoff {
+    pub parts: http::request::Parts,
+    pub new: Option<(TlsStream<TcpStream>, Resolved)>,
+}
+
+impl From<DialError> for NotOwn {
+    fn from(e: DialError) -> NotOwn {
+        NotOwn::Failed(e)
+    }
+}
+
 /// Sends a request without a body to the first of `targets` that answers
-/// (over an idle connection if the pool holds one) and reads the response
-/// head within `response_timeout`. A pooled connection the server had
-/// closed is replaced once by a new one, if the method is idempotent.
+/// (over an idle connection if the pool holds one), over TLS to `tls`
+/// when given, and reads the response head within `response_timeout`. A
+/// pooled connection the server had closed is replaced once by a new one,
+/// if the method is idempotent. A TLS origin is offered HTTP/2 where it may
+/// be; if it takes it, the request is handed back ([`NotOwn::H2`]).
 pub async fn exchange(
     idle: &IdleConns,
     mark: Option<u32>,
     targets: &[Resolved],
+    tls: Option<&TlsOrigin>,
     mut parts: http::request::Parts,
     (connect_timeout, response_timeout): (std::time::Duration, std::time::Duration),
-) -> Result<Exchanged, DialError> {
-    let mut pooled = idle.checkout(targets);
+) -> Result<Exchanged, NotOwn> {
+    let name = tls.map(|t| &t.name);
+    let Ok(mut pooled) = idle.checkout(targets, name) else {
+        return Err(NotOwn::H2(Box::new(Handoff { parts, new: None })));
+    };
     loop {
         let mut conn = match pooled.take() {
             Some(c) => c,
             None => {
                 let (io, t) = dial(targets, connect_timeout, mark).await?;
-                Conn::new(io, t)
+                match tls {
+                    None => Conn::new(Stream::Tcp(io), t, None),
+                    Some(origin) => {
+                        let s = super::dial::tls(origin, io, connect_timeout, true)
+                            .await
+                            .map_err(|error| DialError { error, last: Some(t) })?;
+                        if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            idle.speaks_h2(t.addr, &origin.name);
+                            let new = Some((s, t));
+                            return Err(NotOwn::H2(Box::new(Handoff { parts, new })));
+                        }
+                        Conn::new(Stream::Tls(Box::new(s)), t, Some(origin.name.clone()))
+                    }
+                }
             }
         };
         let reached = conn.reached;
@@ -132,7 +214,7 @@ pub async fn exchange(
             conn.read_head(&mut parts.headers).await
         };
         match tokio::time::timeout(response_timeout, once).await {
-            Err(_) => return Err(failed(ProxyError::ResponseTimeout)),
+            Err(_) => return Err(failed(ProxyError::ResponseTimeout).into()),
             Ok(Ok(mut head)) => {
                 let (framing, keep_alive) =
                     framing(&parts.method, head.status, head.version, &mut head.headers).map_err(failed)?;
@@ -148,9 +230,10 @@ pub async fn exchange(
             Ok(Err(Failed::Stale)) => {
                 return Err(failed(ProxyError::UpstreamResponse(
                     "the upstream closed an idle connection as the request was sent".into(),
-                )))
+                ))
+                .into())
             }
-            Ok(Err(Failed::Error(e))) => return Err(failed(e)),
+            Ok(Err(Failed::Error(e))) => return Err(failed(e).into()),
         }
     }
 }
