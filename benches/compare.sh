@@ -9,8 +9,10 @@
 #   SCENARIOS=garbage bash benches/compare.sh   # a flood of malformed requests (400s)
 #   PERF="egressd-inspect" SCENARIOS=inspect bash benches/compare.sh
 #       # also profiles those targets (perf, first round); top frames to benches/results/
+#   SYSCALLS="egressd egressd-inspect" SCENARIOS=inspect bash benches/compare.sh
+#       # system calls per request of those targets (perf stat, first round)
 #   SCENARIOS="tunnel-https-page" bash benches/compare.sh  # HTTPS in tunnels, 16 KiB answers
-#   SCENARIOS="inspect inspect-new" bash benches/compare.sh   # TLS inspection beside Squid ssl_bump
+#   SCENARIOS="inspect inspect-h2 inspect-new" bash benches/compare.sh   # TLS inspection beside Squid ssl_bump
 #   SCENARIOS="chain chain-tunnel" bash benches/compare.sh   # via a parent proxy, and TLS to the proxy
 #   SCENARIOS="transparent transparent-tunnel" bash benches/compare.sh   # nft-redirected, beside explicit
 #   SCENARIOS=dns bash benches/compare.sh   # names resolved for real (benches/dns.sh)
@@ -86,7 +88,7 @@ for t in squid:squid tinyproxy:tinyproxy nginx:nginx wrk:wrk openssl:openssl; do
 done
 # ssl_bump needs Squid built with OpenSSL (Debian's squid-openssl, which
 # replaces the GnuTLS squid and serves the plain scenarios as well).
-if { want inspect || want inspect-new; } && [ ! -x /usr/lib/squid/security_file_certgen ]; then
+if { want inspect || want inspect-new || want inspect-h2; } && [ ! -x /usr/lib/squid/security_file_certgen ]; then
   # It conflicts with the squid package, whose binary it carries.
   kept=(); for n in "${need[@]}"; do [ "$n" = squid ] || kept+=("$n"); done
   need=("${kept[@]}" squid-openssl)
@@ -257,7 +259,7 @@ wait_port() {
 # === TLS inspection: egressd with its CA (inspecting every tunnel), and
 # Squid ssl_bump (peek at step 1, then bump), each with its own local CA ===
 INSPECTING=0
-if want inspect || want inspect-new; then
+if want inspect || want inspect-new || want inspect-h2; then
   INSPECTING=1
   "$EGRESSD" ca init --dir "$work/egressd-ca" > /dev/null
   cat > "$work/inspect.toml" <<EOF
@@ -464,11 +466,25 @@ scenario_loadgen() { # name mode path [targets]
         perf record -q -F 499 --call-graph dwarf,16384 -p "${pid// /,}" -o "$work/perf-$name-$t.data" -- sleep "$DURATION" 2>/dev/null &
         perf_pid=$!
       fi
+      # SYSCALLS="egressd-inspect ...": system calls per request (first round).
+      local sys_pid=""
+      if [ -n "${SYSCALLS:-}" ] && [ "$r" = 1 ] && [[ " $SYSCALLS " == *" $t "* ]] && [ -n "$pid" ]; then
+        perf stat -x, -e 'syscalls:sys_enter_*' -p "${pid// /,}" -o "$work/sys-$name-$t.csv" -- sleep "$DURATION" 2>/dev/null &
+        sys_pid=$!
+      fi
       out=$("$LOADGEN" "$mode" "${args[@]}" --ca "${TRUST:-$work/ca.pem}" --concurrency "$CONC" \
         --duration "$DURATION" --path "$3" | tail -1)
       if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true
         perf_report "$work/perf-$name-$t.data" "benches/results/perf-$stamp-$name-$t.txt"
+      fi
+      if [ -n "$sys_pid" ]; then
+        wait "$sys_pid" || true
+        local reqs; reqs=$(jq -r '.requests // 0' <<<"$out")
+        awk -F, -v n="$reqs" -v d="$DURATION" 'BEGIN { print "# system calls per request (" n " requests in about " d " s)" }
+          $1 ~ /^[0-9]+$/ && $1 > 0 && n > 0 { sub("syscalls:sys_enter_", "", $3); printf "%-24s %.3f\n", $3, $1 / n }' \
+          "$work/sys-$name-$t.csv" > "benches/results/syscalls-$stamp-$name-$t.txt" || true
+        echo "syscalls: benches/results/syscalls-$stamp-$name-$t.txt"
       fi
       m1=$(machine_busy)
       [ "$t" = egressd-transparent ] && redirect_off
@@ -530,6 +546,10 @@ want bulk && { echo "== CONNECT bulk transfer, ${BULK_MB} MiB"; CONC=1 scenario_
 want latency && { echo "== latency at $RATE req/s, $CONC keep-alive connections"; scenario_latency; }
 # Spliced egressd beside inspecting egressd and bumping Squid.
 want inspect && { echo "== HTTPS keep-alive through inspected tunnels"; TRUST=$work/trust.pem scenario_loadgen inspect tunnel-https / "direct egressd egressd-inspect ${BASELINE:+egressd-base-inspect} squid-bump"; }
+# HTTP/2 to the inspecting side (5 connections, 10 streams each: 50 in
+# flight, as the keep-alive scenarios have); HTTP/1.1 to the origin.
+# Squid speaks no HTTP/2 and nginx's origin here none either.
+want inspect-h2 && { echo "== HTTP/2 inside inspected tunnels, 5 x 10 streams"; TRUST=$work/trust.pem CONC=5 scenario_loadgen inspect-h2 tunnel-h2 / "egressd-inspect ${BASELINE:+egressd-base-inspect}"; }
 want inspect-new && { echo "== a new inspected tunnel per request"; TRUST=$work/trust.pem scenario_loadgen inspect-new tunnel-new / "direct egressd egressd-inspect ${BASELINE:+egressd-base-inspect} squid-bump"; }
 
 # Through a parent (both hops' CPU counted) and over TLS to the proxy,

@@ -85,7 +85,7 @@ fn parse() -> Opts {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: loadgen http|http-new|tunnel-https|tunnel-new|garbage|bulk|idle --target HOST:PORT [--proxy ADDR] [--host NAME] [--path P] [--concurrency N] [--duration S] [--bytes N] [--ca PEM] [--rate R] [--proxy-tls NAME]");
+    eprintln!("usage: loadgen http|http-new|tunnel-https|tunnel-new|tunnel-h2|garbage|bulk|idle --target HOST:PORT [--proxy ADDR] [--host NAME] [--path P] [--concurrency N] [--duration S] [--bytes N] [--ca PEM] [--rate R] [--proxy-tls NAME]");
     std::process::exit(2)
 }
 
@@ -177,6 +177,10 @@ async fn tunnel(o: &Opts) -> std::io::Result<Box<dyn Io>> {
 }
 
 fn tls_connector(o: &Opts) -> tokio_rustls::TlsConnector {
+    tls_connector_alpn(o, &[])
+}
+
+fn tls_connector_alpn(o: &Opts, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(ca) = &o.ca {
         let pem = std::fs::read(ca).expect("read --ca");
@@ -185,12 +189,13 @@ fn tls_connector(o: &Opts) -> tokio_rustls::TlsConnector {
             roots.add(cert).expect("add CA");
         }
     }
-    let config =
+    let mut config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -229,7 +234,89 @@ fn host_port(o: &Opts) -> String {
     }
 }
 
+/// Streams each `tunnel-h2` connection keeps in flight.
+const H2_STREAMS: usize = 10;
+
+/// HTTP/2 in a tunnel, as a browser speaks it to an inspecting proxy: one
+/// connection with `H2_STREAMS` requests in flight at a time, each
+/// answered in full before its stream's next request.
+async fn h2_worker(o: Arc<Opts>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+    use http_body_util::{BodyExt, Empty};
+    while !stop.load(Ordering::Relaxed) {
+        let conn = async {
+            let s = tunnel(&o).await?;
+            let name =
+                rustls::pki_types::ServerName::try_from(o.host.clone()).map_err(std::io::Error::other)?;
+            let tls = tls_connector_alpn(&o, &[b"h2"]).connect(name, s).await?;
+            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(std::io::Error::other("the proxy did not choose h2"));
+            }
+            let (sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tls),
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            Ok::<_, std::io::Error>(sender)
+        };
+        let sender = match conn.await {
+            Ok(s) => s,
+            Err(e) => {
+                if std::env::var_os("LOADGEN_DEBUG").is_some() {
+                    eprintln!("h2 connect: {e}");
+                }
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let uri = format!("https://{}{}", host_port(&o), o.path);
+        let streams: Vec<_> = (0..H2_STREAMS)
+            .map(|_| {
+                let (mut sender, stats, stop, uri) =
+                    (sender.clone(), stats.clone(), stop.clone(), uri.clone());
+                tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(1 << 14);
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let req = http::Request::get(&uri)
+                            .body(Empty::<bytes::Bytes>::new())
+                            .unwrap();
+                        let done = async {
+                            let resp = sender.send_request(req).await.map_err(std::io::Error::other)?;
+                            if !resp.status().is_success() {
+                                return Err(std::io::Error::other(resp.status().to_string()));
+                            }
+                            let body = resp.into_body().collect().await.map_err(std::io::Error::other)?;
+                            Ok::<_, std::io::Error>(body.to_bytes().len() as u64)
+                        };
+                        match done.await {
+                            Ok(n) => {
+                                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                                stats.requests.fetch_add(1, Ordering::Relaxed);
+                                stats.bytes.fetch_add(n, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                stats.errors.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                    }
+                    stats.lat_us.lock().unwrap().extend(lat);
+                })
+            })
+            .collect();
+        for s in streams {
+            let _ = s.await;
+        }
+    }
+}
+
 async fn worker(o: Arc<Opts>, stats: Arc<Stats>, stop: Arc<AtomicBool>, index: usize) {
+    if o.mode == "tunnel-h2" {
+        return h2_worker(o, stats, stop).await;
+    }
     let mut lat = Vec::with_capacity(1 << 16);
     let mut buf = Vec::with_capacity(64 * 1024);
     // Fixed schedule: each connection sends every `period`, the connections
@@ -390,7 +477,7 @@ fn main() {
         match o.mode.as_str() {
             "bulk" => bulk(&o).await,
             "idle" => idle(&o).await,
-            "http" | "http-new" | "tunnel-https" | "tunnel-new" | "garbage" => {
+            "http" | "http-new" | "tunnel-https" | "tunnel-new" | "tunnel-h2" | "garbage" => {
                 let stats = Arc::new(Stats {
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),

@@ -102,9 +102,10 @@ pub(super) async fn serve_http1<IO, S>(
         .serve_connection(TokioIo::new(stream), svc)
         .with_upgrades();
     tokio::pin!(conn);
+    let shutdown = shared.worker_shutdown();
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = shared.shutdown.cancelled() => {
+        _ = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -379,7 +379,7 @@ fn spawn_upgraded(
     upstream_upgrade: hyper::upgrade::OnUpgrade,
     mut ev: Access,
 ) {
-    let cut = shared.cut.clone();
+    let cut = shared.worker_cut();
     let idle = shared.config.tunnel_idle;
     let guard = shared.count_tunnel();
     shared.tasks.spawn(async move {

@@ -109,14 +109,20 @@ where
         transport: Transport::Tls(origin),
     });
     let svc_shared = shared.clone();
+    // What is in flight matters to HTTP/2's idle limit only (HTTP/1.1 has
+    // the header timeout): HTTP/1.1 requests skip the clock and the lock.
     let idle = Arc::new(InFlight::default());
-    let seen = idle.clone();
+    let seen = h2.then(|| idle.clone());
     let svc = service_fn(move |req| {
         let (shared, pool, ctx, seen) = (svc_shared.clone(), pool.clone(), ctx.clone(), seen.clone());
         async move {
-            seen.begin();
+            if let Some(s) = &seen {
+                s.begin();
+            }
             let resp = request(shared, pool, ctx, req).await;
-            seen.end();
+            if let Some(s) = &seen {
+                s.end();
+            }
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
@@ -248,24 +254,24 @@ async fn request(
 /// then decided with its path and method.
 fn decide(shared: &Shared, t: &Session, req: &Request<Incoming>, ev: &mut Access) -> Result<(), ProxyError> {
     let named = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
+        Some(a) => a.as_str(),
         None => {
             let mut hosts = req.headers().get_all(header::HOST).iter();
-            let h = hosts
-                .next()
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let h = hosts.next().and_then(|h| h.to_str().ok()).unwrap_or("");
             if hosts.next().is_some() {
                 return Err(ProxyError::BadRequest("several Host headers".into()));
             }
             h
         }
     };
-    let same = target::candidate(Kind::Https, &named, Some("/"))
-        .is_ok_and(|c| c.host == t.cand.host && c.port == t.cand.port);
+    // Named as the CONNECT named it (what clients send): the same host
+    // without normalising it again.
+    let verbatim = named == t.authority || t.authority.strip_suffix(":443") == Some(named);
+    let same = verbatim
+        || target::candidate(Kind::Https, named, Some("/"))
+            .is_ok_and(|c| c.host == t.cand.host && c.port == t.cand.port);
     if !same {
-        return Err(ProxyError::Misdirected(named));
+        return Err(ProxyError::Misdirected(named.to_string()));
     }
     let cand = target::candidate(Kind::Https, &t.authority, Some(req.uri().path()))
         .map_err(|e| ProxyError::BadRequest(e.to_string()))?

@@ -174,6 +174,9 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Cancelled when the drain period is over: cuts the remaining tunnels.
     pub cut: CancellationToken,
+    /// Each worker thread's children of `shutdown` and `cut` (see
+    /// [`Shared::worker_shutdown`]).
+    worker_tokens: crate::shard::Sharded<Option<(CancellationToken, CancellationToken)>>,
     /// TLS inspection, when a CA is loaded (swapped whole on reload).
     pub inspector: arc_swap::ArcSwapOption<certs::Inspector>,
     /// The TLS listeners' server configuration (swapped whole on reload).
@@ -241,6 +244,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             cut: CancellationToken::new(),
+            worker_tokens: Default::default(),
             tunnels_by_client: Mutex::new(HashMap::new()),
             answered: Mutex::new(crate::dns::answered::Answered::new(
                 crate::dns::answered::DEFAULT_CAPACITY,
@@ -315,6 +319,25 @@ impl Shared {
     /// the request is admitted under its user's).
     pub fn access(&self, client: SocketAddr, kind: EventKind, method: &http::Method) -> Access {
         Access::start(client, kind, method, &self.policy.load(), self.sinks.clone())
+    }
+
+    /// `shutdown` as this worker thread waits on it: a child token of its
+    /// own. A task waiting on a token locks the token's waiter list each
+    /// time it is polled, and every connection's task is polled at every
+    /// wake-up: on the one shared token that lock, and the cache line of
+    /// its state, went back and forth between the cores per request.
+    pub fn worker_shutdown(&self) -> CancellationToken {
+        self.worker_tokens(|(shutdown, _)| shutdown.clone())
+    }
+
+    /// `cut` as this worker thread waits on it (see [`Self::worker_shutdown`]).
+    pub fn worker_cut(&self) -> CancellationToken {
+        self.worker_tokens(|(_, cut)| cut.clone())
+    }
+
+    fn worker_tokens<R>(&self, f: impl FnOnce(&(CancellationToken, CancellationToken)) -> R) -> R {
+        self.worker_tokens
+            .with(|t| f(t.get_or_insert_with(|| (self.shutdown.child_token(), self.cut.child_token()))))
     }
 
     /// The names the DNS listener answered, per client and address.

@@ -217,9 +217,10 @@ pub async fn serve_all(shared: Arc<Shared>, listeners: Vec<(Way, Vec<TcpListener
 async fn housekeeping(shared: Arc<Shared>, pool: Arc<Pool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = shared.worker_shutdown();
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tick.tick() => pool.sweep(),
         }
     }
@@ -240,9 +241,10 @@ async fn accept_loop(
     // listener already when Linux passes it on to accepted sockets.
     let inherits_nodelay =
         cfg!(target_os = "linux") && socket2::SockRef::from(&listener).tcp_nodelay().unwrap_or(false);
+    let shutdown = shared.worker_shutdown();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {

@@ -156,7 +156,7 @@ pub async fn run(
     ev: &mut Access,
 ) -> Result<(), ProxyError> {
     let Opened { link, check, guard } = t;
-    let (idle, cut) = (shared.config.tunnel_idle, shared.cut.clone());
+    let (idle, cut) = (shared.config.tunnel_idle, shared.worker_cut());
     let end = match (link, client) {
         (Link::Inspect(session, inspector), client) => {
             let (io, pre) = match client {
