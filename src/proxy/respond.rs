@@ -334,7 +334,6 @@ impl ProxyError {
 /// RFC 9209's field, not among `http`'s standard names: made once.
 const PROXY_STATUS: http::HeaderName = http::HeaderName::from_static("proxy-status");
 
-/// A structured-field string (RFC 8941): printable ASCII, quoted, with `"`
 /// What an event says of a request or tunnel that ended with this error.
 impl Failure for ProxyError {
     fn class(&self) -> ErrorClass {
@@ -354,15 +353,24 @@ impl Failure for ProxyError {
     }
 }
 
-/// and `\` escaped. Other characters are dropped.
+/// A structured-field string (RFC 8941): printable ASCII, quoted, with `"`
+/// and `\` escaped. Other characters are dropped. Plain runs are copied
+/// whole: every denial's Proxy-Status passes here.
 fn sf_string(s: &str, out: &mut String) {
     out.push('"');
-    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
+    let mut plain = 0;
+    for (i, c) in s.char_indices() {
+        if (' '..='~').contains(&c) && c != '"' && c != '\\' {
+            continue;
+        }
+        out.push_str(&s[plain..i]);
         if c == '"' || c == '\\' {
             out.push('\\');
+            out.push(c);
         }
-        out.push(c);
+        plain = i + c.len_utf8();
     }
+    out.push_str(&s[plain..]);
     out.push('"');
 }
 
@@ -383,6 +391,9 @@ mod tests {
         let mut out = String::from("x=");
         sf_string("a \"b\" \\ c\n", &mut out);
         assert_eq!(out, "x=\"a \\\"b\\\" \\\\ c\"");
+        let mut out = String::new();
+        sf_string("é\tx~\u{7f}ü\"", &mut out);
+        assert_eq!(out, "\"x~\\\"\"");
         let r = ProxyError::Denied {
             reason: Reason::NoMatch,
             by_address: false,
