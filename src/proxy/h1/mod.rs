@@ -28,7 +28,7 @@ mod conn;
 pub mod framing;
 pub mod head;
 
-use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -53,6 +53,23 @@ const READ_SPACE: usize = 16 * 1024;
 /// for a TLS connection.
 type Key = (SocketAddr, Option<ServerName<'static>>);
 
+/// A [`Key`] borrowed, to look one up without copying the name (a `String`)
+/// for every request: hashed as `Key` is.
+struct KeyRef<'a>(SocketAddr, Option<&'a ServerName<'static>>);
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.hash(h);
+        self.1.hash(h);
+    }
+}
+
+impl hashbrown::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, k: &Key) -> bool {
+        self.0 == k.0 && self.1 == k.1.as_ref()
+    }
+}
+
 /// How many TLS origins that chose HTTP/2 are remembered (then forgotten
 /// all at once, and learnt again).
 const H2_ORIGINS: usize = 4096;
@@ -67,8 +84,8 @@ pub struct IdleConns {
 
 #[derive(Default)]
 struct Idle {
-    by_key: HashMap<Key, Vec<Conn>, Seeded>,
-    h2: HashSet<Key, Seeded>,
+    by_key: hashbrown::HashMap<Key, Vec<Conn>, Seeded>,
+    h2: hashbrown::HashSet<Key, Seeded>,
 }
 
 /// A TLS origin known to have chosen HTTP/2.
@@ -84,7 +101,7 @@ impl IdleConns {
     ) -> Result<Option<Conn>, SpeaksH2> {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for t in targets {
-            let key = (t.addr, name.cloned());
+            let key = KeyRef(t.addr, name);
             if name.is_some() && m.h2.contains(&key) {
                 return Err(SpeaksH2);
             }
@@ -105,10 +122,15 @@ impl IdleConns {
     /// Keeps a connection whose response ended.
     fn checkin(&self, mut c: Conn) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let v = m.by_key.entry((c.reached.addr, c.name.clone())).or_default();
-        if v.len() < POOL_PER_ADDR {
-            c.since = std::time::Instant::now();
-            v.push(c);
+        c.since = std::time::Instant::now();
+        // The name is copied for a key only the first time.
+        match m.by_key.get_mut(&KeyRef(c.reached.addr, c.name.as_ref())) {
+            Some(v) if v.len() >= POOL_PER_ADDR => {}
+            Some(v) => v.push(c),
+            None => {
+                let key = (c.reached.addr, c.name.clone());
+                m.by_key.insert(key, vec![c]);
+            }
         }
     }
 
@@ -323,4 +345,23 @@ pub fn read_offline(wire: &[u8], split: usize) -> Result<Offline, ProxyError> {
     }
     read.ended = body == Some(Framing::Close);
     Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_key_finds_what_an_owned_one_stored() {
+        let addr: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        let a = ServerName::try_from("a.test".to_string()).unwrap();
+        let b = ServerName::try_from("b.test".to_string()).unwrap();
+        let mut m: hashbrown::HashMap<Key, u8, Seeded> = Default::default();
+        m.insert((addr, Some(a.clone())), 1);
+        m.insert((addr, None), 2);
+        assert_eq!(m.get(&KeyRef(addr, Some(&a))), Some(&1));
+        assert_eq!(m.get(&KeyRef(addr, None)), Some(&2));
+        assert_eq!(m.get(&KeyRef(addr, Some(&b))), None);
+        assert_eq!(m.get(&KeyRef("127.0.0.1:80".parse().unwrap(), Some(&a))), None);
+    }
 }
