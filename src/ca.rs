@@ -500,15 +500,14 @@ mod tests {
     #[test]
     fn leaves_pass_strict_x509_verification() {
         let (d, ca) = example_ca("strict");
-        let leaf = ca
-            .sign_leaf(
-                "www.example.com",
-                &KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
-                7,
-            )
-            .unwrap();
-        let leaf_path = d.join("leaf.pem");
-        fs::write(&leaf_path, pem_certificate(&leaf)).unwrap();
+        // A leaf for `name`, written to `file` in the CA's directory.
+        let signed = |name: &str, file: &str| {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            let path = d.join(file);
+            fs::write(&path, pem_certificate(&ca.sign_leaf(name, &key, 7).unwrap())).unwrap();
+            path
+        };
+        let leaf_path = signed("www.example.com", "leaf.pem");
         // The helper writes what the loader reads.
         assert_eq!(pem_der(&pem_certificate(&ca.cert_der)).unwrap(), ca.cert_der);
         let verify = |leaf: &Path, host: &[&str]| {
@@ -527,15 +526,7 @@ mod tests {
         let (ok, text) = verify(&leaf_path, &["-verify_hostname", "www.example.com"]);
         assert!(ok, "{text}");
         // A stolen key signing for an IP address: the constraints refuse it.
-        let ip_leaf = ca
-            .sign_leaf(
-                "192.0.2.10",
-                &KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
-                7,
-            )
-            .unwrap();
-        let ip_path = d.join("ip.pem");
-        fs::write(&ip_path, pem_certificate(&ip_leaf)).unwrap();
+        let ip_path = signed("192.0.2.10", "ip.pem");
         let (ok, text) = verify(&ip_path, &["-verify_ip", "192.0.2.10"]);
         assert!(!ok, "a leaf for an IP address verified: {text}");
         assert!(text.contains("subtree violation"), "{text}");

@@ -1,17 +1,18 @@
-//! Upstream HTTP/1.1 for requests without a body to plain-HTTP origins
-//! (most of what a proxy forwards: `GET`, `HEAD`), driven in the client
-//! connection's own task: the request head is written and the response read
-//! straight from the socket, and the body is handed to the client as the
-//! client side polls for it.
+//! Upstream HTTP/1.1 for requests without a body (most of what a proxy
+//! forwards: `GET`, `HEAD`), driven in the client connection's own task:
+//! the request head is written and the response read straight from the
+//! socket, and the body is handed to the client as the client side polls
+//! for it.
 //!
 //! Why not hyper's client here: it runs each upstream connection as a task
 //! of its own behind a dispatch channel, and on a keep-alive hop that task,
 //! its wake-ups and its body channel were the largest share of the proxy's
-//! CPU (see `benches/README.md`, "The own upstream client"). A request without a body needs none of it: no
-//! body streams up while the response streams down. It speaks TLS to the
-//! origins of inspected tunnels as well (HTTP/1.1; an origin that chooses
-//! HTTP/2 is handed to hyper's client). Requests with bodies, upgrades and
-//! the parent proxy stay on hyper's client. The message syntax is httparse's; what is written here is the
+//! CPU (see `benches/README.md`, "The own upstream client"). A request
+//! without a body needs none of it: no body streams up while the response
+//! streams down. It speaks TLS to the origins of inspected tunnels as well
+//! (HTTP/1.1; an origin that chooses HTTP/2 is handed to hyper's client).
+//! Requests with bodies, upgrades and the parent proxy stay on hyper's
+//! client. The message syntax is httparse's; what is written here is the
 //! framing of RFC 9112 §6, in the shape of hyper's `proto/h1`, one part
 //! per file:
 //!
